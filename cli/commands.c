@@ -3,7 +3,10 @@
 #include "cli/commands.h"
 
 /* Each layer's commands, declared where they are defined. */
+#include "img/img.h"
 
 const struct vt_command *const vt_commands[] = {
+	&vt_cmd_img_create,
+	&vt_cmd_img_info,
 	NULL,
 };

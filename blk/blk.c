@@ -1,0 +1,546 @@
+/* The generic half of the block layer: format probing, opening a backing chain,
+ * dispatch to the format driver, and the operations every driver shares. */
+#include "blk/driver.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const struct blk_driver *const drivers[] = { &blk_driver_qcow2, &blk_driver_raw };
+
+#define MAX_CHAIN_DEPTH 64
+
+static const struct blk_driver *find_driver(const char *name)
+{
+	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
+		if (!strcmp(drivers[i]->name, name))
+			return drivers[i];
+	return NULL;
+}
+
+bool blk_format_known(const char *format)
+{
+	return find_driver(format) != NULL;
+}
+
+int blk_cache_parse(const char *name, enum blk_cache *out)
+{
+	static const struct { const char *n; enum blk_cache c; } t[] = {
+		{ "writeback", BLK_CACHE_WRITEBACK }, { "none", BLK_CACHE_NONE },
+		{ "off", BLK_CACHE_NONE }, { "writethrough", BLK_CACHE_WRITETHROUGH },
+		{ "directsync", BLK_CACHE_DIRECTSYNC }, { "unsafe", BLK_CACHE_UNSAFE },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		if (!strcmp(name, t[i].n)) {
+			*out = t[i].c;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* The one place formats are detected: by magic, never raw for a known magic. */
+static const struct blk_driver *probe(struct blk_file *f, struct vt_error *err)
+{
+	uint8_t buf[512];
+	const struct blk_driver *best = &blk_driver_raw;
+	int best_score = 0;
+
+	if (blk_file_pread(f, 0, buf, sizeof(buf), err) < 0)
+		return NULL;
+	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++) {
+		int s = drivers[i]->probe ? drivers[i]->probe(buf, sizeof(buf)) : 0;
+		if (s > best_score) {
+			best_score = s;
+			best = drivers[i];
+		}
+	}
+	return best;
+}
+
+/* Backing names are relative to the directory of the image that names them. */
+static char *resolve_backing(const char *image, const char *backing)
+{
+	if (backing[0] == '/' || !strchr(image, '/'))
+		return strdup(backing);
+	char *copy = strdup(image);
+	if (!copy)
+		return NULL;
+	char *dir = dirname(copy);
+	size_t n = strlen(dir) + strlen(backing) + 2;
+	char *out = malloc(n);
+	if (out)
+		snprintf(out, n, "%s/%s", dir, backing);
+	free(copy);
+	return out;
+}
+
+char *blk_full_backing_name(const struct blk *b);
+char *blk_full_backing_name(const struct blk *b)
+{
+	return resolve_backing(b->filename, b->backing_file);
+}
+
+static int open_depth(const char *filename, const struct blk_open_opts *o, int depth,
+                      struct blk **out, struct vt_error *err);
+
+static int open_backing(struct blk *b, const struct blk_open_opts *o, int depth,
+                        struct vt_error *err)
+{
+	if (depth >= MAX_CHAIN_DEPTH)
+		return vt_error_set(err, ELOOP, b->filename, "open backing file",
+		                    "backing chain deeper than %d (a loop?)", MAX_CHAIN_DEPTH);
+	/* qemu refuses protocol and json: pseudo file names here; so do we. */
+	if (!strncmp(b->backing_file, "json:", 5))
+		return vt_error_set(err, EINVAL, b->filename, "open backing file",
+		                    "json: backing file names are not supported");
+	char *path = resolve_backing(b->filename, b->backing_file);
+	if (!path)
+		return vt_error_set(err, ENOMEM, b->filename, "open backing file", NULL);
+	struct blk_open_opts bo = {
+		.format = b->backing_format[0] ? b->backing_format : NULL,
+		.writable = false,
+		.cache = o->cache,
+		.force_share = o->force_share,
+	};
+	struct vt_error inner = { 0 };
+	int r = open_depth(path, &bo, depth + 1, &b->backing, &inner);
+	if (r < 0) {
+		char msg[sizeof(inner.why) + sizeof(inner.what) + 8];
+		snprintf(msg, sizeof(msg), "%s%s%s", inner.what, inner.what[0] ? ": " : "",
+		         inner.why);
+		vt_error_set(err, -r, b->filename, "Could not open backing file", "%s: %s", path,
+		             msg);
+	}
+	free(path);
+	return r;
+}
+
+static int open_depth(const char *filename, const struct blk_open_opts *o, int depth,
+                      struct blk **out, struct vt_error *err)
+{
+	struct blk *b = calloc(1, sizeof(*b));
+	int r;
+
+	if (!b || !(b->filename = strdup(filename))) {
+		free(b);
+		return vt_error_set(err, ENOMEM, filename, "open", NULL);
+	}
+	b->writable = o->writable;
+	b->cache = o->cache;
+	unsigned fflags = (o->writable ? BLK_FILE_WRITE : 0) |
+	                  (o->force_share && !o->writable ? BLK_FILE_NOLOCK : 0);
+	r = blk_file_open(filename, fflags, o->cache, &b->file, err);
+	if (r < 0)
+		goto fail;
+	if (o->format) {
+		b->drv = find_driver(o->format);
+		if (!b->drv) {
+			r = vt_error_set(err, EINVAL, filename, "open", "Unknown driver '%s'",
+			                 o->format);
+			goto fail;
+		}
+	} else {
+		b->drv = probe(b->file, err);
+		if (!b->drv) {
+			r = -EIO;
+			goto fail;
+		}
+	}
+	r = b->drv->open(b, o, err);
+	if (r < 0) {
+		b->drv = NULL;
+		goto fail;
+	}
+	if (b->backing_file[0] && !o->no_backing) {
+		r = open_backing(b, o, depth, err);
+		if (r < 0)
+			goto fail;
+	}
+	*out = b;
+	return 0;
+fail:
+	if (b->drv)
+		b->drv->close(b);
+	blk_file_close(b->file);
+	free(b->filename);
+	free(b);
+	return r;
+}
+
+int blk_open(const char *filename, const struct blk_open_opts *opts, struct blk **out,
+             struct vt_error *err)
+{
+	return open_depth(filename, opts, 0, out, err);
+}
+
+int blk_close(struct blk *b, struct vt_error *err)
+{
+	int r = 0;
+	if (!b)
+		return 0;
+	if (b->writable)
+		r = blk_flush(b, err);
+	b->drv->close(b);
+	blk_file_close(b->file);
+	if (b->backing)
+		blk_close(b->backing, NULL);
+	free(b->filename);
+	free(b);
+	return r;
+}
+
+uint64_t blk_size(const struct blk *b) { return b->size; }
+const char *blk_format(const struct blk *b) { return b->drv->name; }
+const char *blk_filename(const struct blk *b) { return b->filename; }
+struct blk *blk_backing(const struct blk *b) { return b->backing; }
+bool blk_writable(const struct blk *b) { return b->writable; }
+
+static int check_range(struct blk *b, uint64_t off, uint64_t len, const char *what,
+                       struct vt_error *err)
+{
+	if (off > b->size || len > b->size - off)
+		return vt_error_set(err, EINVAL, b->filename, what,
+		                    "request at %llu+%llu is past the end of the image (%llu)",
+		                    (unsigned long long)off, (unsigned long long)len,
+		                    (unsigned long long)b->size);
+	return 0;
+}
+
+static int check_writable(struct blk *b, const char *what, struct vt_error *err)
+{
+	if (!b->writable)
+		return vt_error_set(err, EROFS, b->filename, what, "image is opened read-only");
+	return 0;
+}
+
+size_t blk_iov_size(const struct iovec *iov, int iovcnt)
+{
+	size_t n = 0;
+	for (int i = 0; i < iovcnt; i++)
+		n += iov[i].iov_len;
+	return n;
+}
+
+void blk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len)
+{
+	char *p = buf;
+	for (int i = 0; i < iovcnt && len; i++) {
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		size_t n = iov[i].iov_len - skip;
+		if (n > len)
+			n = len;
+		memcpy(p, (char *)iov[i].iov_base + skip, n);
+		p += n;
+		len -= n;
+		skip = 0;
+	}
+}
+
+void blk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf,
+                      size_t len)
+{
+	const char *p = buf;
+	for (int i = 0; i < iovcnt && len; i++) {
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		size_t n = iov[i].iov_len - skip;
+		if (n > len)
+			n = len;
+		memcpy((char *)iov[i].iov_base + skip, p, n);
+		p += n;
+		len -= n;
+		skip = 0;
+	}
+}
+
+void blk_iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len)
+{
+	for (int i = 0; i < iovcnt && len; i++) {
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		size_t n = iov[i].iov_len - skip;
+		if (n > len)
+			n = len;
+		memset((char *)iov[i].iov_base + skip, c, n);
+		len -= n;
+		skip = 0;
+	}
+}
+
+int blk_read_backing(struct blk *b, uint64_t off, void *buf, size_t len,
+                     struct vt_error *err)
+{
+	struct blk *bk = b->backing;
+	if (!bk) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	size_t in = 0;
+	if (off < bk->size)
+		in = bk->size - off < len ? (size_t)(bk->size - off) : len;
+	if (in) {
+		struct iovec iov = { buf, in };
+		int r = bk->drv->preadv(bk, off, &iov, 1, err);
+		if (r < 0)
+			return r;
+	}
+	memset((char *)buf + in, 0, len - in);
+	return 0;
+}
+
+int blk_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+               struct vt_error *err)
+{
+	int r = check_range(b, off, blk_iov_size(iov, iovcnt), "read", err);
+	return r < 0 ? r : b->drv->preadv(b, off, iov, iovcnt, err);
+}
+
+int blk_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                struct vt_error *err)
+{
+	int r = check_writable(b, "write", err);
+	if (r == 0)
+		r = check_range(b, off, blk_iov_size(iov, iovcnt), "write", err);
+	return r < 0 ? r : b->drv->pwritev(b, off, iov, iovcnt, err);
+}
+
+int blk_pread(struct blk *b, uint64_t off, void *buf, size_t len, struct vt_error *err)
+{
+	struct iovec iov = { buf, len };
+	return blk_preadv(b, off, &iov, 1, err);
+}
+
+int blk_pwrite(struct blk *b, uint64_t off, const void *buf, size_t len,
+               struct vt_error *err)
+{
+	struct iovec iov = { (void *)buf, len };
+	return blk_pwritev(b, off, &iov, 1, err);
+}
+
+int blk_flush(struct blk *b, struct vt_error *err)
+{
+	if (!b->writable)
+		return 0;
+	return b->drv->flush(b, err);
+}
+
+int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
+                     struct vt_error *err)
+{
+	int r = check_writable(b, "write zeroes", err);
+	if (r == 0)
+		r = check_range(b, off, len, "write zeroes", err);
+	return r < 0 ? r : b->drv->write_zeroes(b, off, len, flags, err);
+}
+
+int blk_discard(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err)
+{
+	int r = check_writable(b, "discard", err);
+	if (r == 0)
+		r = check_range(b, off, len, "discard", err);
+	return r < 0 ? r : b->drv->discard(b, off, len, err);
+}
+
+int blk_block_status_layer(struct blk *b, uint64_t off, uint64_t len,
+                           struct blk_status *st, struct vt_error *err)
+{
+	int r = check_range(b, off, len, "block status", err);
+	if (r < 0)
+		return r;
+	if (len == 0)
+		return vt_error_set(err, EINVAL, b->filename, "block status", "empty range");
+	memset(st, 0, sizeof(*st));
+	r = b->drv->block_status(b, off, len, st, err);
+	if (r == 0) {
+		st->layer = b;
+		if (st->len == 0 || st->len > len)
+			st->len = len;
+	}
+	return r;
+}
+
+int blk_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
+                     struct vt_error *err)
+{
+	int depth = 0;
+	for (;;) {
+		int r = blk_block_status_layer(b, off, len, st, err);
+		if (r < 0)
+			return r;
+		st->depth = depth;
+		if ((st->flags & BLK_STATUS_ALLOCATED) || !b->backing)
+			return 0;
+		len = st->len;
+		struct blk *bk = b->backing;
+		if (off >= bk->size) { /* past the backing file's end: zeros */
+			st->flags = BLK_STATUS_ZERO;
+			st->depth = depth + 1;
+			st->layer = bk;
+			for (struct blk *x = bk->backing; x; x = x->backing)
+				st->depth++, st->layer = x;
+			return 0;
+		}
+		if (len > bk->size - off)
+			len = bk->size - off;
+		b = bk;
+		depth++;
+	}
+}
+
+int blk_get_info(struct blk *b, struct blk_info *info, struct vt_error *err)
+{
+	memset(info, 0, sizeof(*info));
+	info->format = b->drv->name;
+	info->virtual_size = b->size;
+	info->actual_size = blk_file_allocated_bytes(b->file);
+	if (b->backing_file[0]) {
+		info->has_backing = true;
+		snprintf(info->backing_file, sizeof(info->backing_file), "%s", b->backing_file);
+		char *full = resolve_backing(b->filename, b->backing_file);
+		snprintf(info->full_backing_file, sizeof(info->full_backing_file), "%s",
+		         full ? full : b->backing_file);
+		free(full);
+		snprintf(info->backing_format, sizeof(info->backing_format), "%s",
+		         b->backing_format);
+	}
+	return b->drv->get_info ? b->drv->get_info(b, info, err) : 0;
+}
+
+void blk_info_free(struct blk_info *info)
+{
+	free(info->snapshots);
+	info->snapshots = NULL;
+}
+
+int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err)
+{
+	int r = check_writable(b, "resize", err);
+	if (r < 0)
+		return r;
+	if (!b->drv->truncate)
+		return vt_error_set(err, ENOTSUP, b->filename, "resize",
+		                    "format %s cannot be resized", b->drv->name);
+	return b->drv->truncate(b, size, err);
+}
+
+const char *blk_create_help(const char *format)
+{
+	static char buf[8192];
+	static const char *const types[] = { "str", "size", "num", "bool (on/off)" };
+	const struct blk_driver *d = find_driver(format);
+	size_t used;
+
+	if (!d)
+		return NULL;
+	used = (size_t)snprintf(buf, sizeof(buf), "Supported %s options:\n", d->name);
+	for (const struct blk_optdesc *o = d->create_opts; o && o->name; o++) {
+		char key[96];
+		snprintf(key, sizeof(key), "%s=<%s>", o->name, types[o->type]);
+		if (used < sizeof(buf))
+			used += (size_t)snprintf(buf + used, sizeof(buf) - used, "  %-22s - %s\n",
+			                         key, o->help);
+	}
+	if (used < sizeof(buf))
+		snprintf(buf + used, sizeof(buf) - used,
+		         "\nThe protocol level may support further options.\n"
+		         "Specify the target filename to include those options.\n");
+	return buf;
+}
+
+int blk_create(const char *filename, const struct blk_create_opts *co, char **formatting,
+               struct vt_error *err)
+{
+	const char *fmt = co->format ? co->format : "raw";
+	const struct blk_driver *d = find_driver(fmt);
+	struct blk_optlist opts = { 0 };
+	struct blk_create_opts o = *co;
+	struct blk_file *f = NULL;
+	int r;
+
+	if (!d)
+		return vt_error_set(err, EINVAL, filename, "create", "Unknown file format '%s'",
+		                    fmt);
+	r = blk_opts_parse(co->options, d->create_opts, &opts, err);
+	if (r < 0) {
+		if (err)
+			snprintf(err->file, sizeof(err->file), "%s", filename);
+		return r;
+	}
+	/* -o size/backing_file/backing_fmt are the same as the positional forms. */
+	uint64_t osize;
+	if (blk_opts_get_size(&opts, "size", &osize, err) == 0 && !o.size_given) {
+		o.size = osize;
+		o.size_given = true;
+	}
+	if (!o.backing_file)
+		o.backing_file = blk_opts_get(&opts, "backing_file");
+	if (!o.backing_format)
+		o.backing_format = blk_opts_get(&opts, "backing_fmt");
+	if (o.backing_file && !o.backing_format) {
+		r = vt_error_set(err, EINVAL, filename, "create",
+		                 "Backing file specified without backing format");
+		goto out;
+	}
+	if (o.backing_file && d == &blk_driver_raw) {
+		r = vt_error_set(err, ENOTSUP, filename, "create",
+		                 "Backing file not supported for file format '%s'", fmt);
+		goto out;
+	}
+	if (o.backing_file && (!o.size_given || !o.no_backing_open)) {
+		/* Open the backing file to check it and, without a size, inherit its size. */
+		struct blk *bk;
+		struct blk_open_opts bo = { .format = o.backing_format, .force_share = true };
+		char *path = resolve_backing(filename, o.backing_file);
+		if (!path) {
+			r = vt_error_set(err, ENOMEM, filename, "create", NULL);
+			goto out;
+		}
+		struct vt_error inner = { 0 };
+		r = blk_open(path, &bo, &bk, &inner);
+		if (r < 0) {
+			vt_error_set(err, -r, filename, "create", "Could not open backing file '%s': %s",
+			             path, inner.why);
+			free(path);
+			goto out;
+		}
+		free(path);
+		if (!o.size_given) {
+			o.size = blk_size(bk);
+			o.size_given = true;
+		}
+		blk_close(bk, NULL);
+	}
+	if (!o.size_given) {
+		r = vt_error_set(err, EINVAL, filename, "create", "Image creation needs a size parameter");
+		goto out;
+	}
+	if (o.size > INT64_MAX) {
+		r = vt_error_set(err, ERANGE, filename, "create",
+		                 "Image size must be less than 8 EiB!");
+		goto out;
+	}
+	bool existed = access(filename, F_OK) == 0;
+	r = blk_file_open(filename, BLK_FILE_CREATE, BLK_CACHE_WRITEBACK, &f, err);
+	if (r < 0)
+		goto out;
+	r = d->create(f, filename, &o, &opts, formatting, err);
+	if (r == 0)
+		r = blk_file_flush(f, err);
+	blk_file_close(f);
+	if (r < 0 && !existed)
+		unlink(filename); /* leave nothing half-made behind */
+out:
+	blk_opts_free(&opts);
+	return r;
+}

@@ -1,0 +1,143 @@
+/* The block layer: the one API through which vtool reads and writes disk images.
+ *
+ * `vtool img` commands and the VMM's disk devices call only this header. A `struct blk`
+ * is an open image of some format (raw, qcow2) with its backing chain; reads, writes,
+ * zeroing and discards take byte offsets and any length (the layer does the
+ * read-modify-write that formats and O_DIRECT need). Handles may be used from several
+ * threads at once: drivers keep metadata under their own lock and do data I/O outside it.
+ * Nothing here prints; failures return a negative errno and fill struct vt_error. */
+#ifndef VTOOL_BLK_BLK_H
+#define VTOOL_BLK_BLK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "util/error.h"
+
+struct blk;
+
+enum blk_cache {
+	BLK_CACHE_WRITEBACK,   /* page cache, flush on request (default) */
+	BLK_CACHE_NONE,        /* O_DIRECT, flush on request */
+	BLK_CACHE_WRITETHROUGH,/* page cache, every write synced */
+	BLK_CACHE_DIRECTSYNC,  /* O_DIRECT, every write synced */
+	BLK_CACHE_UNSAFE,      /* page cache, flushes ignored */
+};
+/* qemu's names: none, writeback, writethrough, directsync, unsafe. */
+int blk_cache_parse(const char *name, enum blk_cache *out);
+
+struct blk_open_opts {
+	const char *format;    /* "raw", "qcow2", or NULL to probe by magic */
+	bool writable;
+	enum blk_cache cache;
+	bool force_share;      /* -U: take no locks that could conflict (read-only only) */
+	bool no_backing;       /* do not open the backing chain */
+};
+
+int blk_open(const char *filename, const struct blk_open_opts *opts, struct blk **out,
+             struct vt_error *err);
+/* Flushes (if writable) and closes the whole chain; the handle is gone either way. */
+int blk_close(struct blk *b, struct vt_error *err);
+
+uint64_t blk_size(const struct blk *b);               /* virtual size in bytes */
+const char *blk_format(const struct blk *b);          /* driver name */
+const char *blk_filename(const struct blk *b);
+struct blk *blk_backing(const struct blk *b);         /* NULL at the chain's end */
+bool blk_writable(const struct blk *b);
+
+int blk_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+               struct vt_error *err);
+int blk_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                struct vt_error *err);
+int blk_pread(struct blk *b, uint64_t off, void *buf, size_t len, struct vt_error *err);
+int blk_pwrite(struct blk *b, uint64_t off, const void *buf, size_t len,
+               struct vt_error *err);
+int blk_flush(struct blk *b, struct vt_error *err);
+
+#define BLK_MAY_UNMAP 1u  /* write_zeroes may deallocate instead of writing zeros */
+int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
+                     struct vt_error *err);
+/* Advisory: the range's contents become unspecified (zeros or backing data). */
+int blk_discard(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err);
+
+/* Block status of [off, off+len): how the first bytes are stored, and for how long. */
+#define BLK_STATUS_DATA         0x01u /* bytes are stored in some layer */
+#define BLK_STATUS_ZERO         0x02u /* reads as zeros */
+#define BLK_STATUS_ALLOCATED    0x04u /* provided by the layer at `depth` (not fall-through) */
+#define BLK_STATUS_OFFSET_VALID 0x08u /* host_offset: readable raw at that file offset */
+#define BLK_STATUS_COMPRESSED   0x10u
+struct blk_status {
+	uint64_t len;          /* > 0: bytes from off with this status */
+	unsigned flags;
+	int depth;             /* layer that decided it (0 = this image); for holes in the
+	                          whole chain, the depth of the last layer */
+	uint64_t host_offset;  /* with OFFSET_VALID */
+	struct blk *layer;     /* the image at `depth` */
+};
+/* Resolved over the backing chain. */
+int blk_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
+                     struct vt_error *err);
+/* This layer only: ALLOCATED clear means "falls through to the backing file". */
+int blk_block_status_layer(struct blk *b, uint64_t off, uint64_t len,
+                           struct blk_status *st, struct vt_error *err);
+
+struct blk_snapshot_info {
+	char id[128];
+	char name[256];
+	uint64_t vm_state_size;
+	uint32_t date_sec, date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t icount;        /* (uint64_t)-1 when absent */
+};
+
+struct blk_info {
+	const char *format;
+	uint64_t virtual_size;
+	uint64_t actual_size;   /* host bytes allocated (st_blocks * 512) */
+	uint32_t cluster_size;  /* 0 when the format has none */
+	bool dirty;
+	bool has_backing;
+	char backing_file[1024];       /* as stored in the image */
+	char full_backing_file[4096];  /* resolved relative to the image */
+	char backing_format[32];       /* empty when not recorded */
+	bool is_qcow2;
+	struct {
+		int version;            /* 2 or 3 */
+		const char *compression_type;
+		bool lazy_refcounts;
+		int refcount_bits;
+		bool corrupt;
+		bool extended_l2;
+	} qcow2;
+	int nb_snapshots;
+	struct blk_snapshot_info *snapshots; /* malloc'd; blk_info_free() releases */
+};
+int blk_get_info(struct blk *b, struct blk_info *info, struct vt_error *err);
+void blk_info_free(struct blk_info *info);
+
+/* Image creation. Options are qemu's `-o key=value,...` (",," is a literal comma);
+ * each driver has its own table (blk_create_help lists it). */
+struct blk_create_opts {
+	const char *format;       /* default "raw" */
+	uint64_t size;
+	bool size_given;          /* else taken from the backing file */
+	const char *backing_file;
+	const char *backing_format;
+	bool no_backing_open;     /* -u: do not open the backing file */
+	const char *options;      /* -o string, may be NULL */
+};
+/* Creates filename (replacing it). On success *formatting gets qemu's
+ * "fmt=... size=..." description (malloc'd) for the "Formatting" line. */
+int blk_create(const char *filename, const struct blk_create_opts *opts, char **formatting,
+               struct vt_error *err);
+/* "-o help" text for a format. NULL if the format is unknown. */
+const char *blk_create_help(const char *format);
+
+int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err);
+
+/* Format names we know, for messages and probing. */
+bool blk_format_known(const char *format);
+
+#endif

@@ -1,0 +1,64 @@
+/* What a format driver sees: the open image and the vtable it implements. For blk/ only;
+ * everything outside blk/ uses blk.h. */
+#ifndef VTOOL_BLK_DRIVER_H
+#define VTOOL_BLK_DRIVER_H
+
+#include "blk/blk.h"
+#include "blk/file.h"
+#include "blk/opts.h"
+
+struct blk_driver;
+
+struct blk {
+	const struct blk_driver *drv;
+	void *opaque;             /* the driver's state */
+	struct blk_file *file;    /* the image file */
+	struct blk *backing;      /* opened by blk.c from backing_file/backing_format */
+	char *filename;
+	uint64_t size;            /* virtual size, set by the driver's open */
+	bool writable;
+	enum blk_cache cache;
+	/* Filled by the driver's open when the image names a backing file. */
+	char backing_file[1024];
+	char backing_format[32];
+};
+
+struct blk_driver {
+	const char *name;
+	/* Score how sure we are that this header is ours (0 = not ours). */
+	int (*probe)(const uint8_t *buf, size_t len);
+	int (*open)(struct blk *b, const struct blk_open_opts *o, struct vt_error *err);
+	void (*close)(struct blk *b);
+	int (*preadv)(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+	              struct vt_error *err);
+	int (*pwritev)(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+	               struct vt_error *err);
+	int (*flush)(struct blk *b, struct vt_error *err);
+	int (*write_zeroes)(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
+	                    struct vt_error *err);
+	int (*discard)(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err);
+	int (*block_status)(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
+	                    struct vt_error *err);
+	int (*get_info)(struct blk *b, struct blk_info *info, struct vt_error *err);
+	int (*truncate)(struct blk *b, uint64_t size, struct vt_error *err);
+	/* Create the image in an already created, empty file. */
+	int (*create)(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
+	              const struct blk_optlist *opts, char **formatting, struct vt_error *err);
+	const struct blk_optdesc *create_opts; /* terminated by a NULL name */
+};
+
+extern const struct blk_driver blk_driver_raw;
+extern const struct blk_driver blk_driver_qcow2;
+
+/* Helpers drivers share. */
+size_t blk_iov_size(const struct iovec *iov, int iovcnt);
+/* Copy between an iovec (starting skip bytes in) and a flat buffer. */
+void blk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len);
+void blk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf,
+                      size_t len);
+void blk_iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len);
+/* Read [off, off+len) of the backing chain into buf (zeros past its end or without one). */
+int blk_read_backing(struct blk *b, uint64_t off, void *buf, size_t len,
+                     struct vt_error *err);
+
+#endif

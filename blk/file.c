@@ -1,0 +1,370 @@
+#include "blk/file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DIRECT_ALIGN 4096u
+
+struct blk_file {
+	int fd;
+	char *path;
+	enum blk_cache cache;
+	bool direct;
+	bool writable;
+	pthread_mutex_t rmw_lock; /* unaligned O_DIRECT writes read-modify-write a block */
+};
+
+const char *blk_file_name(const struct blk_file *f)
+{
+	return f->path;
+}
+
+/* qemu's lock protocol: byte 100+n held shared = "I use permission n", byte 200+n held
+ * shared = "nobody else may use permission n". Permissions: 0 consistent read, 1 write,
+ * 3 resize. */
+enum { PERM_READ = 0, PERM_WRITE = 1, PERM_RESIZE = 3 };
+
+static int lock_byte(int fd, off_t byte)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+static bool byte_locked_by_other(int fd, off_t byte)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+		return false;
+	return fl.l_type != F_UNLCK;
+}
+
+static int take_locks(struct blk_file *f, struct vt_error *err)
+{
+	static const char *const names[] = { "consistent read", "write", "write unchanged",
+	                                     "resize" };
+	int used[] = { PERM_READ, PERM_WRITE, PERM_RESIZE };
+	int nused = f->writable ? 3 : 1;
+
+	for (int i = 0; i < nused; i++) {
+		if (byte_locked_by_other(f->fd, 200 + used[i]))
+			return vt_error_set(err, EAGAIN, f->path, "open",
+			                    "Failed to get \"%s\" lock; is another process using the "
+			                    "image?", names[used[i]]);
+	}
+	if (f->writable) {
+		/* We do not share write and resize: nobody may hold them now. */
+		for (int p = PERM_WRITE; p <= PERM_RESIZE; p += 2)
+			if (byte_locked_by_other(f->fd, 100 + p))
+				return vt_error_set(err, EAGAIN, f->path, "open",
+				                    "Failed to get shared \"%s\" lock; is another "
+				                    "process using the image?", names[p]);
+	}
+	for (int i = 0; i < nused; i++) {
+		int r = lock_byte(f->fd, 100 + used[i]);
+		if (r == -EINVAL || r == -EOPNOTSUPP)
+			return 0; /* file system without OFD locks: proceed like qemu does */
+		if (r < 0)
+			return vt_error_set(err, -r, f->path, "lock", NULL);
+	}
+	if (f->writable) {
+		if (lock_byte(f->fd, 200 + PERM_WRITE) < 0 || lock_byte(f->fd, 200 + PERM_RESIZE) < 0)
+			return vt_error_set(err, errno, f->path, "lock", NULL);
+	}
+	return 0;
+}
+
+int blk_file_open(const char *path, unsigned flags, enum blk_cache cache,
+                  struct blk_file **out, struct vt_error *err)
+{
+	struct blk_file *f = calloc(1, sizeof(*f));
+	if (!f || !(f->path = strdup(path))) {
+		free(f);
+		return vt_error_set(err, ENOMEM, path, "open", NULL);
+	}
+	f->cache = cache;
+	f->writable = flags & (BLK_FILE_WRITE | BLK_FILE_CREATE);
+	f->direct = cache == BLK_CACHE_NONE || cache == BLK_CACHE_DIRECTSYNC;
+	int oflags = O_CLOEXEC | (f->writable ? O_RDWR : O_RDONLY);
+	if (flags & BLK_FILE_CREATE)
+		oflags |= O_CREAT | O_TRUNC;
+	if (cache == BLK_CACHE_WRITETHROUGH || cache == BLK_CACHE_DIRECTSYNC)
+		oflags |= O_DSYNC;
+	f->fd = open(path, oflags | (f->direct ? O_DIRECT : 0), 0644);
+	if (f->fd < 0 && f->direct && errno == EINVAL) {
+		/* tmpfs and friends refuse O_DIRECT; fall back, as the data still gets there. */
+		f->direct = false;
+		f->fd = open(path, oflags, 0644);
+	}
+	if (f->fd < 0) {
+		int e = errno;
+		free(f->path);
+		free(f);
+		return vt_error_set(err, e, path, "open", "Could not open: %s", strerror(e));
+	}
+	struct stat st;
+	if (fstat(f->fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		close(f->fd);
+		free(f->path);
+		free(f);
+		return vt_error_set(err, EISDIR, path, "open", "is a directory");
+	}
+	pthread_mutex_init(&f->rmw_lock, NULL);
+	if (!(flags & BLK_FILE_NOLOCK)) {
+		int r = take_locks(f, err);
+		if (r < 0) {
+			blk_file_close(f);
+			return r;
+		}
+	}
+	*out = f;
+	return 0;
+}
+
+void blk_file_close(struct blk_file *f)
+{
+	if (!f)
+		return;
+	close(f->fd); /* drops the OFD locks too */
+	pthread_mutex_destroy(&f->rmw_lock);
+	free(f->path);
+	free(f);
+}
+
+static bool aligned(uint64_t off, const void *buf, size_t len)
+{
+	return off % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 &&
+	       (uintptr_t)buf % DIRECT_ALIGN == 0;
+}
+
+static int full_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,
+                      struct vt_error *err)
+{
+	char *p = buf;
+	while (len) {
+		ssize_t n = pread(f->fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return vt_error_set(err, errno, f->path, "read", NULL);
+		}
+		if (n == 0) {
+			memset(p, 0, len); /* past EOF reads as zeros */
+			return 0;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int full_pwrite(struct blk_file *f, uint64_t off, const void *buf, size_t len,
+                       struct vt_error *err)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t n = pwrite(f->fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return vt_error_set(err, errno, f->path, "write", NULL);
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* O_DIRECT with an unaligned request: go through an aligned bounce buffer. */
+static int bounce_io(struct blk_file *f, uint64_t off, void *rbuf, const void *wbuf,
+                     size_t len, struct vt_error *err)
+{
+	uint64_t start = off - off % DIRECT_ALIGN;
+	uint64_t end = off + len;
+	end = (end + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+	size_t blen = (size_t)(end - start);
+	void *b;
+	int r;
+
+	if (posix_memalign(&b, DIRECT_ALIGN, blen))
+		return vt_error_set(err, ENOMEM, f->path, "read", NULL);
+	if (wbuf)
+		pthread_mutex_lock(&f->rmw_lock);
+	r = full_pread(f, start, b, blen, err);
+	if (r == 0 && rbuf)
+		memcpy(rbuf, (char *)b + (off - start), len);
+	if (r == 0 && wbuf) {
+		memcpy((char *)b + (off - start), wbuf, len);
+		uint64_t fsize;
+		r = blk_file_size(f, &fsize, err);
+		r = r ? r : full_pwrite(f, start, b, blen, err);
+		/* Do not let the aligned write grow the file beyond what was asked. */
+		if (r == 0 && end > fsize && off + len < end)
+			r = blk_file_truncate(f, fsize > off + len ? fsize : off + len, err);
+	}
+	if (wbuf)
+		pthread_mutex_unlock(&f->rmw_lock);
+	free(b);
+	return r;
+}
+
+int blk_file_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,
+                   struct vt_error *err)
+{
+	if (f->direct && !aligned(off, buf, len))
+		return bounce_io(f, off, buf, NULL, len, err);
+	return full_pread(f, off, buf, len, err);
+}
+
+int blk_file_pwrite(struct blk_file *f, uint64_t off, const void *buf, size_t len,
+                    struct vt_error *err)
+{
+	if (f->direct && !aligned(off, buf, len))
+		return bounce_io(f, off, NULL, buf, len, err);
+	return full_pwrite(f, off, buf, len, err);
+}
+
+int blk_file_preadv(struct blk_file *f, uint64_t off, const struct iovec *iov, int iovcnt,
+                    struct vt_error *err)
+{
+	for (int i = 0; i < iovcnt; i++) {
+		int r = blk_file_pread(f, off, iov[i].iov_base, iov[i].iov_len, err);
+		if (r < 0)
+			return r;
+		off += iov[i].iov_len;
+	}
+	return 0;
+}
+
+int blk_file_pwritev(struct blk_file *f, uint64_t off, const struct iovec *iov,
+                     int iovcnt, struct vt_error *err)
+{
+	for (int i = 0; i < iovcnt; i++) {
+		int r = blk_file_pwrite(f, off, iov[i].iov_base, iov[i].iov_len, err);
+		if (r < 0)
+			return r;
+		off += iov[i].iov_len;
+	}
+	return 0;
+}
+
+int blk_file_flush(struct blk_file *f, struct vt_error *err)
+{
+	if (f->cache == BLK_CACHE_UNSAFE || !f->writable)
+		return 0;
+	if (fdatasync(f->fd) < 0)
+		return vt_error_set(err, errno, f->path, "flush", NULL);
+	return 0;
+}
+
+int blk_file_size(struct blk_file *f, uint64_t *size, struct vt_error *err)
+{
+	struct stat st;
+	if (fstat(f->fd, &st) < 0)
+		return vt_error_set(err, errno, f->path, "stat", NULL);
+	if (S_ISBLK(st.st_mode)) {
+		off_t end = lseek(f->fd, 0, SEEK_END);
+		if (end < 0)
+			return vt_error_set(err, errno, f->path, "size", NULL);
+		*size = (uint64_t)end;
+		return 0;
+	}
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int blk_file_truncate(struct blk_file *f, uint64_t size, struct vt_error *err)
+{
+	if (size > INT64_MAX)
+		return vt_error_set(err, EFBIG, f->path, "resize", NULL);
+	if (ftruncate(f->fd, (off_t)size) < 0)
+		return vt_error_set(err, errno, f->path, "resize", "Could not resize file: %s",
+		                    strerror(errno));
+	return 0;
+}
+
+int blk_file_allocate(struct blk_file *f, uint64_t off, uint64_t len, bool write_zeros,
+                      struct vt_error *err)
+{
+	if (!write_zeros) {
+		int r = posix_fallocate(f->fd, (off_t)off, (off_t)len);
+		if (r)
+			return vt_error_set(err, r, f->path, "preallocate", NULL);
+		return 0;
+	}
+	size_t chunk = 1u << 20;
+	void *z;
+	if (posix_memalign(&z, DIRECT_ALIGN, chunk))
+		return vt_error_set(err, ENOMEM, f->path, "preallocate", NULL);
+	memset(z, 0, chunk);
+	int r = 0;
+	while (len && r == 0) {
+		size_t n = len < chunk ? (size_t)len : chunk;
+		r = blk_file_pwrite(f, off, z, n, err);
+		off += n;
+		len -= n;
+	}
+	free(z);
+	return r;
+}
+
+int blk_file_zero(struct blk_file *f, uint64_t off, uint64_t len, bool unmap,
+                  struct vt_error *err)
+{
+	int mode = unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE;
+	uint64_t fsize;
+	int r = blk_file_size(f, &fsize, err);
+	if (r < 0)
+		return r;
+	if (off >= fsize && unmap)
+		return 0; /* past EOF already reads as zeros */
+	if (fallocate(f->fd, mode, (off_t)off, (off_t)len) == 0)
+		return 0;
+	if (unmap && fallocate(f->fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0)
+		return 0;
+	return blk_file_allocate(f, off, len, true, err);
+}
+
+int blk_file_extent(struct blk_file *f, uint64_t off, uint64_t len_max, bool *data,
+                    uint64_t *len, struct vt_error *err)
+{
+	off_t d = lseek(f->fd, (off_t)off, SEEK_DATA);
+	if (d < 0) {
+		if (errno == ENXIO) { /* no data after off: a hole up to EOF and beyond */
+			*data = false;
+			*len = len_max;
+			return 0;
+		}
+		*data = true; /* no SEEK_DATA support: report data */
+		*len = len_max;
+		return 0;
+	}
+	if ((uint64_t)d > off) {
+		*data = false;
+		*len = (uint64_t)d - off < len_max ? (uint64_t)d - off : len_max;
+		return 0;
+	}
+	off_t h = lseek(f->fd, (off_t)off, SEEK_HOLE);
+	if (h < 0)
+		return vt_error_set(err, errno, f->path, "seek hole", NULL);
+	*data = true;
+	*len = (uint64_t)h - off < len_max ? (uint64_t)h - off : len_max;
+	if (*len == 0)
+		*len = len_max;
+	return 0;
+}
+
+uint64_t blk_file_allocated_bytes(struct blk_file *f)
+{
+	struct stat st;
+	if (fstat(f->fd, &st) < 0)
+		return 0;
+	return (uint64_t)st.st_blocks * 512;
+}

@@ -1,0 +1,48 @@
+/* POSIX access to an image file: whole-length reads and writes (short reads past EOF
+ * fill zeros), O_DIRECT alignment through bounce buffers, flush policy by cache mode,
+ * sparse-file queries and qemu-compatible OFD locks. For blk/ drivers only. */
+#ifndef VTOOL_BLK_FILE_H
+#define VTOOL_BLK_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "blk/blk.h"
+
+struct blk_file;
+
+#define BLK_FILE_WRITE  0x1u
+#define BLK_FILE_CREATE 0x2u  /* create or truncate to 0 */
+#define BLK_FILE_NOLOCK 0x4u  /* force share: take no locks */
+
+int blk_file_open(const char *path, unsigned flags, enum blk_cache cache,
+                  struct blk_file **out, struct vt_error *err);
+void blk_file_close(struct blk_file *f);
+const char *blk_file_name(const struct blk_file *f);
+
+int blk_file_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,
+                   struct vt_error *err);
+int blk_file_pwrite(struct blk_file *f, uint64_t off, const void *buf, size_t len,
+                    struct vt_error *err);
+int blk_file_preadv(struct blk_file *f, uint64_t off, const struct iovec *iov, int iovcnt,
+                    struct vt_error *err);
+int blk_file_pwritev(struct blk_file *f, uint64_t off, const struct iovec *iov,
+                     int iovcnt, struct vt_error *err);
+/* Durable to disk, unless the cache mode is unsafe. */
+int blk_file_flush(struct blk_file *f, struct vt_error *err);
+int blk_file_size(struct blk_file *f, uint64_t *size, struct vt_error *err);
+int blk_file_truncate(struct blk_file *f, uint64_t size, struct vt_error *err);
+/* Reserve (posix_fallocate) or write zeros into [off, off+len). */
+int blk_file_allocate(struct blk_file *f, uint64_t off, uint64_t len, bool write_zeros,
+                      struct vt_error *err);
+/* Make the range read as zeros, deallocating it where the file system can. */
+int blk_file_zero(struct blk_file *f, uint64_t off, uint64_t len, bool unmap,
+                  struct vt_error *err);
+/* Is [off, ...) data or hole? Sets *len to how far that holds (at most len_max). */
+int blk_file_extent(struct blk_file *f, uint64_t off, uint64_t len_max, bool *data,
+                    uint64_t *len, struct vt_error *err);
+uint64_t blk_file_allocated_bytes(struct blk_file *f);
+
+#endif

@@ -1,0 +1,636 @@
+/* qcow2 guest-to-host mapping: L1/L2 lookup, reads, writes with copy-on-write, zeroing,
+ * discard, block status, L1 growth and metadata preallocation. Every entry point takes
+ * s->lock for its whole duration. L2 tables are cached and written through entry by entry;
+ * a data cluster is written and counted before the L2 entry that points at it. */
+#include "blk/qcow2/qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SUBCLUSTERS 32
+#define BITMAP_ALL_ALLOC 0x00000000ffffffffull
+#define BITMAP_ALL_ZERO  0xffffffff00000000ull
+
+void qcow2_l2_cache_drop(struct qcow2 *s)
+{
+	for (int i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
+		free(s->l2_cache[i].data);
+		s->l2_cache[i] = (struct qcow2_cache_slot){ 0 };
+	}
+}
+
+static int l2_load(struct qcow2 *s, uint64_t off, uint8_t **data, struct vt_error *err)
+{
+	struct qcow2_cache_slot *victim = &s->l2_cache[0];
+	for (int i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
+		struct qcow2_cache_slot *c = &s->l2_cache[i];
+		if (c->data && c->offset == off) {
+			c->lru = ++s->lru_clock;
+			*data = c->data;
+			return 0;
+		}
+		if (!c->data || c->lru < victim->lru)
+			victim = c;
+	}
+	if (!victim->data && !(victim->data = malloc(s->cs)))
+		return vt_error_set(err, ENOMEM, s->b->filename, "load L2 table", NULL);
+	victim->offset = 0;
+	int r = blk_file_pread(s->b->file, off, victim->data, s->cs, err);
+	if (r < 0)
+		return r;
+	victim->offset = off;
+	victim->lru = ++s->lru_clock;
+	*data = victim->data;
+	return 0;
+}
+
+/* Forget a cached L2 table whose cluster is being freed or replaced. */
+static void l2_forget(struct qcow2 *s, uint64_t off)
+{
+	for (int i = 0; i < QCOW2_L2_CACHE_SLOTS; i++)
+		if (s->l2_cache[i].offset == off)
+			s->l2_cache[i].offset = 0, s->l2_cache[i].lru = 0;
+}
+
+/* The L2 table for l1 index i, or *l2_off = 0 if there is none. */
+static int l2_offset(struct qcow2 *s, uint64_t i, uint64_t *l2_off, struct vt_error *err)
+{
+	*l2_off = 0;
+	if (i >= s->l1_size)
+		return 0;
+	uint64_t off = s->l1[i] & QCOW2_OFFSET_MASK;
+	if (off % s->cs)
+		return qcow2_signal_corruption(s, err, "L2 table offset %#llx unaligned (L1 index: "
+		                               "%#llx)", (unsigned long long)off,
+		                               (unsigned long long)i);
+	*l2_off = off;
+	return 0;
+}
+
+struct mapping {
+	uint64_t entry, bitmap;
+	uint64_t l2_off;   /* 0: no L2 table */
+	uint64_t l2_index;
+};
+
+static int lookup(struct qcow2 *s, uint64_t guest, struct mapping *m, struct vt_error *err)
+{
+	uint64_t l1i = guest >> (s->cluster_bits + s->l2_bits);
+	uint8_t *l2;
+	int r;
+
+	*m = (struct mapping){ .l2_index = (guest >> s->cluster_bits) & (s->l2_entries - 1) };
+	if ((r = l2_offset(s, l1i, &m->l2_off, err)) < 0 || !m->l2_off)
+		return r;
+	if ((r = l2_load(s, m->l2_off, &l2, err)) < 0)
+		return r;
+	m->entry = qcow2_be64(l2 + m->l2_index * s->l2_entry_size);
+	if (s->extended_l2)
+		m->bitmap = qcow2_be64(l2 + m->l2_index * s->l2_entry_size + 8);
+	return 0;
+}
+
+static enum qcow2_cluster_type classify(const struct qcow2 *s, uint64_t e)
+{
+	if (e & QCOW2_OFLAG_COMPRESSED)
+		return QCOW2_COMPRESSED;
+	uint64_t off = e & QCOW2_OFFSET_MASK;
+	if (!s->extended_l2 && (e & QCOW2_OFLAG_ZERO))
+		return off ? QCOW2_ZERO_ALLOC : QCOW2_ZERO_PLAIN;
+	return off ? QCOW2_NORMAL : QCOW2_UNALLOCATED;
+}
+
+static int validate_entry(struct qcow2 *s, uint64_t guest, const struct mapping *m,
+                          struct vt_error *err)
+{
+	enum qcow2_cluster_type t = classify(s, m->entry);
+	uint64_t off = m->entry & QCOW2_OFFSET_MASK;
+	if (t == QCOW2_COMPRESSED)
+		return 0;
+	if ((t == QCOW2_ZERO_PLAIN || t == QCOW2_ZERO_ALLOC) && s->version < 3)
+		return qcow2_signal_corruption(s, err, "Zero cluster entry found in pre-v3 image "
+		                               "(guest offset: %#llx)", (unsigned long long)guest);
+	if (off % s->cs)
+		return qcow2_signal_corruption(s, err, "Cluster allocation offset %#llx unaligned "
+		                               "(guest offset: %#llx)", (unsigned long long)off,
+		                               (unsigned long long)guest);
+	if (s->extended_l2) {
+		uint32_t alloc = (uint32_t)m->bitmap, zero = (uint32_t)(m->bitmap >> 32);
+		if ((alloc & zero) || (alloc && !off))
+			return qcow2_signal_corruption(s, err, "Invalid cluster entry found (L2 "
+			                               "offset: %#llx, L2 index: %#llx)",
+			                               (unsigned long long)m->l2_off,
+			                               (unsigned long long)m->l2_index);
+	}
+	return 0;
+}
+
+static int read_compressed(struct qcow2 *s, uint64_t entry, uint8_t *out, struct vt_error *err)
+{
+	uint64_t coff = entry & ((1ull << s->csize_shift) - 1);
+	uint64_t nsect = ((entry >> s->csize_shift) & s->csize_mask) + 1;
+	uint64_t clen = nsect * 512 - (coff & 511);
+	if (coff > (1ull << 56) || clen > 2 * s->cs)
+		return qcow2_signal_corruption(s, err, "compressed cluster descriptor %#llx out of "
+		                               "range", (unsigned long long)entry);
+	int r = blk_file_pread(s->b->file, coff, s->cbuf, clen, err);
+	return r < 0 ? r : qcow2_decompress(s, s->cbuf, clen, out, err);
+}
+
+/* Read [in, in+n) of the guest cluster starting at gc into out, per its mapping. */
+static int read_mapped(struct qcow2 *s, uint64_t gc, const struct mapping *m, uint64_t in,
+                       uint64_t n, uint8_t *out, struct vt_error *err)
+{
+	enum qcow2_cluster_type t = classify(s, m->entry);
+	uint64_t host = m->entry & QCOW2_OFFSET_MASK;
+	int r;
+
+	if (t == QCOW2_COMPRESSED) {
+		uint8_t *tmp = malloc(s->cs);
+		if (!tmp)
+			return vt_error_set(err, ENOMEM, s->b->filename, "read", NULL);
+		r = read_compressed(s, m->entry, tmp, err);
+		if (r == 0)
+			memcpy(out, tmp + in, n);
+		free(tmp);
+		return r;
+	}
+	if (!s->extended_l2) {
+		switch (t) {
+		case QCOW2_ZERO_PLAIN:
+		case QCOW2_ZERO_ALLOC:
+			memset(out, 0, n);
+			return 0;
+		case QCOW2_NORMAL:
+			return blk_file_pread(s->b->file, host + in, out, n, err);
+		default:
+			return blk_read_backing(s->b, gc + in, out, n, err);
+		}
+	}
+	uint64_t scs = s->cs / SUBCLUSTERS;
+	while (n) {
+		unsigned sc = (unsigned)(in / scs);
+		bool alloc = m->bitmap >> sc & 1, zero = m->bitmap >> (32 + sc) & 1;
+		/* Extend over following subclusters in the same state. */
+		uint64_t end = (sc + 1) * scs;
+		while (end < in + n && end < s->cs) {
+			unsigned k = (unsigned)(end / scs);
+			if ((bool)(m->bitmap >> k & 1) != alloc || (bool)(m->bitmap >> (32 + k) & 1) != zero)
+				break;
+			end += scs;
+		}
+		uint64_t len = (end < in + n ? end : in + n) - in;
+		if (zero)
+			memset(out, 0, len);
+		else if (alloc)
+			r = blk_file_pread(s->b->file, host + in, out, len, err);
+		else
+			r = blk_read_backing(s->b, gc + in, out, len, err);
+		if (r < 0)
+			return r;
+		out += len;
+		in += len;
+		n -= len;
+	}
+	return 0;
+}
+
+int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                 struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	uint8_t *buf = malloc(s->cs);
+	int r = 0;
+
+	if (!buf)
+		return vt_error_set(err, ENOMEM, b->filename, "read", NULL);
+	pthread_mutex_lock(&s->lock);
+	while (done < total && r == 0) {
+		uint64_t g = off + done, in = g & (s->cs - 1);
+		uint64_t n = s->cs - in < total - done ? s->cs - in : total - done;
+		struct mapping m;
+		if ((r = lookup(s, g, &m, err)) < 0 || (r = validate_entry(s, g, &m, err)) < 0)
+			break;
+		r = read_mapped(s, g - in, &m, in, n, buf, err);
+		if (r == 0)
+			blk_iov_from_buf(iov, iovcnt, done, buf, n);
+		done += n;
+	}
+	pthread_mutex_unlock(&s->lock);
+	free(buf);
+	return r;
+}
+
+/* ---- writing ---------------------------------------------------------------------- */
+
+static int set_entry(struct qcow2 *s, uint64_t l2_off, uint64_t idx, uint64_t entry,
+                     uint64_t bitmap, struct vt_error *err)
+{
+	uint8_t *l2;
+	int r = l2_load(s, l2_off, &l2, err);
+	if (r < 0)
+		return r;
+	uint8_t *p = l2 + idx * s->l2_entry_size;
+	qcow2_put_be64(p, entry);
+	if (s->extended_l2)
+		qcow2_put_be64(p + 8, bitmap);
+	return blk_file_pwrite(s->b->file, l2_off + idx * s->l2_entry_size, p, s->l2_entry_size,
+	                       err);
+}
+
+static int write_l1_entry(struct qcow2 *s, uint64_t i, struct vt_error *err)
+{
+	return qcow2_write_be64_field(s, s->l1_offset + i * 8, s->l1[i], err);
+}
+
+/* An L2 table for l1 index i that we own (refcount 1), copying a shared one. */
+static int l2_for_write(struct qcow2 *s, uint64_t i, uint64_t *l2_off, struct vt_error *err)
+{
+	uint64_t old;
+	int r = l2_offset(s, i, &old, err);
+	if (r < 0)
+		return r;
+	if (old && (s->l1[i] & QCOW2_OFLAG_COPIED)) {
+		*l2_off = old;
+		return 0;
+	}
+	uint64_t nw;
+	if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0)
+		return r;
+	uint8_t *tab = calloc(1, s->cs);
+	if (!tab)
+		return vt_error_set(err, ENOMEM, s->b->filename, "allocate L2 table", NULL);
+	if (old) {
+		uint8_t *src;
+		if ((r = l2_load(s, old, &src, err)) == 0)
+			memcpy(tab, src, s->cs);
+	}
+	if (r == 0)
+		r = blk_file_pwrite(s->b->file, nw, tab, s->cs, err);
+	free(tab);
+	if (r < 0)
+		return r;
+	s->l1[i] = nw | QCOW2_OFLAG_COPIED;
+	if ((r = write_l1_entry(s, i, err)) < 0)
+		return r;
+	if (old) {
+		l2_forget(s, old);
+		if ((r = qcow2_free_range(s, old, s->cs, err)) < 0)
+			return r;
+	}
+	*l2_off = nw;
+	return 0;
+}
+
+/* Host clusters a mapping holds a reference to, released after it is replaced. */
+static int release_mapping(struct qcow2 *s, uint64_t entry, struct vt_error *err)
+{
+	enum qcow2_cluster_type t = classify(s, entry);
+	if (t == QCOW2_COMPRESSED) {
+		uint64_t coff = entry & ((1ull << s->csize_shift) - 1);
+		uint64_t nsect = ((entry >> s->csize_shift) & s->csize_mask) + 1;
+		uint64_t first = coff & ~511ull;
+		return qcow2_free_range(s, first, nsect * 512, err);
+	}
+	uint64_t host = entry & QCOW2_OFFSET_MASK;
+	if (host && (t == QCOW2_NORMAL || t == QCOW2_ZERO_ALLOC))
+		return qcow2_free_range(s, host, s->cs, err);
+	return 0;
+}
+
+/* Refuse to write guest data over our own metadata: a hostile L2 entry may point there. */
+static int check_overlap(struct qcow2 *s, uint64_t host, struct vt_error *err)
+{
+	const char *what = NULL;
+	if (host < s->cs)
+		what = "qcow2_header";
+	else if (host < s->l1_offset + (uint64_t)s->l1_size * 8 && host + s->cs > s->l1_offset)
+		what = "active L1 table";
+	else if (host < s->rt_offset + (uint64_t)s->rt_clusters * s->cs && host + s->cs > s->rt_offset)
+		what = "refcount table";
+	else if (s->nb_snapshots && host == s->snapshots_offset)
+		what = "snapshot table";
+	for (uint64_t i = 0; !what && i < s->rt_entries; i++)
+		if ((s->rt[i] & QCOW2_REFT_OFFSET_MASK) == host)
+			what = "refcount block";
+	for (uint64_t i = 0; !what && i < s->l1_size; i++)
+		if ((s->l1[i] & QCOW2_OFFSET_MASK) == host)
+			what = "active L2 table";
+	if (what)
+		return qcow2_signal_corruption(s, err, "Preventing invalid write on metadata "
+		                               "(overlaps with %s)", what);
+	return 0;
+}
+
+/* Is the data cluster of this mapping ours alone, so it may be written in place? */
+static int owned(struct qcow2 *s, const struct mapping *m, bool *yes, struct vt_error *err)
+{
+	uint64_t host = m->entry & QCOW2_OFFSET_MASK;
+	*yes = false;
+	if (classify(s, m->entry) == QCOW2_COMPRESSED || !host ||
+	    !(m->entry & QCOW2_OFLAG_COPIED))
+		return 0;
+	uint64_t rc;
+	int r = qcow2_get_refcount(s, host >> s->cluster_bits, &rc, err);
+	*yes = r == 0 && rc == 1;
+	return r;
+}
+
+/* Write data (n bytes at in) into the guest cluster at gc; data == NULL writes zeros. */
+static int write_cluster(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_t n,
+                         const uint8_t *data, uint8_t *scratch, struct vt_error *err)
+{
+	uint64_t l1i = gc >> (s->cluster_bits + s->l2_bits), l2_off;
+	struct mapping m;
+	bool mine;
+	int r;
+
+	if ((r = l2_for_write(s, l1i, &l2_off, err)) < 0 || (r = lookup(s, gc, &m, err)) < 0 ||
+	    (r = validate_entry(s, gc, &m, err)) < 0 || (r = owned(s, &m, &mine, err)) < 0)
+		return r;
+	bool full = in == 0 && n == s->cs;
+	bool simple = s->extended_l2 ? (uint32_t)m.bitmap == 0xffffffffu
+	                             : classify(s, m.entry) == QCOW2_NORMAL;
+	uint64_t host = m.entry & QCOW2_OFFSET_MASK;
+	uint64_t bitmap = BITMAP_ALL_ALLOC;
+
+	if (mine) {
+		if ((r = check_overlap(s, host, err)) < 0)
+			return r;
+		if (simple || full) {
+			if (data)
+				r = blk_file_pwrite(s->b->file, host + in, data, n, err);
+			else
+				r = blk_file_zero(s->b->file, host + in, n, false, err);
+		} else {
+			/* Zero-allocated or partly allocated: the rest of the cluster must be made
+			 * real before the whole cluster is marked as data. */
+			if ((r = read_mapped(s, gc, &m, 0, s->cs, scratch, err)) < 0)
+				return r;
+			data ? memcpy(scratch + in, data, n) : memset(scratch + in, 0, n);
+			r = blk_file_pwrite(s->b->file, host, scratch, s->cs, err);
+		}
+		if (r < 0)
+			return r;
+		uint64_t want = host | QCOW2_OFLAG_COPIED;
+		if (m.entry != want || (s->extended_l2 && m.bitmap != bitmap))
+			r = set_entry(s, l2_off, m.l2_index, want, bitmap, err);
+		return r;
+	}
+
+	/* Copy on write into a new cluster. */
+	if (!full && (r = read_mapped(s, gc, &m, 0, s->cs, scratch, err)) < 0)
+		return r;
+	if (full)
+		memset(scratch, 0, s->cs);
+	if (data)
+		memcpy(scratch + in, data, n);
+	else
+		memset(scratch + in, 0, n);
+	uint64_t nw;
+	if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0 ||
+	    (r = blk_file_pwrite(s->b->file, nw, scratch, s->cs, err)) < 0 ||
+	    (r = set_entry(s, l2_off, m.l2_index, nw | QCOW2_OFLAG_COPIED, bitmap, err)) < 0)
+		return r;
+	return release_mapping(s, m.entry, err);
+}
+
+int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                  struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	uint8_t *buf = malloc(s->cs), *scratch = malloc(s->cs);
+	int r = 0;
+
+	if (!buf || !scratch) {
+		free(buf);
+		free(scratch);
+		return vt_error_set(err, ENOMEM, b->filename, "write", NULL);
+	}
+	pthread_mutex_lock(&s->lock);
+	while (done < total && r == 0) {
+		uint64_t g = off + done, in = g & (s->cs - 1);
+		uint64_t n = s->cs - in < total - done ? s->cs - in : total - done;
+		blk_iov_to_buf(iov, iovcnt, done, buf, n);
+		r = write_cluster(s, g - in, in, n, buf, scratch, err);
+		done += n;
+	}
+	pthread_mutex_unlock(&s->lock);
+	free(buf);
+	free(scratch);
+	return r;
+}
+
+/* Make a whole guest cluster read as zeros (or, for discard, drop it) through its L2
+ * entry alone. */
+static int zero_whole_cluster(struct qcow2 *s, uint64_t gc, bool unmap, bool discard,
+                              struct vt_error *err)
+{
+	struct mapping m;
+	int r;
+	if ((r = lookup(s, gc, &m, err)) < 0 || (r = validate_entry(s, gc, &m, err)) < 0)
+		return r;
+	enum qcow2_cluster_type t = classify(s, m.entry);
+	bool empty = t == QCOW2_UNALLOCATED && !(s->extended_l2 && (m.bitmap >> 32));
+	if (!s->b->backing && (t == QCOW2_ZERO_PLAIN || (empty && !m.bitmap)))
+		return 0; /* already reads as zeros */
+	if (s->version < 3 && s->b->backing)
+		return discard ? 0 : 1; /* v2 cannot say "zero" over a backing file */
+	bool keep = false;
+	if (!unmap && (r = owned(s, &m, &keep, err)) < 0)
+		return r;
+	uint64_t entry, bitmap = 0;
+	uint64_t host = m.entry & QCOW2_OFFSET_MASK;
+	if (s->version < 3)
+		entry = 0;
+	else if (s->extended_l2)
+		entry = keep ? host | QCOW2_OFLAG_COPIED : 0, bitmap = BITMAP_ALL_ZERO;
+	else
+		entry = keep ? host | QCOW2_OFLAG_COPIED | QCOW2_OFLAG_ZERO : QCOW2_OFLAG_ZERO;
+	uint64_t l2_off;
+	if ((r = l2_for_write(s, gc >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0 ||
+	    (r = lookup(s, gc, &m, err)) < 0 ||
+	    (r = set_entry(s, l2_off, m.l2_index, entry, bitmap, err)) < 0)
+		return r;
+	return keep ? 0 : release_mapping(s, m.entry, err);
+}
+
+static int zero_or_discard(struct blk *b, uint64_t off, uint64_t len, bool unmap,
+                           bool discard, struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	uint8_t *scratch = malloc(s->cs);
+	int r = 0;
+	if (!scratch)
+		return vt_error_set(err, ENOMEM, b->filename, "write zeroes", NULL);
+	pthread_mutex_lock(&s->lock);
+	while (len && r == 0) {
+		uint64_t in = off & (s->cs - 1);
+		uint64_t n = s->cs - in < len ? s->cs - in : len;
+		/* The image's last cluster may be partial: it counts as whole. */
+		bool whole = in == 0 && (n == s->cs || off + n == b->size);
+		if (whole)
+			r = zero_whole_cluster(s, off, unmap, discard, err);
+		else
+			r = discard ? 0 : 1;
+		if (r == 1)
+			r = write_cluster(s, off - in, in, n, NULL, scratch, err);
+		off += n;
+		len -= n;
+	}
+	pthread_mutex_unlock(&s->lock);
+	free(scratch);
+	return r;
+}
+
+int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
+                       struct vt_error *err)
+{
+	return zero_or_discard(b, off, len, flags & BLK_MAY_UNMAP, false, err);
+}
+
+int qcow2_discard(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err)
+{
+	return zero_or_discard(b, off, len, true, true, err);
+}
+
+/* ---- block status ----------------------------------------------------------------- */
+
+/* Status of one subcluster-or-cluster unit: flags and host offset of its start. */
+static unsigned unit_status(const struct qcow2 *s, const struct mapping *m, unsigned sc,
+                            uint64_t *host)
+{
+	enum qcow2_cluster_type t = classify(s, m->entry);
+	*host = m->entry & QCOW2_OFFSET_MASK;
+	if (t == QCOW2_COMPRESSED)
+		return BLK_STATUS_ALLOCATED | BLK_STATUS_DATA | BLK_STATUS_COMPRESSED;
+	if (s->extended_l2) {
+		if (m->bitmap >> (32 + sc) & 1)
+			return BLK_STATUS_ALLOCATED | BLK_STATUS_ZERO;
+		if (m->bitmap >> sc & 1)
+			return BLK_STATUS_ALLOCATED | BLK_STATUS_DATA | BLK_STATUS_OFFSET_VALID;
+		return 0;
+	}
+	switch (t) {
+	case QCOW2_NORMAL:
+		return BLK_STATUS_ALLOCATED | BLK_STATUS_DATA | BLK_STATUS_OFFSET_VALID;
+	case QCOW2_ZERO_ALLOC:
+		return BLK_STATUS_ALLOCATED | BLK_STATUS_ZERO | BLK_STATUS_OFFSET_VALID;
+	case QCOW2_ZERO_PLAIN:
+		return BLK_STATUS_ALLOCATED | BLK_STATUS_ZERO;
+	default:
+		return 0;
+	}
+}
+
+int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
+                       struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	uint64_t unit = s->extended_l2 ? s->cs / SUBCLUSTERS : s->cs;
+	uint64_t pos = off, expect_host = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	st->len = 0;
+	while (pos < off + len) {
+		struct mapping m;
+		if ((r = lookup(s, pos, &m, err)) < 0 || (r = validate_entry(s, pos, &m, err)) < 0)
+			break;
+		uint64_t in = pos & (s->cs - 1), host;
+		unsigned flags = unit_status(s, &m, (unsigned)(in / (s->cs / SUBCLUSTERS)), &host);
+		uint64_t host_here = host + in;
+		if (pos == off) {
+			st->flags = flags;
+			st->host_offset = host_here;
+		} else if (flags != st->flags ||
+		           ((flags & BLK_STATUS_OFFSET_VALID) && host_here != expect_host)) {
+			break;
+		}
+		uint64_t step = unit - (pos & (unit - 1));
+		if (step > off + len - pos)
+			step = off + len - pos;
+		pos += step;
+		expect_host = host_here + step;
+		if (classify(s, m.entry) == QCOW2_COMPRESSED)
+			break; /* one compressed cluster at a time: no host offset to continue */
+	}
+	if (r == 0)
+		st->len = pos - off;
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+/* ---- L1 growth and preallocation --------------------------------------------------- */
+
+int qcow2_grow_l1(struct qcow2 *s, uint64_t n, bool exact, struct vt_error *err)
+{
+	if (n <= s->l1_size)
+		return 0;
+	uint64_t size = exact ? n : s->l1_size + s->l1_size / 2;
+	if (size < n)
+		size = n;
+	if (size * 8 > QCOW2_MAX_L1_BYTES)
+		return vt_error_set(err, EFBIG, s->b->filename, "grow L1 table",
+		                    "Active L1 table too large");
+	uint64_t clusters = (size * 8 + s->cs - 1) / s->cs, off;
+	uint64_t *l1 = calloc(size, 8);
+	uint8_t *raw = calloc(size, 8);
+	int r;
+	if (!l1 || !raw) {
+		free(l1);
+		free(raw);
+		return vt_error_set(err, ENOMEM, s->b->filename, "grow L1 table", NULL);
+	}
+	memcpy(l1, s->l1, (size_t)s->l1_size * 8);
+	for (uint64_t i = 0; i < size; i++)
+		qcow2_put_be64(raw + i * 8, l1[i]);
+	if ((r = qcow2_alloc_clusters(s, clusters, &off, err)) < 0 ||
+	    (r = blk_file_pwrite(s->b->file, off, raw, size * 8, err)) < 0 ||
+	    (r = blk_file_flush(s->b->file, err)) < 0)
+		goto out;
+	uint8_t hdr[12];
+	qcow2_put_be32(hdr, (uint32_t)size);
+	qcow2_put_be64(hdr + 4, off);
+	if ((r = blk_file_pwrite(s->b->file, QCOW2_OFF_L1_SIZE, hdr, 12, err)) < 0)
+		goto out;
+	uint64_t old_off = s->l1_offset, old_size = s->l1_size;
+	free(s->l1);
+	s->l1 = l1;
+	l1 = NULL;
+	s->l1_offset = off;
+	s->l1_size = (uint32_t)size;
+	if (old_size)
+		r = qcow2_free_range(s, old_off, old_size * 8, err);
+out:
+	free(l1);
+	free(raw);
+	return r;
+}
+
+int qcow2_preallocate(struct qcow2 *s, uint64_t size, uint64_t *data_end, struct vt_error *err)
+{
+	uint64_t clusters = (size + s->cs - 1) / s->cs;
+	int r = 0;
+	*data_end = 0;
+	for (uint64_t c = 0; c < clusters && r == 0;) {
+		uint64_t gc = c * s->cs, l2_off, data;
+		uint64_t n = s->l2_entries - (c & (s->l2_entries - 1));
+		if (n > clusters - c)
+			n = clusters - c;
+		if ((r = l2_for_write(s, gc >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0 ||
+		    (r = qcow2_alloc_clusters(s, n, &data, err)) < 0)
+			break;
+		for (uint64_t i = 0; i < n && r == 0; i++) {
+			uint64_t idx = (c + i) & (s->l2_entries - 1);
+			r = set_entry(s, l2_off, idx, (data + i * s->cs) | QCOW2_OFLAG_COPIED, 0, err);
+		}
+		if (data + n * s->cs > *data_end)
+			*data_end = data + n * s->cs;
+		c += n;
+	}
+	return r;
+}

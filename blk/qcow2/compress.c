@@ -1,0 +1,59 @@
+/* Compressed clusters: zlib (raw deflate, as qemu writes it) and zstd. Decompression
+ * must produce exactly one cluster from a bounded input: no decompression bombs. */
+#include "blk/qcow2/qcow2.h"
+
+#include <errno.h>
+#include <zlib.h>
+#include <zstd.h>
+
+static int inflate_cluster(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+{
+	z_stream z = { 0 };
+	if (inflateInit2(&z, -12) != Z_OK)
+		return -ENOMEM;
+	z.next_in = (Bytef *)in;
+	z.avail_in = (uInt)in_len;
+	z.next_out = out;
+	z.avail_out = (uInt)out_len;
+	int r = inflate(&z, Z_FINISH);
+	/* The input may run on into the next cluster's stream: a full output is success. */
+	bool ok = (r == Z_STREAM_END || r == Z_BUF_ERROR || r == Z_OK) && z.avail_out == 0;
+	inflateEnd(&z);
+	return ok ? 0 : -EIO;
+}
+
+static int zstd_cluster(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+{
+	ZSTD_DStream *d = ZSTD_createDStream();
+	if (!d)
+		return -ENOMEM;
+	ZSTD_inBuffer ib = { in, in_len, 0 };
+	ZSTD_outBuffer ob = { out, out_len, 0 };
+	int r = 0;
+	while (ob.pos < ob.size) {
+		size_t ret = ZSTD_decompressStream(d, &ob, &ib);
+		if (ZSTD_isError(ret)) {
+			r = -EIO;
+			break;
+		}
+		if (ret == 0 || ib.pos == ib.size) { /* frame ended or input exhausted */
+			if (ob.pos < ob.size)
+				r = -EIO;
+			break;
+		}
+	}
+	ZSTD_freeDStream(d);
+	return r;
+}
+
+int qcow2_decompress(struct qcow2 *s, const uint8_t *in, size_t in_len, uint8_t *out,
+                     struct vt_error *err)
+{
+	int r = s->compression_type == 1 ? zstd_cluster(in, in_len, out, s->cs)
+	                                 : inflate_cluster(in, in_len, out, s->cs);
+	if (r < 0)
+		return vt_error_set(err, EIO, s->b->filename, "read compressed cluster",
+		                    "%s data does not decompress to one cluster",
+		                    s->compression_type == 1 ? "zstd" : "zlib");
+	return 0;
+}

@@ -1,0 +1,153 @@
+/* The qcow2 driver: open/close, flush, info, resize, and the vtable blk.c dispatches to. */
+#include "blk/qcow2/qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int qcow2_probe(const uint8_t *buf, size_t len)
+{
+	return len >= 8 && qcow2_be32(buf) == QCOW2_MAGIC &&
+	       (qcow2_be32(buf + 4) == 2 || qcow2_be32(buf + 4) == 3) ? 100 : 0;
+}
+
+static int load_table(struct qcow2 *s, uint64_t off, uint64_t n, uint64_t **out,
+                      struct vt_error *err)
+{
+	uint8_t *raw = malloc(n * 8 + 1);
+	uint64_t *t = calloc(n + 1, 8);
+	int r = 0;
+	if (!raw || !t)
+		r = vt_error_set(err, ENOMEM, s->b->filename, "open", NULL);
+	if (r == 0 && n)
+		r = blk_file_pread(s->b->file, off, raw, n * 8, err);
+	for (uint64_t i = 0; r == 0 && i < n; i++)
+		t[i] = qcow2_be64(raw + i * 8);
+	free(raw);
+	if (r < 0) {
+		free(t);
+		return r;
+	}
+	*out = t;
+	return 0;
+}
+
+void qcow2_close_internal(struct blk *b);
+void qcow2_close_internal(struct blk *b)
+{
+	struct qcow2 *s = b->opaque;
+	if (!s)
+		return;
+	qcow2_l2_cache_drop(s);
+	qcow2_refcount_cache_drop(s);
+	pthread_mutex_destroy(&s->lock);
+	free(s->l1);
+	free(s->rt);
+	free(s->cbuf);
+	free(s);
+	b->opaque = NULL;
+}
+
+int qcow2_open_internal(struct blk *b, struct vt_error *err);
+int qcow2_open_internal(struct blk *b, struct vt_error *err)
+{
+	struct qcow2 *s = calloc(1, sizeof(*s));
+	if (!s)
+		return vt_error_set(err, ENOMEM, b->filename, "open", NULL);
+	s->b = b;
+	b->opaque = s;
+	pthread_mutex_init(&s->lock, NULL);
+	int r = qcow2_read_header(s, err);
+	if (r == 0)
+		r = load_table(s, s->l1_offset, s->l1_size, &s->l1, err);
+	if (r == 0) {
+		s->rt_entries = (uint64_t)s->rt_clusters * s->cs / 8;
+		r = load_table(s, s->rt_offset, s->rt_entries, &s->rt, err);
+	}
+	if (r == 0 && !(s->cbuf = malloc(2 * s->cs)))
+		r = vt_error_set(err, ENOMEM, b->filename, "open", NULL);
+	if (r == 0 && b->writable) {
+		if (s->incompat & QCOW2_INCOMPAT_CORRUPT)
+			r = vt_error_set(err, EACCES, b->filename, "open",
+			                 "qcow2: Image is corrupt; cannot be opened read/write");
+		else if (s->incompat & QCOW2_INCOMPAT_DIRTY)
+			r = vt_error_set(err, ENOTSUP, b->filename, "open",
+			                 "image was not closed cleanly (dirty bit set); repair it with "
+			                 "'qemu-img check -r all' first");
+		else if (s->autoclear && s->version >= 3) {
+			/* We do not maintain bitmaps or anything else autoclear guards. */
+			s->autoclear = 0;
+			r = qcow2_write_be64_field(s, QCOW2_OFF_AUTOCLEAR, 0, err);
+		}
+	}
+	if (r < 0)
+		qcow2_close_internal(b);
+	return r;
+}
+
+static int qcow2_open(struct blk *b, const struct blk_open_opts *o, struct vt_error *err)
+{
+	return qcow2_open_internal(b, err);
+}
+
+static int qcow2_flush(struct blk *b, struct vt_error *err)
+{
+	/* Metadata is written through; durability is the file's flush. */
+	return blk_file_flush(b->file, err);
+}
+
+static int qcow2_get_info(struct blk *b, struct blk_info *info, struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	info->cluster_size = (uint32_t)s->cs;
+	info->dirty = s->incompat & QCOW2_INCOMPAT_DIRTY;
+	info->is_qcow2 = true;
+	info->qcow2.version = s->version;
+	info->qcow2.compression_type = s->compression_type ? "zstd" : "zlib";
+	info->qcow2.lazy_refcounts = s->compat & QCOW2_COMPAT_LAZY;
+	info->qcow2.refcount_bits = (int)s->refcount_bits;
+	info->qcow2.corrupt = s->incompat & QCOW2_INCOMPAT_CORRUPT;
+	info->qcow2.extended_l2 = s->extended_l2;
+	pthread_mutex_lock(&s->lock);
+	int r = qcow2_read_snapshots(s, info, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+static int qcow2_truncate(struct blk *b, uint64_t size, struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	if (size < b->size)
+		return vt_error_set(err, ENOTSUP, b->filename, "resize",
+		                    "shrinking qcow2 images is not supported yet");
+	if (s->nb_snapshots && s->version < 3)
+		return vt_error_set(err, ENOTSUP, b->filename, "resize",
+		                    "Can't resize a v2 image which has snapshots");
+	size = (size + 511) & ~511ull;
+	uint64_t per_l1 = s->cs * s->l2_entries;
+	pthread_mutex_lock(&s->lock);
+	int r = qcow2_grow_l1(s, size / per_l1 + (size % per_l1 != 0), true, err);
+	if (r == 0)
+		r = qcow2_write_be64_field(s, 24, size, err);
+	if (r == 0)
+		b->size = size;
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+const struct blk_driver blk_driver_qcow2 = {
+	.name = "qcow2",
+	.probe = qcow2_probe,
+	.open = qcow2_open,
+	.close = qcow2_close_internal,
+	.preadv = qcow2_preadv,
+	.pwritev = qcow2_pwritev,
+	.flush = qcow2_flush,
+	.write_zeroes = qcow2_write_zeroes,
+	.discard = qcow2_discard,
+	.block_status = qcow2_block_status,
+	.get_info = qcow2_get_info,
+	.truncate = qcow2_truncate,
+	.create = qcow2_create,
+	.create_opts = qcow2_create_opts,
+};

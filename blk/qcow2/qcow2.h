@@ -1,0 +1,199 @@
+/* qcow2 driver internals, shared by the files of blk/qcow2/. Format facts: specs/qcow2.md.
+ *
+ * Concurrency: one mutex per image guards all metadata (L1, L2 and refcount caches, the
+ * allocator, header fields). Metadata writes are write-through and ordered so that a
+ * killed process leaves at worst leaked clusters: a new cluster's refcount and contents
+ * reach the file before the L2/L1 entry that points to it. */
+#ifndef VTOOL_BLK_QCOW2_H
+#define VTOOL_BLK_QCOW2_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "blk/driver.h"
+
+#define QCOW2_MAGIC 0x514649fbu
+
+/* The on-disk header through the compression type byte and its padding (v3, 112 bytes).
+ * Big-endian on disk; decoded field by field, never cast onto. */
+struct qcow2_disk_header {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t backing_file_offset;
+	uint32_t backing_file_size;
+	uint32_t cluster_bits;
+	uint64_t size;
+	uint32_t crypt_method;
+	uint32_t l1_size;
+	uint64_t l1_table_offset;
+	uint64_t refcount_table_offset;
+	uint32_t refcount_table_clusters;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+	uint64_t incompatible_features;
+	uint64_t compatible_features;
+	uint64_t autoclear_features;
+	uint32_t refcount_order;
+	uint32_t header_length;
+	uint8_t compression_type;
+	uint8_t padding[7];
+} __attribute__((packed));
+_Static_assert(sizeof(struct qcow2_disk_header) == 112, "qcow2 v3 header is 112 bytes");
+
+/* Header field offsets we rewrite in place (never the whole header: extensions we do not
+ * know must survive). */
+#define QCOW2_OFF_L1_SIZE        36  /* l1_size (4) + l1_table_offset (8) */
+#define QCOW2_OFF_REFTABLE       48  /* offset (8) + clusters (4) */
+#define QCOW2_OFF_INCOMPAT       72
+#define QCOW2_OFF_AUTOCLEAR      88
+
+#define QCOW2_INCOMPAT_DIRTY     (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT   (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESS  (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2     (1ull << 4)
+#define QCOW2_INCOMPAT_MASK      0x1full
+#define QCOW2_COMPAT_LAZY        (1ull << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS  (1ull << 0)
+#define QCOW2_AUTOCLEAR_DATA_RAW (1ull << 1)
+
+#define QCOW2_EXT_END            0x00000000u
+#define QCOW2_EXT_BACKING_FMT    0xe2792acau
+#define QCOW2_EXT_FEATURES       0x6803f857u
+#define QCOW2_EXT_BITMAPS        0x23852875u
+#define QCOW2_EXT_CRYPTO         0x0537be77u
+#define QCOW2_EXT_DATA_FILE      0x44415441u
+
+#define QCOW2_OFLAG_COPIED       (1ull << 63)
+#define QCOW2_OFLAG_COMPRESSED   (1ull << 62)
+#define QCOW2_OFLAG_ZERO         (1ull << 0)
+#define QCOW2_OFFSET_MASK        0x00fffffffffffe00ull
+#define QCOW2_L1_RESERVED        0x7f000000000001ffull
+#define QCOW2_L2_RESERVED        0x3f000000000001feull
+#define QCOW2_REFT_OFFSET_MASK   0xfffffffffffffe00ull
+
+#define QCOW2_MAX_L1_BYTES       (32u << 20)
+#define QCOW2_MAX_REFTABLE_BYTES (8u << 20)
+#define QCOW2_MAX_SNAPSHOTS      65536u
+
+enum qcow2_cluster_type {
+	QCOW2_UNALLOCATED,
+	QCOW2_ZERO_PLAIN,
+	QCOW2_ZERO_ALLOC,
+	QCOW2_NORMAL,
+	QCOW2_COMPRESSED,
+};
+
+#define QCOW2_L2_CACHE_SLOTS 16
+#define QCOW2_RB_CACHE_SLOTS 8
+
+struct qcow2_cache_slot {
+	uint64_t offset;   /* host offset of the cached cluster; 0 = empty */
+	uint64_t lru;
+	uint8_t *data;
+};
+
+struct qcow2 {
+	struct blk *b;
+	pthread_mutex_t lock;
+
+	int version;
+	unsigned cluster_bits;
+	uint64_t cs;                 /* cluster size */
+	uint64_t incompat, compat, autoclear;
+	unsigned refcount_order, refcount_bits;
+	uint64_t refcount_max;
+	uint64_t rb_entries;         /* refcounts per refcount block */
+	uint32_t header_length;
+	int compression_type;        /* 0 zlib, 1 zstd */
+	bool extended_l2;
+	unsigned l2_entry_size;      /* 8, or 16 with extended L2 */
+	uint64_t l2_entries;         /* entries per L2 table */
+	unsigned l2_bits;
+	unsigned csize_shift;        /* compressed descriptor: 62 - (cluster_bits - 8) */
+	uint64_t csize_mask;
+
+	uint32_t l1_size;
+	uint64_t l1_offset;
+	uint64_t *l1;                /* host byte order */
+
+	uint64_t rt_offset;
+	uint32_t rt_clusters;
+	uint64_t rt_entries;
+	uint64_t *rt;                /* host byte order */
+
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+
+	uint64_t free_hint;          /* cluster index where free-cluster search starts */
+	uint64_t lru_clock;
+	struct qcow2_cache_slot l2_cache[QCOW2_L2_CACHE_SLOTS];
+	struct qcow2_cache_slot rb_cache[QCOW2_RB_CACHE_SLOTS];
+	uint8_t *cbuf;               /* one cluster of scratch for (de)compression */
+};
+
+static inline uint64_t qcow2_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+static inline uint32_t qcow2_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void qcow2_put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+static inline void qcow2_put_be32(uint8_t *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+/* header.c */
+int qcow2_read_header(struct qcow2 *s, struct vt_error *err);
+int qcow2_write_be64_field(struct qcow2 *s, uint64_t off, uint64_t v, struct vt_error *err);
+/* Sets the corrupt bit (when writable) and returns -EIO with the reason. */
+int qcow2_signal_corruption(struct qcow2 *s, struct vt_error *err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int qcow2_create(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
+                 const struct blk_optlist *opts, char **formatting, struct vt_error *err);
+int qcow2_read_snapshots(struct qcow2 *s, struct blk_info *info, struct vt_error *err);
+extern const struct blk_optdesc qcow2_create_opts[];
+
+/* refcount.c */
+int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *rc, struct vt_error *err);
+int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct vt_error *err);
+/* Allocate n contiguous clusters (refcount 1); returns the host offset in *off. */
+int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_error *err);
+/* Drop one reference from each cluster in [off, off+len). */
+int qcow2_free_range(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err);
+void qcow2_refcount_cache_drop(struct qcow2 *s);
+
+/* cluster.c */
+int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                 struct vt_error *err);
+int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                  struct vt_error *err);
+int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
+                       struct vt_error *err);
+int qcow2_discard(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err);
+int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
+                       struct vt_error *err);
+/* Grow the L1 table to hold at least n entries (resize, create). */
+int qcow2_grow_l1(struct qcow2 *s, uint64_t n, bool exact, struct vt_error *err);
+/* Allocate every L2 table and data cluster of [0, size) (preallocation=metadata). */
+int qcow2_preallocate(struct qcow2 *s, uint64_t size, uint64_t *data_end,
+                      struct vt_error *err);
+void qcow2_l2_cache_drop(struct qcow2 *s);
+
+/* compress.c */
+int qcow2_decompress(struct qcow2 *s, const uint8_t *in, size_t in_len, uint8_t *out,
+                     struct vt_error *err);
+
+#endif

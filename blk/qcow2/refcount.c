@@ -1,0 +1,300 @@
+/* qcow2 reference counts: the two-level refcount table, the cluster allocator, and
+ * growing the table. Callers hold s->lock. Refcount blocks are cached and written through
+ * (only the bytes that change), so an allocation's refcount is in the file before any
+ * pointer to the cluster is. */
+#include "blk/qcow2/qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void qcow2_refcount_cache_drop(struct qcow2 *s)
+{
+	for (int i = 0; i < QCOW2_RB_CACHE_SLOTS; i++) {
+		free(s->rb_cache[i].data);
+		s->rb_cache[i] = (struct qcow2_cache_slot){ 0 };
+	}
+}
+
+/* The cached refcount block at host offset off (loading it if needed). */
+static int rb_get(struct qcow2 *s, uint64_t off, uint8_t **data, struct vt_error *err)
+{
+	struct qcow2_cache_slot *victim = &s->rb_cache[0];
+	for (int i = 0; i < QCOW2_RB_CACHE_SLOTS; i++) {
+		struct qcow2_cache_slot *c = &s->rb_cache[i];
+		if (c->offset == off && c->data) {
+			c->lru = ++s->lru_clock;
+			*data = c->data;
+			return 0;
+		}
+		if (!c->data || c->lru < victim->lru)
+			victim = c;
+	}
+	if (!victim->data && !(victim->data = malloc(s->cs)))
+		return vt_error_set(err, ENOMEM, s->b->filename, "load refcount block", NULL);
+	victim->offset = 0;
+	int r = blk_file_pread(s->b->file, off, victim->data, s->cs, err);
+	if (r < 0)
+		return r;
+	victim->offset = off;
+	victim->lru = ++s->lru_clock;
+	*data = victim->data;
+	return 0;
+}
+
+static uint64_t rb_entry_get(const struct qcow2 *s, const uint8_t *rb, uint64_t i)
+{
+	unsigned w = s->refcount_bits;
+	if (w < 8)
+		return (rb[i * w / 8] >> ((i * w) % 8)) & ((1u << w) - 1);
+	uint64_t v = 0;
+	for (unsigned k = 0; k < w / 8; k++)
+		v = v << 8 | rb[i * (w / 8) + k];
+	return v;
+}
+
+/* Set entry i in memory; returns the byte range that changed. */
+static void rb_entry_set(const struct qcow2 *s, uint8_t *rb, uint64_t i, uint64_t v,
+                         uint64_t *boff, unsigned *blen)
+{
+	unsigned w = s->refcount_bits;
+	if (w < 8) {
+		uint8_t mask = (uint8_t)(((1u << w) - 1) << ((i * w) % 8));
+		uint8_t *p = &rb[i * w / 8];
+		*p = (uint8_t)((*p & ~mask) | ((v << ((i * w) % 8)) & mask));
+		*boff = i * w / 8;
+		*blen = 1;
+		return;
+	}
+	unsigned n = w / 8;
+	for (unsigned k = 0; k < n; k++)
+		rb[i * n + k] = (uint8_t)(v >> (8 * (n - 1 - k)));
+	*boff = i * n;
+	*blen = n;
+}
+
+static int rt_block(struct qcow2 *s, uint64_t rt_index, uint64_t *off, struct vt_error *err)
+{
+	*off = 0;
+	if (rt_index >= s->rt_entries)
+		return 0;
+	uint64_t e = s->rt[rt_index];
+	if (e & ~QCOW2_REFT_OFFSET_MASK)
+		return qcow2_signal_corruption(s, err, "Refblock offset %#llx unaligned (reftable "
+		                               "index: %#llx)", (unsigned long long)e,
+		                               (unsigned long long)rt_index);
+	*off = e & QCOW2_REFT_OFFSET_MASK;
+	if (*off == 0)
+		return 0;
+	if (*off % s->cs)
+		return qcow2_signal_corruption(s, err, "Refblock offset %#llx unaligned (reftable "
+		                               "index: %#llx)", (unsigned long long)*off,
+		                               (unsigned long long)rt_index);
+	return 0;
+}
+
+int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *rc, struct vt_error *err)
+{
+	uint64_t boff;
+	uint8_t *rb;
+	int r = rt_block(s, cluster / s->rb_entries, &boff, err);
+	if (r < 0)
+		return r;
+	if (!boff) {
+		*rc = 0;
+		return 0;
+	}
+	if ((r = rb_get(s, boff, &rb, err)) < 0)
+		return r;
+	*rc = rb_entry_get(s, rb, cluster % s->rb_entries);
+	return 0;
+}
+
+static int write_rt_entry(struct qcow2 *s, uint64_t idx, struct vt_error *err)
+{
+	uint8_t buf[8];
+	qcow2_put_be64(buf, s->rt[idx]);
+	return blk_file_pwrite(s->b->file, s->rt_offset + idx * 8, buf, 8, err);
+}
+
+/* A bigger refcount table, placed with one new refcount block in a range of clusters no
+ * existing block covers (so nothing there is in use): the block first, the table after
+ * it, the block counting both. */
+static int grow_reftable(struct qcow2 *s, uint64_t min_entries, struct vt_error *err)
+{
+	uint64_t new_idx = s->rt_entries;
+	uint64_t entries = s->rt_entries * 2;
+	if (entries < min_entries)
+		entries = min_entries;
+	if (entries < new_idx + 1)
+		entries = new_idx + 1;
+	uint64_t per_cluster = s->cs / 8;
+	uint64_t clusters = (entries + per_cluster - 1) / per_cluster;
+	entries = clusters * per_cluster;
+	if (clusters * s->cs > QCOW2_MAX_REFTABLE_BYTES)
+		return vt_error_set(err, EFBIG, s->b->filename, "grow refcount table",
+		                    "Reference count table too large");
+	if (1 + clusters > s->rb_entries)
+		return vt_error_set(err, EFBIG, s->b->filename, "grow refcount table",
+		                    "cluster size too small for a refcount table of %llu clusters",
+		                    (unsigned long long)clusters);
+	uint64_t block_cluster = new_idx * s->rb_entries;
+	uint64_t block_off = block_cluster * s->cs;
+	uint64_t table_off = block_off + s->cs;
+
+	uint8_t *block = calloc(1, s->cs);
+	uint64_t *rt = calloc(entries, 8);
+	uint8_t *raw = calloc(clusters, s->cs);
+	int r = 0;
+	if (!block || !rt || !raw) {
+		r = vt_error_set(err, ENOMEM, s->b->filename, "grow refcount table", NULL);
+		goto out;
+	}
+	for (uint64_t i = 0; i < 1 + clusters; i++) {
+		uint64_t bo;
+		unsigned bl;
+		rb_entry_set(s, block, i, 1, &bo, &bl);
+	}
+	memcpy(rt, s->rt, s->rt_entries * 8);
+	rt[new_idx] = block_off;
+	for (uint64_t i = 0; i < entries; i++)
+		qcow2_put_be64(raw + i * 8, rt[i]);
+	/* Block and table first, header pointer last: a crash before the switch leaks. */
+	if ((r = blk_file_pwrite(s->b->file, block_off, block, s->cs, err)) < 0 ||
+	    (r = blk_file_pwrite(s->b->file, table_off, raw, clusters * s->cs, err)) < 0 ||
+	    (r = blk_file_flush(s->b->file, err)) < 0)
+		goto out;
+	uint8_t hdr[12];
+	qcow2_put_be64(hdr, table_off);
+	qcow2_put_be32(hdr + 8, (uint32_t)clusters);
+	if ((r = blk_file_pwrite(s->b->file, QCOW2_OFF_REFTABLE, hdr, 12, err)) < 0)
+		goto out;
+	uint64_t old_off = s->rt_offset, old_clusters = s->rt_clusters;
+	free(s->rt);
+	s->rt = rt;
+	rt = NULL;
+	s->rt_offset = table_off;
+	s->rt_clusters = (uint32_t)clusters;
+	s->rt_entries = entries;
+	r = qcow2_free_range(s, old_off, old_clusters * s->cs, err);
+out:
+	free(block);
+	free(rt);
+	free(raw);
+	return r;
+}
+
+/* A new refcount block for table index idx, placed at the first cluster of the range it
+ * covers: every cluster there has refcount 0 (no block counted them), so it is free,
+ * and the block can count itself. */
+static int create_refblock(struct qcow2 *s, uint64_t idx, struct vt_error *err)
+{
+	int r;
+	if (idx >= s->rt_entries && (r = grow_reftable(s, idx + 1, err)) < 0)
+		return r;
+	if (s->rt[idx])
+		return 0; /* the table growth placed one here */
+	uint64_t off = idx * s->rb_entries * s->cs;
+	uint8_t *block = calloc(1, s->cs);
+	if (!block)
+		return vt_error_set(err, ENOMEM, s->b->filename, "allocate refcount block", NULL);
+	uint64_t bo;
+	unsigned bl;
+	rb_entry_set(s, block, 0, 1, &bo, &bl);
+	r = blk_file_pwrite(s->b->file, off, block, s->cs, err);
+	free(block);
+	if (r < 0)
+		return r;
+	s->rt[idx] = off;
+	return write_rt_entry(s, idx, err);
+}
+
+int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct vt_error *err)
+{
+	uint64_t idx = cluster / s->rb_entries, boff;
+	uint8_t *rb;
+	int r = rt_block(s, idx, &boff, err);
+	if (r < 0)
+		return r;
+	if (!boff) {
+		if (delta < 0)
+			return qcow2_signal_corruption(s, err, "refcount of cluster %llu would drop "
+			                               "below 0", (unsigned long long)cluster);
+		if ((r = create_refblock(s, idx, err)) < 0)
+			return r;
+		boff = s->rt[idx];
+	}
+	if ((r = rb_get(s, boff, &rb, err)) < 0)
+		return r;
+	uint64_t i = cluster % s->rb_entries;
+	uint64_t v = rb_entry_get(s, rb, i);
+	if (delta < 0 && v < (uint64_t)-delta)
+		return qcow2_signal_corruption(s, err, "refcount of cluster %llu would drop below 0",
+		                               (unsigned long long)cluster);
+	if (delta > 0 && s->refcount_max - v < (uint64_t)delta)
+		return vt_error_set(err, ERANGE, s->b->filename, "update refcount",
+		                    "refcount of cluster %llu would exceed %llu",
+		                    (unsigned long long)cluster, (unsigned long long)s->refcount_max);
+	v += (uint64_t)(int64_t)delta;
+	uint64_t bo;
+	unsigned bl;
+	rb_entry_set(s, rb, i, v, &bo, &bl);
+	r = blk_file_pwrite(s->b->file, boff + bo, rb + bo, bl, err);
+	if (r == 0 && v == 0 && cluster < s->free_hint)
+		s->free_hint = cluster;
+	return r;
+}
+
+int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_error *err)
+{
+	int r;
+	for (;;) {
+		/* First run of n free clusters at or after the hint. */
+		uint64_t start = s->free_hint, run = 0;
+		while (run < n) {
+			uint64_t rc;
+			if ((r = qcow2_get_refcount(s, start + run, &rc, err)) < 0)
+				return r;
+			if (rc) {
+				start += run + 1;
+				run = 0;
+			} else {
+				run++;
+			}
+			if (start + run > (1ull << (56 - s->cluster_bits)))
+				return vt_error_set(err, EFBIG, s->b->filename, "allocate cluster",
+				                    "image file would exceed the format's limit");
+		}
+		/* Every block that will count the run must exist before we count it; making
+		 * one uses free clusters, so search again afterwards. */
+		bool made = false;
+		for (uint64_t idx = start / s->rb_entries; idx <= (start + n - 1) / s->rb_entries;
+		     idx++) {
+			if (idx >= s->rt_entries || !s->rt[idx]) {
+				if ((r = create_refblock(s, idx, err)) < 0)
+					return r;
+				made = true;
+			}
+		}
+		if (made)
+			continue;
+		for (uint64_t i = 0; i < n; i++)
+			if ((r = qcow2_update_refcount(s, start + i, 1, err)) < 0)
+				return r;
+		if (s->free_hint == start)
+			s->free_hint = start + n;
+		*off = start * s->cs;
+		return 0;
+	}
+}
+
+int qcow2_free_range(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err)
+{
+	uint64_t first = off / s->cs, last = (off + len - 1) / s->cs;
+	for (uint64_t c = first; len && c <= last; c++) {
+		int r = qcow2_update_refcount(s, c, -1, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}

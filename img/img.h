@@ -1,0 +1,16 @@
+/* Shared by the `vtool img` command fronts: the command table entries and small helpers
+ * for printing block-layer errors the same way everywhere. */
+#ifndef VTOOL_IMG_IMG_H
+#define VTOOL_IMG_IMG_H
+
+#include "blk/blk.h"
+#include "util/command.h"
+#include "util/error.h"
+
+extern const struct vt_command vt_cmd_img_create;
+extern const struct vt_command vt_cmd_img_info;
+
+/* Print e as "vtool: <file>: <what>: <why>" and return 1 (the generic failure status). */
+int img_fail(const struct vt_error *e);
+
+#endif
