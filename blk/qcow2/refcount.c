@@ -250,11 +250,13 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_e
 	int r;
 	for (;;) {
 		/* First run of n free clusters at or after the hint. */
-		uint64_t start = s->free_hint, run = 0;
+		uint64_t start = s->free_hint, run = 0, first_free = UINT64_MAX;
 		while (run < n) {
 			uint64_t rc;
 			if ((r = qcow2_get_refcount(s, start + run, &rc, err)) < 0)
 				return r;
+			if (!rc && first_free == UINT64_MAX)
+				first_free = start + run;
 			if (rc) {
 				start += run + 1;
 				run = 0;
@@ -281,8 +283,8 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_e
 		for (uint64_t i = 0; i < n; i++)
 			if ((r = qcow2_update_refcount(s, start + i, 1, err)) < 0)
 				return r;
-		if (s->free_hint == start)
-			s->free_hint = start + n;
+		/* Everything before the first free cluster we saw is in use. */
+		s->free_hint = first_free < start ? first_free : start + n;
 		*off = start * s->cs;
 		return 0;
 	}
