@@ -4,6 +4,9 @@
  *   blkio write IMG FMT SHADOW SEED COUNT   random writes and zero-writes through blk.h;
  *                                           the same bytes go to the raw file SHADOW
  *   blkio dump IMG FMT OUT                  read the whole image through blk.h into OUT
+ *   blkio hold IMG FMT SECONDS              keep the image open read-write for a while
+ *   blkio crash IMG FMT SEED                write forever (until killed); used to test
+ *                                           what a SIGKILL at a random point leaves
  *
  * Offsets and lengths are random, unaligned and cluster-straddling; a third of the writes
  * are multi-cluster. Exit status 0 on success, 1 with a vtool-style error otherwise. */
@@ -108,8 +111,25 @@ static int do_dump(const char *img, const char *fmt, const char *out)
 	return 0;
 }
 
+static int do_hold(const char *img, const char *fmt, int seconds)
+{
+	struct blk_open_opts o = { .format = fmt, .writable = true };
+	struct vt_error err = { 0 };
+	struct blk *b;
+	if (blk_open(img, &o, &b, &err) < 0)
+		return fail(&err);
+	printf("open\n");
+	fflush(stdout);
+	sleep((unsigned)seconds);
+	return blk_close(b, &err) < 0 ? fail(&err) : 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 5 && !strcmp(argv[1], "hold"))
+		return do_hold(argv[2], argv[3], atoi(argv[4]));
+	if (argc == 5 && !strcmp(argv[1], "crash"))
+		return do_write(argv[2], argv[3], "/dev/null", strtoull(argv[4], NULL, 0), 1 << 30);
 	if (argc == 7 && !strcmp(argv[1], "write"))
 		return do_write(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 0), atoi(argv[6]));
 	if (argc == 5 && !strcmp(argv[1], "dump"))
