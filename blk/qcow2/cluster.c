@@ -300,30 +300,6 @@ static int release_mapping(struct qcow2 *s, uint64_t entry, struct vt_error *err
 	return 0;
 }
 
-/* Refuse to write guest data over our own metadata: a hostile L2 entry may point there. */
-static int check_overlap(struct qcow2 *s, uint64_t host, struct vt_error *err)
-{
-	const char *what = NULL;
-	if (host < s->cs)
-		what = "qcow2_header";
-	else if (host < s->l1_offset + (uint64_t)s->l1_size * 8 && host + s->cs > s->l1_offset)
-		what = "active L1 table";
-	else if (host < s->rt_offset + (uint64_t)s->rt_clusters * s->cs && host + s->cs > s->rt_offset)
-		what = "refcount table";
-	else if (s->nb_snapshots && host == s->snapshots_offset)
-		what = "snapshot table";
-	for (uint64_t i = 0; !what && i < s->rt_entries; i++)
-		if ((s->rt[i] & QCOW2_REFT_OFFSET_MASK) == host)
-			what = "refcount block";
-	for (uint64_t i = 0; !what && i < s->l1_size; i++)
-		if ((s->l1[i] & QCOW2_OFFSET_MASK) == host)
-			what = "active L2 table";
-	if (what)
-		return qcow2_signal_corruption(s, err, "Preventing invalid write on metadata "
-		                               "(overlaps with %s)", what);
-	return 0;
-}
-
 /* Is the data cluster of this mapping ours alone, so it may be written in place? */
 static int owned(struct qcow2 *s, const struct mapping *m, bool *yes, struct vt_error *err)
 {
@@ -357,7 +333,7 @@ static int write_cluster(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_t n,
 	uint64_t bitmap = BITMAP_ALL_ALLOC;
 
 	if (mine) {
-		if ((r = check_overlap(s, host, err)) < 0)
+		if ((r = qcow2_check_overlap(s, host, s->cs, err)) < 0)
 			return r;
 		if (simple || full) {
 			if (data)

@@ -174,6 +174,10 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_e
 /* Drop one reference from each cluster in [off, off+len). */
 int qcow2_free_range(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err);
 void qcow2_refcount_cache_drop(struct qcow2 *s);
+/* Refuse (and mark the image corrupt) when [off, off+len) overlaps metadata we know of:
+ * the header, L1, refcount table and blocks, L2 tables, snapshot table. A hostile or
+ * damaged image can make free-looking clusters or L2 entries point there. */
+int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err);
 
 /* cluster.c */
 int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,

@@ -73,6 +73,35 @@ static void rb_entry_set(const struct qcow2 *s, uint8_t *rb, uint64_t i, uint64_
 	*blen = n;
 }
 
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return blen && a < b + blen && b < a + alen;
+}
+
+int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err)
+{
+	const char *what = NULL;
+	if (overlaps(off, len, 0, s->cs))
+		what = "qcow2_header";
+	else if (overlaps(off, len, s->l1_offset, (uint64_t)s->l1_size * 8))
+		what = "active L1 table";
+	else if (overlaps(off, len, s->rt_offset, (uint64_t)s->rt_clusters * s->cs))
+		what = "refcount table";
+	else if (s->nb_snapshots && overlaps(off, len, s->snapshots_offset, s->cs))
+		what = "snapshot table";
+	for (uint64_t i = 0; !what && i < s->rt_entries; i++)
+		if (overlaps(off, len, s->rt[i] & QCOW2_REFT_OFFSET_MASK, s->rt[i] ? s->cs : 0))
+			what = "refcount block";
+	for (uint64_t i = 0; !what && i < s->l1_size; i++)
+		if (overlaps(off, len, s->l1[i] & QCOW2_OFFSET_MASK,
+		             (s->l1[i] & QCOW2_OFFSET_MASK) ? s->cs : 0))
+			what = "active L2 table";
+	if (what)
+		return qcow2_signal_corruption(s, err, "Preventing invalid write on metadata "
+		                               "(overlaps with %s)", what);
+	return 0;
+}
+
 static int rt_block(struct qcow2 *s, uint64_t rt_index, uint64_t *off, struct vt_error *err)
 {
 	*off = 0;
@@ -142,10 +171,12 @@ static int grow_reftable(struct qcow2 *s, uint64_t min_entries, struct vt_error 
 	uint64_t block_off = block_cluster * s->cs;
 	uint64_t table_off = block_off + s->cs;
 
+	int r = qcow2_check_overlap(s, block_off, (1 + clusters) * s->cs, err);
+	if (r < 0)
+		return r;
 	uint8_t *block = calloc(1, s->cs);
 	uint64_t *rt = calloc(entries, 8);
 	uint8_t *raw = calloc(clusters, s->cs);
-	int r = 0;
 	if (!block || !rt || !raw) {
 		r = vt_error_set(err, ENOMEM, s->b->filename, "grow refcount table", NULL);
 		goto out;
@@ -195,6 +226,9 @@ static int create_refblock(struct qcow2 *s, uint64_t idx, struct vt_error *err)
 	if (s->rt[idx])
 		return 0; /* the table growth placed one here */
 	uint64_t off = idx * s->rb_entries * s->cs;
+	/* Only a corrupt image (a table entry lost) has metadata in an uncounted range. */
+	if ((r = qcow2_check_overlap(s, off, s->cs, err)) < 0)
+		return r;
 	uint8_t *block = calloc(1, s->cs);
 	if (!block)
 		return vt_error_set(err, ENOMEM, s->b->filename, "allocate refcount block", NULL);
@@ -280,6 +314,8 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_e
 		}
 		if (made)
 			continue;
+		if ((r = qcow2_check_overlap(s, start * s->cs, n * s->cs, err)) < 0)
+			return r;
 		for (uint64_t i = 0; i < n; i++)
 			if ((r = qcow2_update_refcount(s, start + i, 1, err)) < 0)
 				return r;

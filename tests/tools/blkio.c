@@ -3,7 +3,7 @@
  *
  *   blkio write IMG FMT SHADOW SEED COUNT   random writes and zero-writes through blk.h;
  *                                           the same bytes go to the raw file SHADOW
- *   blkio dump IMG FMT OUT                  read the whole image through blk.h into OUT
+ *   blkio dump IMG FMT OUT [MAX]            read the image (up to MAX bytes) into OUT
  *   blkio hold IMG FMT SECONDS              keep the image open read-write for a while
  *   blkio crash IMG FMT SEED                write forever (until killed); used to test
  *                                           what a SIGKILL at a random point leaves
@@ -81,7 +81,7 @@ static int do_write(const char *img, const char *fmt, const char *shadow, uint64
 	return blk_close(b, &err) < 0 ? fail(&err) : 0;
 }
 
-static int do_dump(const char *img, const char *fmt, const char *out)
+static int do_dump(const char *img, const char *fmt, const char *out, uint64_t max)
 {
 	struct blk_open_opts o = { .format = fmt };
 	struct vt_error err = { 0 };
@@ -93,7 +93,7 @@ static int do_dump(const char *img, const char *fmt, const char *out)
 		perror(out);
 		return 1;
 	}
-	uint64_t size = blk_size(b);
+	uint64_t size = blk_size(b) < max ? blk_size(b) : max;
 	size_t chunk = 1u << 20;
 	uint8_t *buf = malloc(chunk);
 	for (uint64_t off = 0; off < size; off += chunk) {
@@ -132,8 +132,9 @@ int main(int argc, char **argv)
 		return do_write(argv[2], argv[3], "/dev/null", strtoull(argv[4], NULL, 0), 1 << 30);
 	if (argc == 7 && !strcmp(argv[1], "write"))
 		return do_write(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 0), atoi(argv[6]));
-	if (argc == 5 && !strcmp(argv[1], "dump"))
-		return do_dump(argv[2], argv[3], argv[4]);
+	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "dump"))
+		return do_dump(argv[2], argv[3], argv[4],
+		               argc == 6 ? strtoull(argv[5], NULL, 0) : UINT64_MAX);
 	fprintf(stderr, "usage: blkio write IMG FMT SHADOW SEED COUNT | blkio dump IMG FMT OUT\n");
 	return 2;
 }
