@@ -414,7 +414,10 @@ int blk_get_info(struct blk *b, struct blk_info *info, struct vt_error *err)
 		snprintf(info->backing_format, sizeof(info->backing_format), "%s",
 		         b->backing_format);
 	}
-	return b->drv->get_info ? b->drv->get_info(b, info, err) : 0;
+	int r = b->drv->get_info ? b->drv->get_info(b, info, err) : 0;
+	if (r < 0)
+		blk_info_free(info); /* nothing for the caller to free on failure */
+	return r;
 }
 
 void blk_info_free(struct blk_info *info)

@@ -62,14 +62,14 @@ static int do_write(const char *img, const char *fmt, const char *shadow, uint64
 		if (kind == 9) {
 			unsigned flags = rnd() % 2 ? BLK_MAY_UNMAP : 0;
 			if (blk_write_zeroes(b, off, len, flags, &err) < 0)
-				return fail(&err);
+				goto failed;
 			memset(buf, 0, len);
 		} else {
 			uint8_t pat = (uint8_t)(rnd() | 1);
 			for (uint64_t k = 0; k < len; k++)
 				buf[k] = (uint8_t)(pat + k / 512);
 			if (blk_pwrite(b, off, buf, len, &err) < 0)
-				return fail(&err);
+				goto failed;
 		}
 		if (pwrite(sfd, buf, len, (off_t)off) != (ssize_t)len) {
 			perror("shadow write");
@@ -79,6 +79,12 @@ static int do_write(const char *img, const char *fmt, const char *shadow, uint64
 	free(buf);
 	close(sfd);
 	return blk_close(b, &err) < 0 ? fail(&err) : 0;
+failed:
+	/* Report the first error; the image is closed without a second message. */
+	free(buf);
+	close(sfd);
+	blk_close(b, NULL);
+	return fail(&err);
 }
 
 static int do_dump(const char *img, const char *fmt, const char *out, uint64_t max)
@@ -98,8 +104,12 @@ static int do_dump(const char *img, const char *fmt, const char *out, uint64_t m
 	uint8_t *buf = malloc(chunk);
 	for (uint64_t off = 0; off < size; off += chunk) {
 		size_t n = size - off < chunk ? (size_t)(size - off) : chunk;
-		if (blk_pread(b, off, buf, n, &err) < 0)
+		if (blk_pread(b, off, buf, n, &err) < 0) {
+			free(buf);
+			close(fd);
+			blk_close(b, NULL);
 			return fail(&err);
+		}
 		if (write(fd, buf, n) != (ssize_t)n) {
 			perror(out);
 			return 1;
