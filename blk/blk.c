@@ -344,6 +344,23 @@ int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
 	return r < 0 ? r : b->drv->write_zeroes(b, off, len, flags, err);
 }
 
+int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
+                         struct vt_error *err)
+{
+	int r = check_writable(b, "write compressed", err);
+	if (r == 0)
+		r = check_range(b, off, len, "write compressed", err);
+	if (r == 0 && !b->drv->write_compressed)
+		r = vt_error_set(err, ENOTSUP, b->filename, "write compressed",
+		                 "format %s does not support compression", b->drv->name);
+	return r < 0 ? r : b->drv->write_compressed(b, off, buf, len, err);
+}
+
+uint32_t blk_cluster_size(struct blk *b)
+{
+	return b->drv->cluster_size ? b->drv->cluster_size(b) : 0;
+}
+
 int blk_discard(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err)
 {
 	int r = check_writable(b, "discard", err);

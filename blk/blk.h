@@ -59,6 +59,13 @@ int blk_flush(struct blk *b, struct vt_error *err);
 #define BLK_MAY_UNMAP 1u  /* write_zeroes may deallocate instead of writing zeros */
 int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
                      struct vt_error *err);
+/* Write one whole cluster compressed (off cluster-aligned; len = cluster size, or less
+ * for the image's last cluster). Stored uncompressed when compression does not pay.
+ * -ENOTSUP for formats without compression (raw). */
+int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
+                         struct vt_error *err);
+/* The allocation unit of the format (qcow2 cluster size), 0 if it has none. */
+uint32_t blk_cluster_size(struct blk *b);
 /* Advisory: the range's contents become unspecified (zeros or backing data). */
 int blk_discard(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err);
 

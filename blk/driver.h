@@ -37,6 +37,9 @@ struct blk_driver {
 	int (*write_zeroes)(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
 	                    struct vt_error *err);
 	int (*discard)(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err);
+	int (*write_compressed)(struct blk *b, uint64_t off, const void *buf, size_t len,
+	                        struct vt_error *err);
+	uint32_t (*cluster_size)(struct blk *b);
 	int (*block_status)(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
 	                    struct vt_error *err);
 	int (*get_info)(struct blk *b, struct blk_info *info, struct vt_error *err);

@@ -1,6 +1,7 @@
 /* vtool img bench: qemu-img bench's options and output, I/O through the block layer.
- * Requests are issued by min(depth, CPUs) threads doing synchronous I/O on their own
- * core (a thread hand-off per request costs more here than the I/O, see perf-anchors). */
+ * Requests are issued by threads doing synchronous I/O: one per core for cached I/O (a
+ * hand-off per request would cost more than the I/O, see perf-anchors), `depth` of them
+ * for O_DIRECT, where the time is spent waiting on the device. */
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -150,7 +151,8 @@ static int bench_main(int argc, char **argv)
 		return vt_usage_error(argv[0], "Request size %llu is larger than the image",
 		                      (unsigned long long)bn.size);
 	}
-	bn.wrap = isize - bn.size + 1; /* every offset below keeps the request inside */
+	/* Offsets advance by step modulo (image size - request size), as in qemu-img. */
+	bn.wrap = isize - bn.size;
 	if (!quiet) {
 		printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at "
 		       "offset %llu, step size %llu)\n", (unsigned long long)bn.count,
@@ -162,8 +164,12 @@ static int bench_main(int argc, char **argv)
 			       (unsigned long long)bn.flush_interval);
 	}
 	pthread_mutex_init(&bn.err_lock, NULL);
+	/* Cached I/O is CPU-bound: one thread per core. O_DIRECT waits on the device: keep
+	 * `depth` requests in flight with as many threads. */
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	uint64_t nthreads = depth < (uint64_t)(cpus > 0 ? cpus : 1) ? depth : (uint64_t)cpus;
+	uint64_t limit = mode == BLK_CACHE_NONE || mode == BLK_CACHE_DIRECTSYNC
+	                 ? 64 : (uint64_t)(cpus > 0 ? cpus : 1);
+	uint64_t nthreads = depth < limit ? depth : limit;
 	pthread_t tids[64];
 	if (nthreads > 64)
 		nthreads = 64;

@@ -12,6 +12,11 @@
 #define BITMAP_ALL_ALLOC 0x00000000ffffffffull
 #define BITMAP_ALL_ZERO  0xffffffff00000000ull
 
+static void *cluster_buf(const struct qcow2 *s)
+{
+	return qcow2_alloc_buf(s->cs);
+}
+
 void qcow2_l2_cache_drop(struct qcow2 *s)
 {
 	for (int i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
@@ -33,7 +38,7 @@ static int l2_load(struct qcow2 *s, uint64_t off, uint8_t **data, struct vt_erro
 		if (!c->data || c->lru < victim->lru)
 			victim = c;
 	}
-	if (!victim->data && !(victim->data = malloc(s->cs)))
+	if (!victim->data && !(victim->data = qcow2_alloc_buf(s->cs)))
 		return vt_error_set(err, ENOMEM, s->b->filename, "load L2 table", NULL);
 	victim->offset = 0;
 	int r = blk_file_pread(s->b->file, off, victim->data, s->cs, err);
@@ -147,7 +152,7 @@ static int read_mapped(struct qcow2 *s, uint64_t gc, const struct mapping *m, ui
 	int r;
 
 	if (t == QCOW2_COMPRESSED) {
-		uint8_t *tmp = malloc(s->cs);
+		uint8_t *tmp = qcow2_alloc_buf(s->cs);
 		if (!tmp)
 			return vt_error_set(err, ENOMEM, s->b->filename, "read", NULL);
 		r = read_compressed(s, m->entry, tmp, err);
@@ -201,7 +206,7 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 {
 	struct qcow2 *s = b->opaque;
 	size_t total = blk_iov_size(iov, iovcnt), done = 0;
-	uint8_t *buf = malloc(s->cs);
+	uint8_t *buf = cluster_buf(s);
 	int r = 0;
 
 	if (!buf)
@@ -213,7 +218,15 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 		struct mapping m;
 		if ((r = lookup(s, g, &m, err)) < 0 || (r = validate_entry(s, g, &m, err)) < 0)
 			break;
-		r = read_mapped(s, g - in, &m, in, n, buf, err);
+		if (!s->extended_l2 && classify(s, m.entry) == QCOW2_NORMAL) {
+			/* Plain data: read it without holding up other requests. */
+			uint64_t host = (m.entry & QCOW2_OFFSET_MASK) + in;
+			pthread_mutex_unlock(&s->lock);
+			r = blk_file_pread(s->b->file, host, buf, n, err);
+			pthread_mutex_lock(&s->lock);
+		} else {
+			r = read_mapped(s, g - in, &m, in, n, buf, err);
+		}
 		if (r == 0)
 			blk_iov_from_buf(iov, iovcnt, done, buf, n);
 		done += n;
@@ -336,10 +349,14 @@ static int write_cluster(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_t n,
 		if ((r = qcow2_check_overlap(s, host, s->cs, err)) < 0)
 			return r;
 		if (simple || full) {
+			/* The cluster is ours and stays mapped; write without the lock so that
+			 * other requests proceed (overlapping requests are unordered anyway). */
+			pthread_mutex_unlock(&s->lock);
 			if (data)
 				r = blk_file_pwrite(s->b->file, host + in, data, n, err);
 			else
 				r = blk_file_zero(s->b->file, host + in, n, false, err);
+			pthread_mutex_lock(&s->lock);
 		} else {
 			/* Zero-allocated or partly allocated: the rest of the cluster must be made
 			 * real before the whole cluster is marked as data. */
@@ -378,7 +395,7 @@ int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovc
 {
 	struct qcow2 *s = b->opaque;
 	size_t total = blk_iov_size(iov, iovcnt), done = 0;
-	uint8_t *buf = malloc(s->cs), *scratch = malloc(s->cs);
+	uint8_t *buf = cluster_buf(s), *scratch = cluster_buf(s);
 	int r = 0;
 
 	if (!buf || !scratch) {
@@ -397,6 +414,58 @@ int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovc
 	pthread_mutex_unlock(&s->lock);
 	free(buf);
 	free(scratch);
+	return r;
+}
+
+int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
+                           struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	if (off % s->cs || (len != s->cs && off + len != b->size))
+		return vt_error_set(err, EINVAL, b->filename, "write compressed",
+		                    "compressed writes must cover whole clusters");
+	uint8_t *in = cluster_buf(s), *out = cluster_buf(s);
+	int r = 0;
+	if (!in || !out) {
+		r = vt_error_set(err, ENOMEM, b->filename, "write compressed", NULL);
+		goto out;
+	}
+	memcpy(in, buf, len);
+	memset(in + len, 0, s->cs - len);
+	long clen = qcow2_compress(s, in, out, s->cs - 1);
+	pthread_mutex_lock(&s->lock);
+	if (clen < 0) {
+		r = vt_error_set(err, EIO, b->filename, "write compressed", "compression failed");
+	} else if (clen == 0) {
+		r = write_cluster(s, off, 0, s->cs, in, out, err); /* does not pay: store plain */
+	} else {
+		uint64_t l2_off, coff = s->compressed_next, last;
+		struct mapping m;
+		if ((r = l2_for_write(s, off >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0)
+			goto unlock;
+		/* Append after the previous stream while it fits in that host cluster; the
+		 * host cluster gains one reference per compressed cluster that uses it. */
+		if (coff && (coff & (s->cs - 1)) + (uint64_t)clen <= s->cs) {
+			if ((r = qcow2_update_refcount(s, coff >> s->cluster_bits, 1, err)) < 0)
+				goto unlock;
+		} else if ((r = qcow2_alloc_clusters(s, 1, &coff, err)) < 0) {
+			goto unlock;
+		}
+		last = coff + (uint64_t)clen;
+		s->compressed_next = (last & (s->cs - 1)) ? last : 0;
+		uint64_t extra = ((coff + (uint64_t)clen - 1) >> 9) - (coff >> 9);
+		uint64_t entry = QCOW2_OFLAG_COMPRESSED | extra << s->csize_shift | coff;
+		if ((r = blk_file_pwrite(s->b->file, coff, out, (size_t)clen, err)) < 0 ||
+		    (r = lookup(s, off, &m, err)) < 0 ||
+		    (r = set_entry(s, l2_off, m.l2_index, entry, 0, err)) < 0)
+			goto unlock;
+		r = release_mapping(s, m.entry, err);
+	}
+unlock:
+	pthread_mutex_unlock(&s->lock);
+out:
+	free(in);
+	free(out);
 	return r;
 }
 
@@ -438,7 +507,7 @@ static int zero_or_discard(struct blk *b, uint64_t off, uint64_t len, bool unmap
                            bool discard, struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
-	uint8_t *scratch = malloc(s->cs);
+	uint8_t *scratch = cluster_buf(s);
 	int r = 0;
 	if (!scratch)
 		return vt_error_set(err, ENOMEM, b->filename, "write zeroes", NULL);

@@ -57,3 +57,25 @@ int qcow2_decompress(struct qcow2 *s, const uint8_t *in, size_t in_len, uint8_t 
 		                    s->compression_type == 1 ? "zstd" : "zlib");
 	return 0;
 }
+
+long qcow2_compress(struct qcow2 *s, const uint8_t *in, uint8_t *out, size_t out_cap)
+{
+	if (s->compression_type == 1) {
+		size_t n = ZSTD_compress(out, out_cap, in, s->cs, 1);
+		if (ZSTD_isError(n))
+			return 0; /* in practice "does not fit": the cluster is stored plain */
+		return (long)n;
+	}
+	z_stream z = { 0 };
+	/* Raw deflate with a 4 KiB window: what qemu writes and reads. */
+	if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+		return -ENOMEM;
+	z.next_in = (Bytef *)in;
+	z.avail_in = (uInt)s->cs;
+	z.next_out = out;
+	z.avail_out = (uInt)out_cap;
+	int r = deflate(&z, Z_FINISH);
+	long n = r == Z_STREAM_END ? (long)(out_cap - z.avail_out) : (r == Z_OK || r == Z_BUF_ERROR ? 0 : -EIO);
+	deflateEnd(&z);
+	return n;
+}

@@ -64,7 +64,7 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 		s->rt_entries = (uint64_t)s->rt_clusters * s->cs / 8;
 		r = load_table(s, s->rt_offset, s->rt_entries, &s->rt, err);
 	}
-	if (r == 0 && !(s->cbuf = malloc(2 * s->cs)))
+	if (r == 0 && !(s->cbuf = qcow2_alloc_buf(2 * s->cs)))
 		r = vt_error_set(err, ENOMEM, b->filename, "open", NULL);
 	if (r == 0 && b->writable) {
 		if (s->incompat & QCOW2_INCOMPAT_CORRUPT)
@@ -135,7 +135,14 @@ static int qcow2_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 	return r;
 }
 
+static uint32_t qcow2_cluster_size(struct blk *b)
+{
+	return (uint32_t)((struct qcow2 *)b->opaque)->cs;
+}
+
 const struct blk_driver blk_driver_qcow2 = {
+	.write_compressed = qcow2_write_compressed,
+	.cluster_size = qcow2_cluster_size,
 	.name = "qcow2",
 	.probe = qcow2_probe,
 	.open = qcow2_open,

@@ -1,7 +1,9 @@
 /* qcow2 driver internals, shared by the files of blk/qcow2/. Format facts: specs/qcow2.md.
  *
  * Concurrency: one mutex per image guards all metadata (L1, L2 and refcount caches, the
- * allocator, header fields). Metadata writes are write-through and ordered so that a
+ * allocator, header fields). Reads of plain data clusters and in-place writes to clusters
+ * the image owns drop it during the data transfer; like a disk, requests that overlap in
+ * time and space complete in no particular order. Metadata writes are write-through and ordered so that a
  * killed process leaves at worst leaked clusters: a new cluster's refcount and contents
  * reach the file before the L2/L1 entry that points to it. */
 #ifndef VTOOL_BLK_QCOW2_H
@@ -10,6 +12,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "blk/driver.h"
 
@@ -130,8 +133,16 @@ struct qcow2 {
 	uint64_t lru_clock;
 	struct qcow2_cache_slot l2_cache[QCOW2_L2_CACHE_SLOTS];
 	struct qcow2_cache_slot rb_cache[QCOW2_RB_CACHE_SLOTS];
-	uint8_t *cbuf;               /* one cluster of scratch for (de)compression */
+	uint8_t *cbuf;               /* two clusters of scratch for (de)compression */
+	uint64_t compressed_next;    /* where the next compressed stream may go; 0 = none */
 };
+
+/* Buffers for file I/O are page aligned: with O_DIRECT that spares a bounce copy. */
+static inline void *qcow2_alloc_buf(size_t n)
+{
+	void *p;
+	return posix_memalign(&p, 4096, n) ? NULL : p;
+}
 
 static inline uint64_t qcow2_be64(const uint8_t *p)
 {
@@ -196,7 +207,13 @@ int qcow2_preallocate(struct qcow2 *s, uint64_t size, uint64_t *data_end,
                       struct vt_error *err);
 void qcow2_l2_cache_drop(struct qcow2 *s);
 
+int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
+                           struct vt_error *err);
+
 /* compress.c */
+/* Compress one cluster into out (capacity cs - 1). Returns the compressed length, or 0 if
+ * it does not fit (store uncompressed), or a negative errno. */
+long qcow2_compress(struct qcow2 *s, const uint8_t *in, uint8_t *out, size_t out_cap);
 int qcow2_decompress(struct qcow2 *s, const uint8_t *in, size_t in_len, uint8_t *out,
                      struct vt_error *err);
 

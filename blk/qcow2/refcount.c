@@ -30,7 +30,7 @@ static int rb_get(struct qcow2 *s, uint64_t off, uint8_t **data, struct vt_error
 		if (!c->data || c->lru < victim->lru)
 			victim = c;
 	}
-	if (!victim->data && !(victim->data = malloc(s->cs)))
+	if (!victim->data && !(victim->data = qcow2_alloc_buf(s->cs)))
 		return vt_error_set(err, ENOMEM, s->b->filename, "load refcount block", NULL);
 	victim->offset = 0;
 	int r = blk_file_pread(s->b->file, off, victim->data, s->cs, err);
@@ -270,6 +270,9 @@ int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct v
 		                    "refcount of cluster %llu would exceed %llu",
 		                    (unsigned long long)cluster, (unsigned long long)s->refcount_max);
 	v += (uint64_t)(int64_t)delta;
+	/* A freed cluster may be reused for anything: stop appending compressed data to it. */
+	if (delta < 0 && cluster == s->compressed_next >> s->cluster_bits)
+		s->compressed_next = 0;
 	uint64_t bo;
 	unsigned bl;
 	rb_entry_set(s, rb, i, v, &bo, &bl);

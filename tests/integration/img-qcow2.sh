@@ -86,6 +86,22 @@ for ct in zlib zstd; do
   check_clean comp.qcow2 "$ct compressed, overwritten"
 done
 
+# Compressed writes through blk_write_compressed (zlib and zstd, several cluster layouts),
+# then ordinary writes over them: qemu reads the same bytes, counts compressed clusters,
+# and finds no corruption or leak.
+for o in "" "compression_type=zstd" "compat=0.10" "cluster_size=4k" "extended_l2=on" "cluster_size=512"; do
+  rm -f c.qcow2 cshadow
+  "$VTOOL" img create -q -f qcow2 ${o:+-o "$o"} c.qcow2 7M
+  truncate -s 7M cshadow
+  expect_rc 0 "$BLKIO" writec c.qcow2 qcow2 cshadow 3 120
+  expect_rc 0 qemu-img compare -f raw -F qcow2 cshadow c.qcow2
+  expect_rc 0 qemu-img check --output=json c.qcow2
+  expect_grep '"compressed-clusters": [1-9]' "$T/out"
+  expect_rc 0 "$BLKIO" write c.qcow2 qcow2 cshadow 4 10
+  expect_rc 0 qemu-img compare -f raw -F qcow2 cshadow c.qcow2
+  check_clean c.qcow2 "compressed then overwritten ('$o')"
+done
+
 # Internal snapshot made by qemu: our writes copy shared clusters, the snapshot survives.
 qemu-img create -q -f qcow2 sn.qcow2 16M
 qemu-io -c "write -P 0x41 0 4M" sn.qcow2 >/dev/null

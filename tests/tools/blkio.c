@@ -4,6 +4,8 @@
  *   blkio write IMG FMT SHADOW SEED COUNT   random writes and zero-writes through blk.h;
  *                                           the same bytes go to the raw file SHADOW
  *   blkio dump IMG FMT OUT [MAX]            read the image (up to MAX bytes) into OUT
+ *   blkio writec IMG FMT SHADOW SEED COUNT  compressed whole-cluster writes (half of them
+ *                                           compressible) through blk_write_compressed
  *   blkio hold IMG FMT SECONDS              keep the image open read-write for a while
  *   blkio crash IMG FMT SEED                write forever (until killed); used to test
  *                                           what a SIGKILL at a random point leaves
@@ -121,6 +123,42 @@ static int do_dump(const char *img, const char *fmt, const char *out, uint64_t m
 	return 0;
 }
 
+static int do_writec(const char *img, const char *fmt, const char *shadow, uint64_t seed,
+                     int count)
+{
+	struct blk_open_opts o = { .format = fmt, .writable = true };
+	struct vt_error err = { 0 };
+	struct blk *b;
+	if (blk_open(img, &o, &b, &err) < 0)
+		return fail(&err);
+	int sfd = open(shadow, O_RDWR);
+	if (sfd < 0) {
+		perror(shadow);
+		blk_close(b, NULL);
+		return 1;
+	}
+	uint64_t cs = blk_cluster_size(b), size = blk_size(b);
+	uint64_t clusters = (size + cs - 1) / cs;
+	uint8_t *buf = malloc(cs);
+	rng_state = seed * 2654435761u + 1;
+	int rc = 0;
+	for (int i = 0; i < count && rc == 0; i++) {
+		uint64_t c = rnd() % clusters, len = c * cs + cs > size ? size - c * cs : cs;
+		bool text = rnd() % 2;
+		for (uint64_t k = 0; k < len; k++)
+			buf[k] = text ? (uint8_t)("vtool compresses "[(k + c) % 17]) : (uint8_t)rnd();
+		if (blk_write_compressed(b, c * cs, buf, len, &err) < 0)
+			rc = fail(&err);
+		else if (pwrite(sfd, buf, len, (off_t)(c * cs)) != (ssize_t)len)
+			rc = 1;
+	}
+	free(buf);
+	close(sfd);
+	if (blk_close(b, &err) < 0 && rc == 0)
+		rc = fail(&err);
+	return rc;
+}
+
 static int do_hold(const char *img, const char *fmt, int seconds)
 {
 	struct blk_open_opts o = { .format = fmt, .writable = true };
@@ -136,6 +174,8 @@ static int do_hold(const char *img, const char *fmt, int seconds)
 
 int main(int argc, char **argv)
 {
+	if (argc == 7 && !strcmp(argv[1], "writec"))
+		return do_writec(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 0), atoi(argv[6]));
 	if (argc == 5 && !strcmp(argv[1], "hold"))
 		return do_hold(argv[2], argv[3], atoi(argv[4]));
 	if (argc == 5 && !strcmp(argv[1], "crash"))
