@@ -396,6 +396,8 @@ int blk_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_statu
 		if (r < 0)
 			return r;
 		st->depth = depth;
+		if (!(st->flags & BLK_STATUS_ALLOCATED) && !b->backing)
+			st->flags |= BLK_STATUS_ZERO; /* a hole in the whole chain reads as zeros */
 		if ((st->flags & BLK_STATUS_ALLOCATED) || !b->backing)
 			return 0;
 		len = st->len;

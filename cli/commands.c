@@ -8,6 +8,7 @@
 const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_create,
 	&vt_cmd_img_info,
+	&vt_cmd_img_convert,
 	&vt_cmd_img_bench,
 	NULL,
 };

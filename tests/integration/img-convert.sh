@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# vtool img convert against qemu-img: round trips over formats and options (qemu-img
+# compare says identical, qemu-img check is clean), qemu-made inputs (compressed, backing
+# chains) convert to the same raw bytes as qemu-img convert, -B/-n/concatenation, and
+# failures (unreadable source, full file system, SIGINT) leave no output behind.
+. "$(dirname "$0")/lib.sh"
+need qemu-img qemu-io
+cd "$T"
+
+qemu-img create -q -f raw src.raw 24M
+qemu-io -f raw -c "write -P 0x11 0 3M" -c "write -P 0 5M 2M" -c "write -P 0x22 9M 1M" src.raw >/dev/null
+head -c 2M /dev/urandom | dd of=src.raw bs=1M seek=16 conv=notrunc status=none
+qemu-img convert -O qcow2 src.raw src.qcow2
+
+fmt_of() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["format"])'; }
+
+cases=(
+  "-O qcow2"
+  "-O raw"
+  "-O qcow2 -o compat=0.10"
+  "-O qcow2 -o cluster_size=4k,refcount_bits=1"
+  "-O qcow2 -o extended_l2=on"
+  "-O qcow2 -S 0"
+  "-O raw -S 0"
+  "-c -O qcow2"
+  "-c -O qcow2 -o compression_type=zstd"
+  "-c -O qcow2 -o cluster_size=512"
+  "-O qcow2 -m 1"
+  "-O qcow2 -m 16 -W"
+)
+for input in src.raw src.qcow2; do
+  for args in "${cases[@]}"; do
+    rm -f out.img
+    # shellcheck disable=SC2086
+    expect_rc 0 "$VTOOL" img convert $args "$input" out.img
+    f=$(fmt_of out.img)
+    expect_rc 0 qemu-img compare -f raw -F "$f" src.raw out.img
+    if [ "$f" = qcow2 ]; then expect_rc 0 qemu-img check out.img; fi
+    # Same size as qemu-img's output for the same command (sparse detection, layout).
+    rm -f q.img
+    # shellcheck disable=SC2086
+    qemu-img convert $args "$input" q.img
+    if [ "$(stat -c %s out.img)" -le "$(stat -c %s q.img)" ]; then pass
+    else fail "'convert $args $input' output $(stat -c %s out.img) bytes > qemu's $(stat -c %s q.img)"; fi
+  done
+done
+expect_rc 0 "$VTOOL" img convert -c -O qcow2 src.raw c.qcow2
+expect_rc 0 qemu-img check --output=json c.qcow2
+expect_grep '"compressed-clusters": [1-9]' "$T/out"
+
+# qemu-made inputs: compressed (zlib, zstd) and a backing chain, to raw: same bytes.
+qemu-img convert -c -O qcow2 src.raw qz.qcow2
+qemu-img convert -c -O qcow2 -o compression_type=zstd src.raw qs.qcow2
+qemu-img create -q -f qcow2 -b qz.qcow2 -F qcow2 top.qcow2
+qemu-io -c "write -P 0x5a 1M 100k" -c "write -z 9M 64k" top.qcow2 >/dev/null
+for img in qz.qcow2 qs.qcow2 top.qcow2; do
+  rm -f a.raw b.raw
+  expect_rc 0 "$VTOOL" img convert -O raw "$img" a.raw
+  qemu-img convert -O raw "$img" b.raw
+  if cmp -s a.raw b.raw; then pass; else fail "raw output of $img differs from qemu-img's"; fi
+done
+
+# -B: the output gets a backing file and holds only what differs from it.
+cp src.raw mod.raw
+qemu-io -f raw -c "write -P 0x77 1M 64k" mod.raw >/dev/null
+expect_rc 0 "$VTOOL" img convert -O qcow2 -B src.qcow2 -F qcow2 mod.raw ov.qcow2
+expect_rc 0 qemu-img compare -f raw -F qcow2 mod.raw ov.qcow2
+expect_rc 0 qemu-img check ov.qcow2
+qemu-img map --output=json ov.qcow2 | grep -c '"depth": 0, "present": true' >"$T/n" || true
+expect_grep '^1$' "$T/n"
+
+# -n into an existing image with data; --target-is-zero needs -n.
+qemu-img create -q -f qcow2 tgt.qcow2 24M
+qemu-io -c "write -P 0x99 20M 1M" tgt.qcow2 >/dev/null
+expect_rc 0 "$VTOOL" img convert -n -O qcow2 src.raw tgt.qcow2
+expect_rc 0 qemu-img compare -f raw -F qcow2 src.raw tgt.qcow2
+expect_rc 1 "$VTOOL" img convert --target-is-zero -O qcow2 src.raw x.qcow2
+expect_grep 'requires use of -n' "$T/err"
+
+# Several sources are concatenated.
+expect_rc 0 "$VTOOL" img convert -O raw src.raw mod.raw cat.raw
+if cat src.raw mod.raw | cmp -s - cat.raw; then pass; else fail "concatenation differs"; fi
+
+# Progress: qemu's -p lines and JSON lines.
+expect_rc 0 "$VTOOL" img convert -p -O qcow2 src.raw p.qcow2
+expect_grep '\(100\.00/100%\)' "$T/out"
+expect_rc 0 "$VTOOL" img convert --progress=json -O qcow2 src.raw pj.qcow2
+tail -n 1 "$T/out" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["bytes-done"]==d["bytes-total"]==25165824, d' && pass || fail "last --progress=json line"
+
+# Failures leave nothing behind.
+expect_rc 1 "$VTOOL" img convert -O qcow2 nosuch.raw gone.qcow2
+expect_grep '^vtool: nosuch.raw: open: ' "$T/err"
+expect_lines 1 "$T/err"
+chmod 000 src.raw
+if [ "$(id -u)" != 0 ]; then expect_rc 1 "$VTOOL" img convert -O qcow2 src.raw gone.qcow2; fi
+chmod 644 src.raw
+mkdir small
+if mount -t tmpfs -o size=4M tmpfs small 2>/dev/null; then
+  expect_rc 1 "$VTOOL" img convert -O raw -S 0 src.raw small/full.raw
+  expect_grep 'No space left on device' "$T/err"
+  if [ -z "$(ls -A small)" ]; then pass; else fail "full file system: left $(ls -A small)"; fi
+  umount small
+fi
+head -c 300M /dev/urandom >big.raw 2>/dev/null
+"$VTOOL" img convert -O qcow2 -m 1 big.raw int.qcow2 &
+pid=$!
+sleep 0.3
+kill -INT "$pid"
+rc=0; wait "$pid" || rc=$?
+if [ "$rc" -eq 130 ] || [ "$rc" -eq 0 ]; then pass; else fail "SIGINT: exit $rc"; fi
+if [ "$rc" -eq 130 ]; then
+  if ls -A | grep -q 'int.qcow2'; then fail "SIGINT left $(ls -A | grep int.qcow2)"; else pass; fi
+fi
+[ -e gone.qcow2 ] && fail "a failed convert left gone.qcow2" || pass
+ls -A | grep -q '\.vtool-' && fail "temporary files left: $(ls -A | grep vtool-)" || pass
+
+finish
