@@ -448,8 +448,18 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
 		if (coff && (coff & (s->cs - 1)) + (uint64_t)clen <= s->cs) {
 			if ((r = qcow2_update_refcount(s, coff >> s->cluster_bits, 1, err)) < 0)
 				goto unlock;
-		} else if ((r = qcow2_alloc_clusters(s, 1, &coff, err)) < 0) {
-			goto unlock;
+		} else {
+			uint64_t nw;
+			if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0)
+				goto unlock;
+			/* A stream may run on into the next cluster when that is the one we got:
+			 * no bytes are wasted at the end of the previous one. */
+			if (coff && nw == (coff & ~(s->cs - 1)) + s->cs) {
+				if ((r = qcow2_update_refcount(s, coff >> s->cluster_bits, 1, err)) < 0)
+					goto unlock;
+			} else {
+				coff = nw;
+			}
 		}
 		last = coff + (uint64_t)clen;
 		s->compressed_next = (last & (s->cs - 1)) ? last : 0;

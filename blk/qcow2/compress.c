@@ -61,7 +61,7 @@ int qcow2_decompress(struct qcow2 *s, const uint8_t *in, size_t in_len, uint8_t 
 long qcow2_compress(struct qcow2 *s, const uint8_t *in, uint8_t *out, size_t out_cap)
 {
 	if (s->compression_type == 1) {
-		size_t n = ZSTD_compress(out, out_cap, in, s->cs, 1);
+		size_t n = ZSTD_compress(out, out_cap, in, s->cs, ZSTD_CLEVEL_DEFAULT);
 		if (ZSTD_isError(n))
 			return 0; /* in practice "does not fit": the cluster is stored plain */
 		return (long)n;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# vtool img convert vs qemu-img convert, side by side on the same generated image, printing
+# seconds, output sizes and the throughput ratio qemu_time / vtool_time (>= 1 means vtool
+# is faster). qemu-img runs with its best flags (-m 8 -W), as in specs/perf-anchors.md.
+#
+#   bench/convert.sh [VTOOL] [SIZE_MiB]
+#
+# The input mixes ~40% zeros (half holes, half written zeros), ~30% compressible text and
+# ~30% random bytes in 1 MiB extents, from a fixed seed.
+set -euo pipefail
+vtool=${1:-build/cli/vtool}
+size_mib=${2:-1024}
+dir=$(mktemp -d "${TMPDIR:-/var/tmp}/vtool-convbench.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+
+python3 - "$dir/in.raw" "$size_mib" <<'PY'
+import os, random, sys
+path, mib = sys.argv[1], int(sys.argv[2])
+rng = random.Random(20240601)
+words = [("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))).encode() for _ in range(256)]
+with open(path, "wb") as f:
+    f.truncate(mib << 20)
+    for i in range(mib):
+        r = rng.random()
+        if r < 0.2:
+            continue                      # hole
+        f.seek(i << 20)
+        if r < 0.4:
+            f.write(bytes(1 << 20))       # written zeros
+        elif r < 0.7:
+            out = bytearray()
+            while len(out) < (1 << 20):
+                out += rng.choice(words) + b" "
+            f.write(out[:1 << 20])
+        else:
+            f.write(rng.randbytes(1 << 20))
+PY
+qemu-img convert -O qcow2 "$dir/in.raw" "$dir/in.qcow2"
+qemu-img create -q -f qcow2 -b in.qcow2 -F qcow2 "$dir/top.qcow2"
+qemu-io -c "write -P 0x42 100M 50M" "$dir/top.qcow2" >/dev/null
+
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print(f'{$e-$s:.2f}')"; }
+row() { # name, qemu args..., --, vtool args...
+  local name=$1; shift
+  local qa=() va=()
+  while [ "$1" != -- ]; do qa+=("$1"); shift; done; shift
+  va=("$@")
+  rm -f "$dir/q.out" "$dir/v.out"
+  local tq tv
+  tq=$(t qemu-img convert "${qa[@]}" "$dir/q.out")
+  tv=$(t "$vtool" img convert "${va[@]}" "$dir/v.out")
+  printf '%-28s %8s %8s %7s %12s %12s\n' "$name" "$tq" "$tv" \
+    "$(python3 -c "print(f'{$tq/max($tv,0.01):.2f}')")" "$(stat -c %s "$dir/q.out")" "$(stat -c %s "$dir/v.out")"
+}
+printf '%-28s %8s %8s %7s %12s %12s\n' case "qemu s" "vtool s" ratio "qemu bytes" "vtool bytes"
+row "raw->qcow2 -c zlib" -c -m 8 -W -O qcow2 "$dir/in.raw" -- -c -O qcow2 "$dir/in.raw"
+row "raw->qcow2 -c zstd" -c -m 8 -W -O qcow2 -o compression_type=zstd "$dir/in.raw" -- -c -O qcow2 -o compression_type=zstd "$dir/in.raw"
+row "raw->qcow2" -m 8 -W -O qcow2 "$dir/in.raw" -- -O qcow2 "$dir/in.raw"
+row "qcow2->raw" -m 8 -W -O raw "$dir/in.qcow2" -- -O raw "$dir/in.qcow2"
+row "chain->qcow2 (flatten)" -m 8 -W -O qcow2 "$dir/top.qcow2" -- -O qcow2 "$dir/top.qcow2"
