@@ -402,12 +402,8 @@ int blk_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_statu
 			return 0;
 		len = st->len;
 		struct blk *bk = b->backing;
-		if (off >= bk->size) { /* past the backing file's end: zeros */
+		if (off >= bk->size) { /* past the backing file's end: zeros, decided here */
 			st->flags = BLK_STATUS_ZERO;
-			st->depth = depth + 1;
-			st->layer = bk;
-			for (struct blk *x = bk->backing; x; x = x->backing)
-				st->depth++, st->layer = x;
 			return 0;
 		}
 		if (len > bk->size - off)
@@ -563,6 +559,43 @@ int blk_create(const char *filename, const struct blk_create_opts *co, char **fo
 	if (r < 0 && !existed)
 		unlink(filename); /* leave nothing half-made behind */
 out:
+	blk_opts_free(&opts);
+	return r;
+}
+
+int blk_measure_data(struct blk *src, uint64_t cluster_size, uint64_t *bytes,
+                     struct vt_error *err)
+{
+	uint64_t size = blk_size(src), off = 0;
+	*bytes = 0;
+	while (off < size) {
+		struct blk_status st;
+		int r = blk_block_status(src, off, size - off, &st, err);
+		if (r < 0)
+			return r;
+		uint64_t n = st.len;
+		if (!(st.flags & BLK_STATUS_ZERO) && (st.flags & BLK_STATUS_DATA)) {
+			/* Extend to the end of the cluster; count from the cluster's start. */
+			uint64_t end = (off + n + cluster_size - 1) / cluster_size * cluster_size;
+			n = (end < size ? end : size) - off;
+			*bytes += off % cluster_size + n;
+		}
+		off += n;
+	}
+	return 0;
+}
+
+int blk_measure(const char *format, const char *options, uint64_t size, struct blk *src,
+                struct blk_measure *m, struct vt_error *err)
+{
+	const struct blk_driver *d = find_driver(format);
+	struct blk_optlist opts = { 0 };
+	memset(m, 0, sizeof(*m));
+	if (!d)
+		return vt_error_set(err, EINVAL, "", "measure", "Unknown file format '%s'", format);
+	int r = blk_opts_parse(options, d->create_opts, &opts, err);
+	if (r == 0)
+		r = d->measure(&opts, src ? blk_size(src) : size, src, m, err);
 	blk_opts_free(&opts);
 	return r;
 }

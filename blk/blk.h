@@ -144,6 +144,17 @@ const char *blk_create_help(const char *format);
 
 int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err);
 
+/* qemu-img measure: bytes a new image of `format` with `options` needs, for a source
+ * image src (its allocated data counts) or, with src NULL, an empty disk of `size`.
+ * *bitmaps is set when qemu would report a bitmaps size (qcow2 v3 to qcow2 v3). */
+struct blk_measure {
+	uint64_t required, fully_allocated;
+	bool has_bitmaps;
+	uint64_t bitmaps;
+};
+int blk_measure(const char *format, const char *options, uint64_t size, struct blk *src,
+                struct blk_measure *m, struct vt_error *err);
+
 /* Format names we know, for messages and probing. */
 bool blk_format_known(const char *format);
 

@@ -47,6 +47,8 @@ struct blk_driver {
 	/* Create the image in an already created, empty file. */
 	int (*create)(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
 	              const struct blk_optlist *opts, char **formatting, struct vt_error *err);
+	int (*measure)(const struct blk_optlist *opts, uint64_t size, struct blk *src,
+	               struct blk_measure *m, struct vt_error *err);
 	const struct blk_optdesc *create_opts; /* terminated by a NULL name */
 };
 
@@ -60,6 +62,10 @@ void blk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf,
 void blk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf,
                       size_t len);
 void blk_iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len);
+/* Bytes of src that hold data, each range rounded out to whole clusters of cluster_size
+ * (what a copy would allocate), as qemu's measure counts them. */
+int blk_measure_data(struct blk *src, uint64_t cluster_size, uint64_t *bytes,
+                     struct vt_error *err);
 /* Read [off, off+len) of the backing chain into buf (zeros past its end or without one). */
 int blk_read_backing(struct blk *b, uint64_t off, void *buf, size_t len,
                      struct vt_error *err);

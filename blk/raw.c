@@ -69,6 +69,14 @@ static int raw_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 	return r;
 }
 
+static int raw_measure(const struct blk_optlist *opts, uint64_t size, struct blk *src,
+                       struct blk_measure *m, struct vt_error *err)
+{
+	/* A raw copy is as long as the disk; qemu reports that for both numbers. */
+	m->required = m->fully_allocated = (size + 511) & ~511ull;
+	return 0;
+}
+
 static const struct blk_optdesc raw_create_opts[] = {
 	{ "size", BLK_OPT_SIZE, "Virtual disk size" },
 	{ "preallocation", BLK_OPT_STRING,
@@ -119,4 +127,5 @@ const struct blk_driver blk_driver_raw = {
 	.truncate = raw_truncate,
 	.create = raw_create,
 	.create_opts = raw_create_opts,
+	.measure = raw_measure,
 };

@@ -9,6 +9,9 @@ const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_create,
 	&vt_cmd_img_info,
 	&vt_cmd_img_convert,
+	&vt_cmd_img_compare,
+	&vt_cmd_img_map,
+	&vt_cmd_img_measure,
 	&vt_cmd_img_bench,
 	NULL,
 };

@@ -11,6 +11,9 @@ extern const struct vt_command vt_cmd_img_create;
 extern const struct vt_command vt_cmd_img_info;
 extern const struct vt_command vt_cmd_img_bench;
 extern const struct vt_command vt_cmd_img_convert;
+extern const struct vt_command vt_cmd_img_compare;
+extern const struct vt_command vt_cmd_img_map;
+extern const struct vt_command vt_cmd_img_measure;
 
 /* Print e as "vtool: <file>: <what>: <why>" and return 1 (the generic failure status). */
 int img_fail(const struct vt_error *e);

@@ -563,11 +563,13 @@ static unsigned unit_status(const struct qcow2 *s, const struct mapping *m, unsi
 	if (t == QCOW2_COMPRESSED)
 		return BLK_STATUS_ALLOCATED | BLK_STATUS_DATA | BLK_STATUS_COMPRESSED;
 	if (s->extended_l2) {
+		/* qemu reports the host offset of any subcluster of an allocated cluster. */
+		unsigned at = *host ? BLK_STATUS_OFFSET_VALID : 0;
 		if (m->bitmap >> (32 + sc) & 1)
-			return BLK_STATUS_ALLOCATED | BLK_STATUS_ZERO;
+			return BLK_STATUS_ALLOCATED | BLK_STATUS_ZERO | at;
 		if (m->bitmap >> sc & 1)
 			return BLK_STATUS_ALLOCATED | BLK_STATUS_DATA | BLK_STATUS_OFFSET_VALID;
-		return 0;
+		return at;
 	}
 	switch (t) {
 	case QCOW2_NORMAL:

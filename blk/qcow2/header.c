@@ -515,3 +515,64 @@ int qcow2_create(struct blk_file *f, const char *filename, const struct blk_crea
 	}
 	return 0;
 }
+
+/* ---- measure (qemu's formulas: specs/qcow2.md §14.5) ------------------------------ */
+
+static uint64_t div_up(uint64_t a, uint64_t b)
+{
+	return (a + b - 1) / b;
+}
+
+/* Refcount blocks and table clusters for `clusters` clusters plus themselves. */
+static uint64_t refcount_metadata(uint64_t clusters, uint64_t cs, unsigned order)
+{
+	uint64_t per_table_cluster = cs / 8, per_block = cs * 8 / (1u << order);
+	uint64_t table = 0, blocks = 0, n = 0, last;
+	do {
+		last = n;
+		blocks = div_up(clusters + table + blocks, per_block);
+		table = div_up(blocks, per_table_cluster);
+		n = clusters + blocks + table;
+	} while (n != last);
+	return (blocks + table) * cs;
+}
+
+static uint64_t prealloc_size(uint64_t size, uint64_t cs, unsigned order, bool ext)
+{
+	uint64_t l2e = ext ? 16 : 8, aligned = div_up(size, cs) * cs, meta = cs;
+	uint64_t nl2e = div_up(aligned / cs, cs / l2e) * (cs / l2e);
+	meta += nl2e * l2e;
+	uint64_t nl1e = div_up(nl2e * l2e / cs, cs / 8) * (cs / 8);
+	meta += nl1e * 8;
+	meta += refcount_metadata((meta + aligned) / cs, cs, order);
+	return meta + aligned;
+}
+
+int qcow2_measure(const struct blk_optlist *opts, uint64_t size, struct blk *src,
+                  struct blk_measure *m, struct vt_error *err);
+int qcow2_measure(const struct blk_optlist *opts, uint64_t size, struct blk *src,
+                  struct blk_measure *m, struct vt_error *err)
+{
+	struct create_params p;
+	struct blk_create_opts o = { .size = size };
+	int r = create_params("", &o, opts, &p, err);
+	if (r < 0)
+		return r;
+	uint64_t vsize = div_up(size, p.cs) * p.cs, data = 0;
+	m->fully_allocated = prealloc_size(vsize, p.cs, p.refcount_order, p.extended_l2);
+	if (p.prealloc && strcmp(p.prealloc, "off") && strcmp(p.prealloc, "metadata")) {
+		m->required = m->fully_allocated;
+	} else {
+		if (src && (r = blk_measure_data(src, p.cs, &data, err)) < 0)
+			return r;
+		m->required = m->fully_allocated - vsize + data;
+	}
+	if (src && p.version >= 3 && !strcmp(blk_format(src), "qcow2")) {
+		struct blk_info in;
+		if ((r = blk_get_info(src, &in, err)) < 0)
+			return r;
+		m->has_bitmaps = in.qcow2.version >= 3; /* vtool never writes bitmaps: size 0 */
+		blk_info_free(&in);
+	}
+	return 0;
+}

@@ -140,7 +140,11 @@ static uint32_t qcow2_cluster_size(struct blk *b)
 	return (uint32_t)((struct qcow2 *)b->opaque)->cs;
 }
 
+int qcow2_measure(const struct blk_optlist *opts, uint64_t size, struct blk *src,
+                  struct blk_measure *m, struct vt_error *err);
+
 const struct blk_driver blk_driver_qcow2 = {
+	.measure = qcow2_measure,
 	.write_compressed = qcow2_write_compressed,
 	.cluster_size = qcow2_cluster_size,
 	.name = "qcow2",
