@@ -130,6 +130,7 @@ static int open_depth(const char *filename, const struct blk_open_opts *o, int d
 		return vt_error_set(err, ENOMEM, filename, "open", NULL);
 	}
 	b->writable = o->writable;
+	b->repair = o->repair;
 	b->cache = o->cache;
 	unsigned fflags = (o->writable ? BLK_FILE_WRITE : 0) |
 	                  (o->force_share && !o->writable ? BLK_FILE_NOLOCK : 0);
@@ -598,4 +599,17 @@ int blk_measure(const char *format, const char *options, uint64_t size, struct b
 		r = d->measure(&opts, src ? blk_size(src) : size, src, m, err);
 	blk_opts_free(&opts);
 	return r;
+}
+
+int blk_check(struct blk *b, unsigned fix, struct blk_check *res,
+              void (*report)(void *opaque, const char *line), void *opaque,
+              struct vt_error *err)
+{
+	memset(res, 0, sizeof(*res));
+	if (!b->drv->check)
+		return vt_error_set(err, ENOTSUP, b->filename, "check",
+		                    "This image format does not support checks");
+	if (fix && !b->writable)
+		return vt_error_set(err, EROFS, b->filename, "check", "image is opened read-only");
+	return b->drv->check(b, fix, res, report, opaque, err);
 }

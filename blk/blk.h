@@ -34,6 +34,7 @@ struct blk_open_opts {
 	enum blk_cache cache;
 	bool force_share;      /* -U: take no locks that could conflict (read-only only) */
 	bool no_backing;       /* do not open the backing chain */
+	bool repair;           /* for check -r: open read-write even if marked corrupt */
 };
 
 int blk_open(const char *filename, const struct blk_open_opts *opts, struct blk **out,
@@ -143,6 +144,20 @@ int blk_create(const char *filename, const struct blk_create_opts *opts, char **
 const char *blk_create_help(const char *format);
 
 int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err);
+
+/* Consistency check (qemu-img check). Counts as qemu classifies them; diagnostics
+ * ("Leaked cluster ...", "ERROR ...") go to report(), one line each, no newline. */
+#define BLK_CHECK_FIX_LEAKS  1u
+#define BLK_CHECK_FIX_ERRORS 2u
+struct blk_check {
+	uint64_t corruptions, leaks, check_errors, corruptions_fixed, leaks_fixed;
+	uint64_t image_end_offset, total_clusters, allocated_clusters;
+	uint64_t fragmented_clusters, compressed_clusters;
+};
+/* -ENOTSUP when the format has nothing to check (raw). Fixing needs a writable handle. */
+int blk_check(struct blk *b, unsigned fix, struct blk_check *res,
+              void (*report)(void *opaque, const char *line), void *opaque,
+              struct vt_error *err);
 
 /* qemu-img measure: bytes a new image of `format` with `options` needs, for a source
  * image src (its allocated data counts) or, with src NULL, an empty disk of `size`.

@@ -17,6 +17,7 @@ struct blk {
 	char *filename;
 	uint64_t size;            /* virtual size, set by the driver's open */
 	bool writable;
+	bool repair;              /* opened by check -r */
 	enum blk_cache cache;
 	/* Filled by the driver's open when the image names a backing file. */
 	char backing_file[1024];
@@ -47,6 +48,9 @@ struct blk_driver {
 	/* Create the image in an already created, empty file. */
 	int (*create)(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
 	              const struct blk_optlist *opts, char **formatting, struct vt_error *err);
+	int (*check)(struct blk *b, unsigned fix, struct blk_check *res,
+	             void (*report)(void *opaque, const char *line), void *opaque,
+	             struct vt_error *err);
 	int (*measure)(const struct blk_optlist *opts, uint64_t size, struct blk *src,
 	               struct blk_measure *m, struct vt_error *err);
 	const struct blk_optdesc *create_opts; /* terminated by a NULL name */

@@ -12,6 +12,7 @@ const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_compare,
 	&vt_cmd_img_map,
 	&vt_cmd_img_measure,
+	&vt_cmd_img_check,
 	&vt_cmd_img_bench,
 	NULL,
 };

@@ -66,15 +66,20 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 	}
 	if (r == 0 && !(s->cbuf = qcow2_alloc_buf(2 * s->cs)))
 		r = vt_error_set(err, ENOMEM, b->filename, "open", NULL);
-	if (r == 0 && b->writable) {
+	if (r == 0 && b->writable && !b->repair) {
 		if (s->incompat & QCOW2_INCOMPAT_CORRUPT)
 			r = vt_error_set(err, EACCES, b->filename, "open",
 			                 "qcow2: Image is corrupt; cannot be opened read/write");
-		else if (s->incompat & QCOW2_INCOMPAT_DIRTY)
-			r = vt_error_set(err, ENOTSUP, b->filename, "open",
-			                 "image was not closed cleanly (dirty bit set); repair it with "
-			                 "'qemu-img check -r all' first");
-		else if (s->autoclear && s->version >= 3) {
+		else if (s->incompat & QCOW2_INCOMPAT_DIRTY) {
+			/* Lazy refcounts left stale: bring them up to date, as qemu does. */
+			struct blk_check res;
+			r = qcow2_check(b, BLK_CHECK_FIX_LEAKS | BLK_CHECK_FIX_ERRORS, &res, NULL, NULL, err);
+			if (r == 0 && res.corruptions)
+				r = vt_error_set(err, EIO, b->filename, "open",
+				                 "repairing the dirty image left %llu corruptions",
+				                 (unsigned long long)res.corruptions);
+		}
+		if (r == 0 && s->autoclear && s->version >= 3) {
 			/* We do not maintain bitmaps or anything else autoclear guards. */
 			s->autoclear = 0;
 			r = qcow2_write_be64_field(s, QCOW2_OFF_AUTOCLEAR, 0, err);
@@ -145,6 +150,7 @@ int qcow2_measure(const struct blk_optlist *opts, uint64_t size, struct blk *src
 
 const struct blk_driver blk_driver_qcow2 = {
 	.measure = qcow2_measure,
+	.check = qcow2_check,
 	.write_compressed = qcow2_write_compressed,
 	.cluster_size = qcow2_cluster_size,
 	.name = "qcow2",

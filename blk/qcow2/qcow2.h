@@ -210,6 +210,10 @@ void qcow2_l2_cache_drop(struct qcow2 *s);
 int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
                            struct vt_error *err);
 
+/* check.c */
+int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
+                void (*report)(void *, const char *), void *opaque, struct vt_error *err);
+
 /* compress.c */
 /* Compress one cluster into out (capacity cs - 1). Returns the compressed length, or 0 if
  * it does not fit (store uncompressed), or a negative errno. */
