@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vtool img convert vs qemu-img convert, side by side on the same generated image, printing
-# seconds, output sizes and the throughput ratio qemu_time / vtool_time (>= 1 means vtool
+# seconds (best of two interleaved runs), output sizes and the throughput ratio qemu_time / vtool_time (>= 1 means vtool
 # is faster). qemu-img runs with its best flags (-m 8 -W), as in specs/perf-anchors.md.
 #
 #   bench/convert.sh [VTOOL] [SIZE_MiB]
@@ -45,10 +45,15 @@ row() { # name, qemu args..., --, vtool args...
   local qa=() va=()
   while [ "$1" != -- ]; do qa+=("$1"); shift; done; shift
   va=("$@")
-  rm -f "$dir/q.out" "$dir/v.out"
-  local tq tv
-  tq=$(t qemu-img convert "${qa[@]}" "$dir/q.out")
-  tv=$(t "$vtool" img convert "${va[@]}" "$dir/v.out")
+  # Two runs each, interleaved, best counts; sync first so that one run's dirty pages are
+  # not written back on the next run's clock.
+  local tq=999 tv=999 x
+  for _ in 1 2; do
+    rm -f "$dir/q.out" "$dir/v.out"; sync
+    x=$(t qemu-img convert "${qa[@]}" "$dir/q.out"); tq=$(python3 -c "print(min($tq, $x))")
+    sync
+    x=$(t "$vtool" img convert "${va[@]}" "$dir/v.out"); tv=$(python3 -c "print(min($tv, $x))")
+  done
   printf '%-28s %8s %8s %7s %12s %12s\n' "$name" "$tq" "$tv" \
     "$(python3 -c "print(f'{$tq/max($tv,0.01):.2f}')")" "$(stat -c %s "$dir/q.out")" "$(stat -c %s "$dir/v.out")"
 }
