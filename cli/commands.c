@@ -4,6 +4,7 @@
 
 /* Each layer's commands, declared where they are defined. */
 #include "img/img.h"
+#include "vmm/vmm.h"
 
 const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_create,
@@ -14,5 +15,6 @@ const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_measure,
 	&vt_cmd_img_check,
 	&vt_cmd_img_bench,
+	&vt_cmd_run,
 	NULL,
 };

@@ -1,0 +1,108 @@
+/* -kernel / -initrd / -append: read the files, recognise the kernel, place the pieces. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmm/boot/boot.h"
+#include "vmm/vm.h"
+
+#define BOOT_FILE_MAX (1ull << 32)
+
+static int boot_read_file(struct boot_file *f, const char *path, struct vt_error *err)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	*f = (struct boot_file){ .path = path };
+	if (fd < 0)
+		return vt_error_set(err, errno, path, "open", NULL);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		int e = S_ISDIR(st.st_mode) ? EISDIR : errno ? errno : EINVAL;
+		close(fd);
+		return vt_error_set(err, e, path, "open", "not a regular file");
+	}
+	if ((uint64_t)st.st_size > BOOT_FILE_MAX) {
+		close(fd);
+		return vt_error_set(err, EFBIG, path, "read", "file is larger than 4 GiB");
+	}
+	f->size = (size_t)st.st_size;
+	f->data = malloc(f->size ? f->size : 1);
+	if (!f->data) {
+		close(fd);
+		return vt_error_set(err, ENOMEM, path, "read", NULL);
+	}
+	for (size_t done = 0; done < f->size;) {
+		ssize_t n = pread(fd, f->data + done, f->size - done, (off_t)done);
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			close(fd);
+			free(f->data);
+			f->data = NULL;
+			return vt_error_set(err, e, path, "read", n < 0 ? NULL : "file shrank");
+		}
+		done += (size_t)n;
+	}
+	close(fd);
+	return 0;
+}
+
+int boot_place_initrd(struct vm *vm, struct boot_images *img, uint64_t min_addr,
+                      uint64_t max_end, struct vt_error *err)
+{
+	const char *path = vm->cfg->initrd;
+	struct boot_file f;
+	int ret;
+
+	if (!path)
+		return 0;
+	if ((ret = boot_read_file(&f, path, err)))
+		return ret;
+	if (max_end > vm->low_ram)
+		max_end = vm->low_ram;
+	uint64_t addr = max_end > f.size ? (max_end - f.size) & ~0xfffull : 0;
+	if (f.size == 0 || addr < min_addr || !vm_guest_ptr(vm, addr, f.size)) {
+		free(f.data);
+		if (f.size == 0)
+			return vt_error_set(err, EINVAL, path, "load initrd", "file is empty");
+		return vt_error_set(err, ENOMEM, path, "load initrd",
+		                    "%zu bytes do not fit in RAM between the kernel and 0x%llx "
+		                    "(raise -m)", f.size, (unsigned long long)max_end);
+	}
+	memcpy(vm_guest_ptr(vm, addr, f.size), f.data, f.size);
+	free(f.data);
+	img->initrd_addr = addr;
+	img->initrd_size = f.size;
+	return 0;
+}
+
+int boot_load(struct vm *vm, uint64_t rsdp_addr, struct vt_error *err)
+{
+	const struct vm_config *cfg = vm->cfg;
+	struct boot_images img = { .rsdp_addr = rsdp_addr, .cmdline_addr = VM_LAYOUT_CMDLINE };
+	const char *cmdline = cfg->append ? cfg->append : "";
+	int ret;
+
+	img.cmdline_len = strlen(cmdline);
+	if (img.cmdline_len >= VM_CMDLINE_MAX)
+		return vt_error_set(err, E2BIG, "-append", NULL, "command line longer than %llu bytes",
+		                    (unsigned long long)VM_CMDLINE_MAX - 1);
+	char *dst = vm_guest_ptr(vm, VM_LAYOUT_CMDLINE, img.cmdline_len + 1);
+	if (!dst)
+		return vt_error_set(err, ENOMEM, "-m", NULL, "RAM too small for the command line");
+	memcpy(dst, cmdline, img.cmdline_len + 1);
+
+	if ((ret = boot_read_file(&img.kernel, cfg->kernel, err)))
+		return ret;
+	if (linux_is_bzimage(&img.kernel))
+		ret = linux_load(vm, &img, err);
+	else if (pvh_is_elf(&img.kernel))
+		ret = pvh_load(vm, &img, err);
+	else
+		ret = vt_error_set(err, ENOEXEC, cfg->kernel, "load kernel",
+		                   "not a Linux bzImage or an ELF kernel");
+	free(img.kernel.data);
+	return ret;
+}

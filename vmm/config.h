@@ -1,0 +1,90 @@
+/* struct vm_config: everything `vtool run`'s command line says about a machine.
+ *
+ * options.c fills it from qemu-system-x86_64 syntax; vm.c and the devices read it. The
+ * parser knows every option once, including those whose devices come in later work
+ * (disks, network, display): they are parsed here and refused by vm_config_check()
+ * until their device exists, so the command-line design does not change when they land. */
+#ifndef VTOOL_VMM_CONFIG_H
+#define VTOOL_VMM_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+#define VM_MAX_VCPUS 64
+#define VM_MAX_DRIVES 16
+#define VM_MAX_NICS 8
+#define VM_MAX_CPU_EDITS 32
+
+enum vm_serial_kind { VM_SERIAL_STDIO, VM_SERIAL_FILE, VM_SERIAL_NONE };
+
+enum vm_drive_if { VM_DRIVE_IDE, VM_DRIVE_VIRTIO };
+enum vm_drive_media { VM_MEDIA_DISK, VM_MEDIA_CDROM };
+
+struct vm_drive {
+	const char *file;
+	const char *format;      /* NULL: probe */
+	enum vm_drive_if interface;
+	enum vm_drive_media media;
+	int index;               /* -1: next free */
+	bool readonly;
+	const char *cache;       /* writeback, none, unsafe, writethrough, directsync */
+	bool discard_unmap;
+	bool snapshot;
+	const char *option;      /* the option it came from ("-hda", "-drive") for messages */
+};
+
+struct vm_nic {
+	const char *model;       /* "virtio" / "virtio-net-pci" */
+	const char *ifname;      /* tap name */
+	const char *id;          /* -netdev id */
+	uint8_t mac[6];
+	bool has_mac;
+	const char *option;
+};
+
+/* One "+feat" / "-feat" of -cpu. */
+struct vm_cpu_edit {
+	const char *name;
+	bool enable;
+};
+
+struct vm_config {
+	uint64_t ram_size;                  /* -m, bytes */
+	int nr_vcpus;                       /* -smp */
+	const char *cpu_model;              /* -cpu model name */
+	struct vm_cpu_edit cpu_edits[VM_MAX_CPU_EDITS];
+	int nr_cpu_edits;
+
+	const char *kernel, *initrd, *append;
+	const char *name, *pidfile;
+	bool daemonize, no_reboot, no_shutdown, nographic;
+	bool rtc_localtime;
+
+	enum vm_serial_kind serial;
+	const char *serial_path;            /* VM_SERIAL_FILE */
+
+	bool debug_exit;                    /* -device isa-debug-exit */
+	uint16_t debug_exit_port, debug_exit_size;
+
+	/* Later devices: parsed now, refused by vm_config_check() until they exist. */
+	struct vm_drive drives[VM_MAX_DRIVES];
+	int nr_drives;
+	struct vm_nic nics[VM_MAX_NICS];
+	int nr_nics;
+	bool snapshot;                      /* -snapshot */
+	const char *boot_order;             /* -boot */
+	const char *vnc;                    /* -vnc */
+	const char *unsupported;            /* first option parsed but not supported yet */
+};
+
+/* Parse qemu-system-x86_64 style arguments (argv[0] is the program name). On a bad option
+ * fills err (file = the option) and returns -EINVAL. */
+int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_error *err);
+
+/* Refuse what this build cannot run yet ("not supported yet: -hda") and missing pieces
+ * (no -kernel). */
+int vm_config_check(const struct vm_config *cfg, struct vt_error *err);
+
+#endif

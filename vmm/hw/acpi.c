@@ -1,0 +1,327 @@
+/* ACPI: the PM1 register block (power-off through S5, the PM timer) and the tables a
+ * guest needs to find the CPUs, the interrupt controllers and how to power off:
+ * RSDP -> RSDT/XSDT -> FADT (-> FACS, DSDT with \_S5), MADT. Written into the legacy
+ * BIOS area (0xe0000) where guests that are not told the RSDP's address scan for it. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "vmm/hw/devices.h"
+#include "vmm/vm.h"
+
+#define PM_BASE        0x600
+#define PM1_EVT        0x00   /* status (2) + enable (2) */
+#define PM1_CNT        0x04
+#define PM_TMR         0x08
+#define PM_LEN         0x0c
+#define PM1_CNT_SCI_EN 0x0001
+#define PM1_CNT_SLP_EN 0x2000
+#define SLP_TYP_S5     5      /* the value \_S5 in the DSDT names */
+#define SCI_IRQ        9
+#define RESET_PORT     0xcf9
+#define RESET_VALUE    0x06
+#define IOAPIC_ADDR    0xfec00000u
+#define LAPIC_ADDR     0xfee00000u
+
+struct acpi_pm {
+	struct vm *vm;
+	pthread_mutex_t lock;
+	uint16_t sts, en, cnt;
+};
+
+struct __attribute__((packed)) acpi_header {
+	char signature[4];
+	uint32_t length;
+	uint8_t revision, checksum;
+	char oem_id[6], oem_table_id[8];
+	uint32_t oem_revision;
+	char creator_id[4];
+	uint32_t creator_revision;
+};
+_Static_assert(sizeof(struct acpi_header) == 36, "ACPI table header");
+
+struct __attribute__((packed)) acpi_rsdp {
+	char signature[8];
+	uint8_t checksum;
+	char oem_id[6];
+	uint8_t revision;
+	uint32_t rsdt;
+	uint32_t length;
+	uint64_t xsdt;
+	uint8_t ext_checksum, reserved[3];
+};
+_Static_assert(sizeof(struct acpi_rsdp) == 36, "RSDP");
+
+struct __attribute__((packed)) acpi_gas {
+	uint8_t space, bit_width, bit_offset, access_size;
+	uint64_t address;
+};
+_Static_assert(sizeof(struct acpi_gas) == 12, "generic address structure");
+
+/* FADT revision 3 (ACPI 2.0+), 244 bytes. */
+struct __attribute__((packed)) acpi_fadt {
+	struct acpi_header h;
+	uint32_t facs, dsdt;
+	uint8_t reserved0, pm_profile;
+	uint16_t sci_int;
+	uint32_t smi_cmd;
+	uint8_t acpi_enable, acpi_disable, s4bios_req, pstate_cnt;
+	uint32_t pm1a_evt, pm1b_evt, pm1a_cnt, pm1b_cnt, pm2_cnt, pm_tmr, gpe0, gpe1;
+	uint8_t pm1_evt_len, pm1_cnt_len, pm2_cnt_len, pm_tmr_len, gpe0_len, gpe1_len,
+		gpe1_base, cst_cnt;
+	uint16_t p_lvl2_lat, p_lvl3_lat, flush_size, flush_stride;
+	uint8_t duty_offset, duty_width, day_alrm, mon_alrm, century;
+	uint16_t iapc_boot_arch;
+	uint8_t reserved1;
+	uint32_t flags;
+	struct acpi_gas reset_reg;
+	uint8_t reset_value;
+	uint16_t arm_boot_arch;
+	uint8_t minor_version;
+	uint64_t x_facs, x_dsdt;
+	struct acpi_gas x_pm1a_evt, x_pm1b_evt, x_pm1a_cnt, x_pm1b_cnt, x_pm2_cnt, x_pm_tmr,
+		x_gpe0, x_gpe1;
+};
+_Static_assert(sizeof(struct acpi_fadt) == 244, "FADT");
+
+struct __attribute__((packed)) acpi_facs {
+	char signature[4];
+	uint32_t length, hw_signature, waking_vector, global_lock, flags;
+	uint64_t x_waking_vector;
+	uint8_t version, reserved[31];
+};
+_Static_assert(sizeof(struct acpi_facs) == 64, "FACS");
+
+struct __attribute__((packed)) madt_lapic {
+	uint8_t type, length, processor_id, apic_id;
+	uint32_t flags;
+};
+struct __attribute__((packed)) madt_ioapic {
+	uint8_t type, length, id, reserved;
+	uint32_t address, gsi_base;
+};
+struct __attribute__((packed)) madt_override {
+	uint8_t type, length, bus, source;
+	uint32_t gsi;
+	uint16_t flags;
+};
+_Static_assert(sizeof(struct madt_lapic) == 8 && sizeof(struct madt_ioapic) == 12 &&
+	       sizeof(struct madt_override) == 10, "MADT entries");
+
+/* \_S5 = Package (4) { 5, 5, 0, 0 }: AML NameOp "_S5_" PackageOp len=8 count=4 ... */
+static const uint8_t dsdt_aml[] = {
+	0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0a, SLP_TYP_S5, 0x0a, SLP_TYP_S5, 0x00, 0x00,
+};
+
+static uint64_t pm_timer_ticks(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	/* 3.579545 MHz: whole seconds and the fraction separately, so nothing overflows. */
+	return (uint64_t)ts.tv_sec * 3579545u + (uint64_t)ts.tv_nsec * 3579545u / 1000000000u;
+}
+
+static void acpi_pm_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
+                       bool is_write)
+{
+	struct acpi_pm *pm = opaque;
+	uint8_t regs[PM_LEN];
+
+	pthread_mutex_lock(&pm->lock);
+	uint32_t tmr = (uint32_t)(pm_timer_ticks() & 0xffffff);
+	memcpy(regs + 0, &pm->sts, 2);
+	memcpy(regs + 2, &pm->en, 2);
+	memcpy(regs + 4, &pm->cnt, 2);
+	memset(regs + 6, 0, 2);
+	memcpy(regs + 8, &tmr, 4);
+	if (!is_write) {
+		memcpy(data, regs + offset, len);
+	} else if (offset + len <= 2) {
+		uint16_t v = 0;
+		memcpy((uint8_t *)&v + offset, data, len);
+		pm->sts &= (uint16_t)~v; /* write one to clear */
+	} else if (offset >= 2 && offset + len <= 4) {
+		memcpy((uint8_t *)&pm->en + (offset - 2), data, len);
+	} else if (offset >= 4 && offset + len <= 6) {
+		memcpy((uint8_t *)&pm->cnt + (offset - 4), data, len);
+		if (pm->cnt & PM1_CNT_SLP_EN) {
+			unsigned typ = (pm->cnt >> 10) & 7;
+			pm->cnt &= (uint16_t)~PM1_CNT_SLP_EN;
+			if (typ == SLP_TYP_S5)
+				vm_request_stop(pm->vm, VM_STOP_POWEROFF, 0, NULL);
+		}
+		pm->cnt |= PM1_CNT_SCI_EN; /* no SMM: ACPI mode is always on */
+	}
+	pthread_mutex_unlock(&pm->lock);
+}
+
+static void acpi_pm_destroy(void *opaque)
+{
+	struct acpi_pm *pm = opaque;
+
+	pthread_mutex_destroy(&pm->lock);
+	free(pm);
+}
+
+int acpi_pm_init(struct vm *vm, struct vt_error *err)
+{
+	struct acpi_pm *pm = calloc(1, sizeof(*pm));
+	int ret;
+
+	if (!pm)
+		return vt_error_set(err, ENOMEM, "acpi", "create", NULL);
+	pm->vm = vm;
+	pm->cnt = PM1_CNT_SCI_EN;
+	pthread_mutex_init(&pm->lock, NULL);
+	if ((ret = vm_add_device(vm, "acpi-pm", pm, acpi_pm_destroy, err)))
+		return ret;
+	return bus_register(&vm->pio, PM_BASE, PM_LEN, acpi_pm_io, pm, err);
+}
+
+static uint8_t acpi_sum(const void *p, size_t len)
+{
+	uint8_t s = 0;
+
+	for (size_t i = 0; i < len; i++)
+		s = (uint8_t)(s + ((const uint8_t *)p)[i]);
+	return s;
+}
+
+static void acpi_header_init(struct acpi_header *h, const char *sig, uint32_t len, uint8_t rev)
+{
+	memcpy(h->signature, sig, 4);
+	h->length = len;
+	h->revision = rev;
+	memcpy(h->oem_id, "VTOOL ", 6);
+	memcpy(h->oem_table_id, "VTOOLVM ", 8);
+	h->oem_revision = 1;
+	memcpy(h->creator_id, "VTL ", 4);
+	h->creator_revision = 1;
+}
+
+static void acpi_finish(struct acpi_header *h)
+{
+	h->checksum = 0;
+	h->checksum = (uint8_t)-acpi_sum(h, h->length);
+}
+
+static struct acpi_gas gas_io(uint16_t port, uint8_t bits)
+{
+	return (struct acpi_gas){ .space = 1, .bit_width = bits, .access_size = bits / 8 > 2 ? 3 : bits / 8,
+	                          .address = port };
+}
+
+/* A bump allocator over the table area, 16-byte aligned (64 for the FACS). */
+struct acpi_area {
+	struct vm *vm;
+	uint64_t next, end;
+};
+
+static void *acpi_alloc(struct acpi_area *a, size_t len, uint64_t align, uint64_t *gpa)
+{
+	uint64_t at = (a->next + align - 1) & ~(align - 1);
+
+	if (at + len > a->end)
+		return NULL;
+	a->next = at + len;
+	*gpa = at;
+	void *p = vm_guest_ptr(a->vm, at, len);
+	if (p)
+		memset(p, 0, len);
+	return p;
+}
+
+int acpi_build_tables(struct vm *vm, uint64_t *rsdp_out, struct vt_error *err)
+{
+	struct acpi_area a = { vm, VM_LAYOUT_BIOS_TABLES, VM_LAYOUT_BIOS_TABLES + 0x10000 };
+	uint64_t rsdp_gpa = 0, facs_gpa = 0, dsdt_gpa = 0, fadt_gpa = 0, madt_gpa = 0;
+	uint64_t rsdt_gpa = 0, xsdt_gpa = 0;
+	int n = vm->nr_vcpus;
+	size_t madt_len = sizeof(struct acpi_header) + 8 + (size_t)n * sizeof(struct madt_lapic) +
+	                  sizeof(struct madt_ioapic) + 2 * sizeof(struct madt_override);
+
+	struct acpi_rsdp *rsdp = acpi_alloc(&a, sizeof(*rsdp), 16, &rsdp_gpa);
+	struct acpi_facs *facs = acpi_alloc(&a, sizeof(*facs), 64, &facs_gpa);
+	struct acpi_header *dsdt = acpi_alloc(&a, sizeof(*dsdt) + sizeof(dsdt_aml), 16, &dsdt_gpa);
+	struct acpi_fadt *fadt = acpi_alloc(&a, sizeof(*fadt), 16, &fadt_gpa);
+	uint8_t *madt = acpi_alloc(&a, madt_len, 16, &madt_gpa);
+	struct acpi_header *rsdt = acpi_alloc(&a, sizeof(*rsdt) + 2 * 4, 16, &rsdt_gpa);
+	struct acpi_header *xsdt = acpi_alloc(&a, sizeof(*xsdt) + 2 * 8, 16, &xsdt_gpa);
+	if (!rsdp || !facs || !dsdt || !fadt || !madt || !rsdt || !xsdt)
+		return vt_error_set(err, ENOSPC, "acpi", "build tables", "tables do not fit");
+
+	memcpy(facs->signature, "FACS", 4);
+	facs->length = sizeof(*facs);
+	facs->version = 1;
+
+	acpi_header_init(dsdt, "DSDT", (uint32_t)(sizeof(*dsdt) + sizeof(dsdt_aml)), 2);
+	memcpy(dsdt + 1, dsdt_aml, sizeof(dsdt_aml));
+	acpi_finish(dsdt);
+
+	acpi_header_init(&fadt->h, "FACP", sizeof(*fadt), 3);
+	fadt->facs = (uint32_t)facs_gpa;
+	fadt->dsdt = (uint32_t)dsdt_gpa;
+	fadt->x_facs = facs_gpa;
+	fadt->x_dsdt = dsdt_gpa;
+	fadt->sci_int = SCI_IRQ;
+	fadt->pm1a_evt = PM_BASE + PM1_EVT;
+	fadt->pm1a_cnt = PM_BASE + PM1_CNT;
+	fadt->pm_tmr = PM_BASE + PM_TMR;
+	fadt->pm1_evt_len = 4;
+	fadt->pm1_cnt_len = 2;
+	fadt->pm_tmr_len = 4;
+	fadt->p_lvl2_lat = 101;  /* > 100: no C2 */
+	fadt->p_lvl3_lat = 1001; /* > 1000: no C3 */
+	fadt->century = 0x32;
+	fadt->iapc_boot_arch = 0x3; /* legacy devices, an 8042 */
+	/* WBINVD, C1 on all CPUs, power/sleep buttons absent, reset register supported. */
+	fadt->flags = (1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 10);
+	fadt->reset_reg = gas_io(RESET_PORT, 8);
+	fadt->reset_value = RESET_VALUE;
+	fadt->x_pm1a_evt = gas_io(PM_BASE + PM1_EVT, 32);
+	fadt->x_pm1a_cnt = gas_io(PM_BASE + PM1_CNT, 16);
+	fadt->x_pm_tmr = gas_io(PM_BASE + PM_TMR, 32);
+	acpi_finish(&fadt->h);
+
+	acpi_header_init((struct acpi_header *)madt, "APIC", (uint32_t)madt_len, 3);
+	uint32_t lapic_addr = LAPIC_ADDR, pcat_compat = 1;
+	memcpy(madt + 36, &lapic_addr, 4);
+	memcpy(madt + 40, &pcat_compat, 4);
+	uint8_t *p = madt + 44;
+	for (int i = 0; i < n; i++, p += sizeof(struct madt_lapic)) {
+		struct madt_lapic l = { 0, sizeof(l), (uint8_t)i, (uint8_t)i, 1 };
+		memcpy(p, &l, sizeof(l));
+	}
+	struct madt_ioapic io = { 1, sizeof(io), (uint8_t)n, 0, IOAPIC_ADDR, 0 };
+	memcpy(p, &io, sizeof(io));
+	p += sizeof(io);
+	/* The PIT's IRQ 0 arrives on IOAPIC pin 2; the SCI is level-triggered, active high. */
+	struct madt_override irq0 = { 2, sizeof(irq0), 0, 0, 2, 0 };
+	struct madt_override sci = { 2, sizeof(sci), 0, SCI_IRQ, SCI_IRQ, 0x000d };
+	memcpy(p, &irq0, sizeof(irq0));
+	memcpy(p + sizeof(irq0), &sci, sizeof(sci));
+	acpi_finish((struct acpi_header *)madt);
+
+	acpi_header_init(rsdt, "RSDT", sizeof(*rsdt) + 8, 1);
+	uint32_t r32[2] = { (uint32_t)fadt_gpa, (uint32_t)madt_gpa };
+	memcpy(rsdt + 1, r32, sizeof(r32));
+	acpi_finish(rsdt);
+	acpi_header_init(xsdt, "XSDT", sizeof(*xsdt) + 16, 1);
+	uint64_t x64[2] = { fadt_gpa, madt_gpa };
+	memcpy(xsdt + 1, x64, sizeof(x64));
+	acpi_finish(xsdt);
+
+	memcpy(rsdp->signature, "RSD PTR ", 8);
+	memcpy(rsdp->oem_id, "VTOOL ", 6);
+	rsdp->revision = 2;
+	rsdp->rsdt = (uint32_t)rsdt_gpa;
+	rsdp->xsdt = xsdt_gpa;
+	rsdp->length = sizeof(*rsdp);
+	rsdp->checksum = (uint8_t)-acpi_sum(rsdp, 20);
+	rsdp->ext_checksum = (uint8_t)-acpi_sum(rsdp, sizeof(*rsdp));
+	*rsdp_out = rsdp_gpa;
+	return 0;
+}

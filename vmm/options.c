@@ -1,0 +1,536 @@
+/* qemu-system-x86_64's command line -> struct vm_config.
+ *
+ * qemu's rules: an option is "-name" or "--name", takes zero or one argument, and an
+ * argument of the form "key=value,key=value" names sub-options (",," is a literal comma).
+ * A leading bare value ("-netdev tap,id=n0", "-m 2G,slots=2") is the implied first key. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/size.h"
+#include "vmm/config.h"
+
+#define MAX_KV 24
+
+struct kv {
+	char *key, *val;
+};
+
+/* Split a sub-option string in place. The first item may lack "=": its key is
+ * first_key. Returns the number of pairs or -1 if there are too many. */
+static int kv_split(char *s, const char *first_key, struct kv *kv)
+{
+	int n = 0;
+
+	while (*s) {
+		if (n == MAX_KV)
+			return -1;
+		char *item = s, *w = s;
+		/* Copy down while collapsing ",," so the value may contain commas. */
+		for (; *s; s++) {
+			if (*s == ',' && s[1] == ',') {
+				*w++ = ',';
+				s++;
+			} else if (*s == ',') {
+				s++;
+				break;
+			} else {
+				*w++ = *s;
+			}
+		}
+		bool at_end = (*s == '\0');
+		*w = '\0';
+		char *eq = strchr(item, '=');
+		if (eq) {
+			*eq = '\0';
+			kv[n] = (struct kv){ item, eq + 1 };
+		} else if (n == 0 && first_key) {
+			kv[n] = (struct kv){ (char *)first_key, item };
+		} else {
+			kv[n] = (struct kv){ item, (char *)"on" };
+		}
+		n++;
+		if (at_end)
+			break;
+	}
+	return n;
+}
+
+__attribute__((format(printf, 3, 4)))
+static int bad(struct vt_error *err, const char *opt, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	return vt_error_set(err, EINVAL, opt, NULL, "%s", why);
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+	if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true"))
+		*out = true;
+	else if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "false"))
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
+static int parse_uint(const char *v, unsigned long max, unsigned long *out)
+{
+	char *end;
+
+	errno = 0;
+	unsigned long x = strtoul(v, &end, 0);
+	if (errno || end == v || *end || x > max || v[0] == '-')
+		return -1;
+	*out = x;
+	return 0;
+}
+
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+	unsigned b[6];
+	char tail;
+
+	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+	           &tail) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++) {
+		if (b[i] > 0xff)
+			return -1;
+		mac[i] = (uint8_t)b[i];
+	}
+	return 0;
+}
+
+static int opt_m(struct vm_config *cfg, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	int n = kv_split(arg, "size", kv);
+
+	for (int i = 0; i < n; i++) {
+		if (!strcmp(kv[i].key, "size")) {
+			uint64_t sz;
+			if (vt_size_parse(kv[i].val, 1ull << 20, &sz) || sz == 0)
+				return bad(err, "-m", "invalid RAM size '%s'", kv[i].val);
+			cfg->ram_size = sz;
+		} else if (strcmp(kv[i].key, "slots") && strcmp(kv[i].key, "maxmem")) {
+			return bad(err, "-m", "unknown parameter '%s'", kv[i].key);
+		}
+	}
+	return n < 0 ? bad(err, "-m", "too many parameters%s", "") : 0;
+}
+
+static int opt_smp(struct vm_config *cfg, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	unsigned long cpus = 0, topo = 1, v;
+	bool have_topo = false;
+	int n = kv_split(arg, "cpus", kv);
+
+	if (n < 0)
+		return bad(err, "-smp", "too many parameters%s", "");
+	for (int i = 0; i < n; i++) {
+		if (parse_uint(kv[i].val, 4096, &v) || v == 0)
+			return bad(err, "-smp", "invalid value '%s'", kv[i].val);
+		if (!strcmp(kv[i].key, "cpus")) {
+			cpus = v;
+		} else if (!strcmp(kv[i].key, "sockets") || !strcmp(kv[i].key, "cores") ||
+		           !strcmp(kv[i].key, "threads") || !strcmp(kv[i].key, "dies")) {
+			topo *= v;
+			have_topo = true;
+		} else if (strcmp(kv[i].key, "maxcpus")) {
+			return bad(err, "-smp", "unknown parameter '%s'", kv[i].key);
+		}
+	}
+	if (!cpus)
+		cpus = have_topo ? topo : 1;
+	if (cpus > VM_MAX_VCPUS)
+		return vt_error_set(err, EINVAL, "-smp", NULL, "%lu CPUs requested, at most %d",
+		                    cpus, VM_MAX_VCPUS);
+	cfg->nr_vcpus = (int)cpus;
+	return 0;
+}
+
+static int opt_cpu(struct vm_config *cfg, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	int n = kv_split(arg, "model", kv);
+
+	if (n < 0)
+		return bad(err, "-cpu", "too many parameters%s", "");
+	for (int i = 0; i < n; i++) {
+		if (!strcmp(kv[i].key, "model")) {
+			cfg->cpu_model = kv[i].val;
+			continue;
+		}
+		if (cfg->nr_cpu_edits == VM_MAX_CPU_EDITS)
+			return bad(err, "-cpu", "too many feature changes%s", "");
+		struct vm_cpu_edit *e = &cfg->cpu_edits[cfg->nr_cpu_edits++];
+		/* "+feat" / "-feat" arrive as keys with the implied value "on". */
+		if (kv[i].key[0] == '+' || kv[i].key[0] == '-') {
+			e->name = kv[i].key + 1;
+			e->enable = kv[i].key[0] == '+';
+		} else {
+			e->name = kv[i].key;
+			if (parse_bool(kv[i].val, &e->enable))
+				return bad(err, "-cpu", "invalid value for feature: '%s'", kv[i].val);
+		}
+	}
+	return 0;
+}
+
+static int opt_device(struct vm_config *cfg, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	int n = kv_split(arg, "driver", kv);
+	unsigned long v;
+
+	if (n <= 0)
+		return bad(err, "-device", "missing device name%s", "");
+	const char *drv = kv[0].val;
+	if (!strcmp(drv, "isa-debug-exit")) {
+		cfg->debug_exit = true;
+		cfg->debug_exit_port = 0x501;
+		cfg->debug_exit_size = 2;
+		for (int i = 1; i < n; i++) {
+			if (parse_uint(kv[i].val, 0xffff, &v))
+				return bad(err, "-device", "invalid value '%s'", kv[i].val);
+			if (!strcmp(kv[i].key, "iobase"))
+				cfg->debug_exit_port = (uint16_t)v;
+			else if (!strcmp(kv[i].key, "iosize") && (v == 1 || v == 2 || v == 4))
+				cfg->debug_exit_size = (uint16_t)v;
+			else
+				return bad(err, "-device", "isa-debug-exit: bad parameter '%s'",
+				           kv[i].key);
+		}
+		return 0;
+	}
+	if (!strcmp(drv, "virtio-net-pci") || !strcmp(drv, "virtio-net")) {
+		if (cfg->nr_nics == VM_MAX_NICS)
+			return bad(err, "-device", "too many network cards%s", "");
+		struct vm_nic *nic = &cfg->nics[cfg->nr_nics++];
+		*nic = (struct vm_nic){ .model = "virtio", .option = "-device" };
+		for (int i = 1; i < n; i++) {
+			if (!strcmp(kv[i].key, "netdev"))
+				nic->id = kv[i].val;
+			else if (!strcmp(kv[i].key, "mac")) {
+				if (parse_mac(kv[i].val, nic->mac))
+					return bad(err, "-device", "invalid MAC address '%s'", kv[i].val);
+				nic->has_mac = true;
+			}
+		}
+		if (!cfg->unsupported)
+			cfg->unsupported = "-device virtio-net-pci";
+		return 0;
+	}
+	if (!cfg->unsupported)
+		cfg->unsupported = "-device";
+	return bad(err, "-device", "'%s' is not a supported device", drv);
+}
+
+static int add_drive(struct vm_config *cfg, const char *opt, struct vm_drive **out,
+                     struct vt_error *err)
+{
+	if (cfg->nr_drives == VM_MAX_DRIVES)
+		return bad(err, opt, "too many drives%s", "");
+	struct vm_drive *d = &cfg->drives[cfg->nr_drives++];
+	*d = (struct vm_drive){ .interface = VM_DRIVE_IDE, .media = VM_MEDIA_DISK,
+	                        .index = -1, .option = opt };
+	if (!cfg->unsupported)
+		cfg->unsupported = opt;
+	*out = d;
+	return 0;
+}
+
+static int opt_drive(struct vm_config *cfg, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	struct vm_drive *d;
+	unsigned long v;
+	int n = kv_split(arg, NULL, kv);
+
+	if (n < 0 || add_drive(cfg, "-drive", &d, err))
+		return n < 0 ? bad(err, "-drive", "too many parameters%s", "") : -EINVAL;
+	for (int i = 0; i < n; i++) {
+		const char *k = kv[i].key, *val = kv[i].val;
+		if (!strcmp(k, "file")) {
+			d->file = val;
+		} else if (!strcmp(k, "format")) {
+			d->format = val;
+		} else if (!strcmp(k, "if")) {
+			if (!strcmp(val, "ide"))
+				d->interface = VM_DRIVE_IDE;
+			else if (!strcmp(val, "virtio"))
+				d->interface = VM_DRIVE_VIRTIO;
+			else
+				return bad(err, "-drive", "unsupported interface if=%s", val);
+		} else if (!strcmp(k, "media")) {
+			if (!strcmp(val, "disk"))
+				d->media = VM_MEDIA_DISK;
+			else if (!strcmp(val, "cdrom"))
+				d->media = VM_MEDIA_CDROM;
+			else
+				return bad(err, "-drive", "invalid media '%s'", val);
+		} else if (!strcmp(k, "index")) {
+			if (parse_uint(val, 3, &v))
+				return bad(err, "-drive", "invalid index '%s'", val);
+			d->index = (int)v;
+		} else if (!strcmp(k, "readonly")) {
+			if (parse_bool(val, &d->readonly))
+				return bad(err, "-drive", "invalid readonly value '%s'", val);
+		} else if (!strcmp(k, "snapshot")) {
+			if (parse_bool(val, &d->snapshot))
+				return bad(err, "-drive", "invalid snapshot value '%s'", val);
+		} else if (!strcmp(k, "cache")) {
+			d->cache = val;
+		} else if (!strcmp(k, "discard")) {
+			d->discard_unmap = !strcmp(val, "unmap") || !strcmp(val, "on");
+		} else if (strcmp(k, "id") && strcmp(k, "aio")) {
+			return bad(err, "-drive", "invalid parameter '%s'", k);
+		}
+	}
+	if (!d->file)
+		return bad(err, "-drive", "missing file=%s", "");
+	return 0;
+}
+
+static int opt_net(struct vm_config *cfg, const char *opt, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	int n = kv_split(arg, "type", kv);
+
+	if (n <= 0)
+		return bad(err, opt, "missing network backend%s", "");
+	const char *type = kv[0].val;
+	if (!strcmp(type, "none"))
+		return 0;
+	if (!strcmp(type, "user"))
+		return bad(err, opt, "user networking is not supported (use tap)%s", "");
+	if (strcmp(type, "nic") && strcmp(type, "tap"))
+		return bad(err, opt, "unknown network type '%s'", type);
+	if (!cfg->unsupported)
+		cfg->unsupported = opt;
+	/* -net nic and -net tap pair up on one NIC; -netdev names its tap with id=. */
+	struct vm_nic *nic = NULL;
+	bool is_nic = !strcmp(type, "nic");
+	for (int i = 0; i < cfg->nr_nics; i++)
+		if (is_nic ? !cfg->nics[i].model : !cfg->nics[i].ifname)
+			nic = &cfg->nics[i];
+	if (!strcmp(opt, "-netdev") || !nic) {
+		if (cfg->nr_nics == VM_MAX_NICS)
+			return bad(err, opt, "too many network cards%s", "");
+		nic = &cfg->nics[cfg->nr_nics++];
+		*nic = (struct vm_nic){ .option = opt };
+	}
+	if (is_nic)
+		nic->model = "virtio";
+	for (int i = 1; i < n; i++) {
+		const char *k = kv[i].key, *val = kv[i].val;
+		if (!strcmp(k, "model")) {
+			if (strcmp(val, "virtio") && strcmp(val, "virtio-net-pci"))
+				return bad(err, opt, "unsupported NIC model '%s'", val);
+		} else if (!strcmp(k, "macaddr") || !strcmp(k, "mac")) {
+			if (parse_mac(val, nic->mac))
+				return bad(err, opt, "invalid MAC address '%s'", val);
+			nic->has_mac = true;
+		} else if (!strcmp(k, "ifname")) {
+			nic->ifname = val;
+		} else if (!strcmp(k, "id")) {
+			nic->id = val;
+		} else if (!strcmp(k, "script") || !strcmp(k, "downscript")) {
+			if (strcmp(val, "no"))
+				return bad(err, opt, "only %s=no is supported (use 'vtool net')", k);
+		} else if (strcmp(k, "vlan") && strcmp(k, "vhost") && strcmp(k, "queues")) {
+			return bad(err, opt, "invalid parameter '%s'", k);
+		}
+	}
+	return 0;
+}
+
+static int opt_serial(struct vm_config *cfg, const char *arg, struct vt_error *err)
+{
+	if (!strcmp(arg, "stdio") || !strcmp(arg, "mon:stdio")) {
+		cfg->serial = VM_SERIAL_STDIO;
+	} else if (!strncmp(arg, "file:", 5) && arg[5]) {
+		cfg->serial = VM_SERIAL_FILE;
+		cfg->serial_path = arg + 5;
+	} else if (!strcmp(arg, "none") || !strcmp(arg, "null")) {
+		cfg->serial = VM_SERIAL_NONE;
+	} else {
+		return bad(err, "-serial", "unsupported character device '%s'", arg);
+	}
+	return 0;
+}
+
+static int opt_machine(char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	int n = kv_split(arg, "type", kv);
+
+	for (int i = 0; i < n; i++) {
+		const char *k = kv[i].key, *v = kv[i].val;
+		if (!strcmp(k, "type")) {
+			if (strcmp(v, "pc") && strncmp(v, "pc-i440fx", 9))
+				return bad(err, "-machine", "unsupported machine type '%s' (only pc)", v);
+		} else if (!strcmp(k, "accel")) {
+			if (strcmp(v, "kvm"))
+				return bad(err, "-machine", "unsupported accelerator '%s' (only kvm)", v);
+		} else if (strcmp(k, "usb") && strcmp(k, "graphics") && strcmp(k, "vmport")) {
+			return bad(err, "-machine", "invalid parameter '%s'", k);
+		}
+	}
+	return 0;
+}
+
+enum opt_id {
+	O_ENABLE_KVM, O_NOGRAPHIC, O_NO_REBOOT, O_NO_SHUTDOWN, O_DAEMONIZE, O_NODEFAULTS,
+	O_SNAPSHOT, O_IGNORED0,
+	O_M, O_SMP, O_CPU, O_KERNEL, O_INITRD, O_APPEND, O_NAME, O_PIDFILE, O_SERIAL,
+	O_DISPLAY, O_VGA, O_MONITOR, O_DEVICE, O_MACHINE, O_ACCEL, O_RTC, O_HD, O_CDROM,
+	O_DRIVE, O_BOOT, O_VNC, O_NET, O_NETDEV, O_IGNORED1,
+};
+
+static const struct {
+	const char *name;
+	enum opt_id id;
+} options[] = {
+	{ "enable-kvm", O_ENABLE_KVM }, { "nographic", O_NOGRAPHIC },
+	{ "no-reboot", O_NO_REBOOT }, { "no-shutdown", O_NO_SHUTDOWN },
+	{ "daemonize", O_DAEMONIZE }, { "nodefaults", O_NODEFAULTS },
+	{ "snapshot", O_SNAPSHOT }, { "no-hpet", O_IGNORED0 }, { "usb", O_IGNORED0 },
+	{ "m", O_M }, { "smp", O_SMP }, { "cpu", O_CPU }, { "kernel", O_KERNEL },
+	{ "initrd", O_INITRD }, { "append", O_APPEND }, { "name", O_NAME },
+	{ "pidfile", O_PIDFILE }, { "serial", O_SERIAL }, { "display", O_DISPLAY },
+	{ "vga", O_VGA }, { "monitor", O_MONITOR }, { "device", O_DEVICE },
+	{ "machine", O_MACHINE }, { "M", O_MACHINE }, { "accel", O_ACCEL }, { "rtc", O_RTC },
+	{ "hda", O_HD }, { "hdb", O_HD }, { "hdc", O_HD }, { "hdd", O_HD },
+	{ "cdrom", O_CDROM }, { "drive", O_DRIVE }, { "boot", O_BOOT }, { "vnc", O_VNC },
+	{ "net", O_NET }, { "netdev", O_NETDEV }, { "k", O_IGNORED1 },
+};
+
+static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *arg,
+                 struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	struct vm_drive *d;
+	int n;
+
+	switch (id) {
+	case O_ENABLE_KVM: case O_IGNORED0: case O_IGNORED1: case O_NODEFAULTS:
+		return 0;
+	case O_NOGRAPHIC: cfg->nographic = true; return 0;
+	case O_NO_REBOOT: cfg->no_reboot = true; return 0;
+	case O_NO_SHUTDOWN: cfg->no_shutdown = true; return 0;
+	case O_DAEMONIZE: cfg->daemonize = true; return 0;
+	case O_SNAPSHOT:
+		cfg->snapshot = true;
+		return 0;
+	case O_M: return opt_m(cfg, arg, err);
+	case O_SMP: return opt_smp(cfg, arg, err);
+	case O_CPU: return opt_cpu(cfg, arg, err);
+	case O_KERNEL: cfg->kernel = arg; return 0;
+	case O_INITRD: cfg->initrd = arg; return 0;
+	case O_APPEND: cfg->append = arg; return 0;
+	case O_PIDFILE: cfg->pidfile = arg; return 0;
+	case O_NAME:
+		n = kv_split(arg, "guest", kv);
+		for (int i = 0; i < n; i++)
+			if (!strcmp(kv[i].key, "guest"))
+				cfg->name = kv[i].val;
+		return 0;
+	case O_SERIAL: return opt_serial(cfg, arg, err);
+	case O_DISPLAY: case O_VGA: case O_MONITOR:
+		if (!strncmp(arg, "none", 4) || (id == O_VGA && !strcmp(arg, "std")))
+			return 0;
+		return bad(err, opt, "unsupported value '%s' (only 'none')", arg);
+	case O_DEVICE: return opt_device(cfg, arg, err);
+	case O_MACHINE: return opt_machine(arg, err);
+	case O_ACCEL:
+		if (strcmp(arg, "kvm") && strncmp(arg, "kvm,", 4))
+			return bad(err, "-accel", "unsupported accelerator '%s' (only kvm)", arg);
+		return 0;
+	case O_RTC:
+		n = kv_split(arg, NULL, kv);
+		for (int i = 0; i < n; i++)
+			if (!strcmp(kv[i].key, "base"))
+				cfg->rtc_localtime = !strcmp(kv[i].val, "localtime");
+		return 0;
+	case O_HD: case O_CDROM:
+		if (add_drive(cfg, opt, &d, err))
+			return -EINVAL;
+		d->file = arg;
+		if (id == O_CDROM) {
+			d->media = VM_MEDIA_CDROM;
+			d->index = 2;
+		} else {
+			d->index = opt[3] - 'a';
+		}
+		return 0;
+	case O_DRIVE: return opt_drive(cfg, arg, err);
+	case O_BOOT:
+		cfg->boot_order = arg;
+		if (!cfg->unsupported)
+			cfg->unsupported = "-boot";
+		return 0;
+	case O_VNC:
+		cfg->vnc = arg;
+		if (!cfg->unsupported)
+			cfg->unsupported = "-vnc";
+		return 0;
+	case O_NET: case O_NETDEV: return opt_net(cfg, opt, arg, err);
+	}
+	return 0;
+}
+
+int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_error *err)
+{
+	*cfg = (struct vm_config){ .ram_size = 128ull << 20, .nr_vcpus = 1,
+	                           .cpu_model = "host", .serial = VM_SERIAL_STDIO };
+	bool serial_given = false;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] != '-' || !a[1])
+			return bad(err, a, "unexpected argument (options start with '-')%s", "");
+		const char *name = a + 1 + (a[1] == '-');
+		size_t k;
+		for (k = 0; k < sizeof(options) / sizeof(options[0]); k++)
+			if (!strcmp(options[k].name, name))
+				break;
+		if (k == sizeof(options) / sizeof(options[0]))
+			return bad(err, a, "invalid option%s", "");
+		char *arg = NULL;
+		if (options[k].id > O_IGNORED0) {
+			if (i + 1 >= argc)
+				return bad(err, a, "requires an argument%s", "");
+			arg = argv[++i];
+		}
+		serial_given |= options[k].id == O_SERIAL;
+		int ret = apply(cfg, options[k].id, a, arg, err);
+		if (ret)
+			return ret;
+	}
+	(void)serial_given;
+	return 0;
+}
+
+int vm_config_check(const struct vm_config *cfg, struct vt_error *err)
+{
+	if (cfg->unsupported)
+		return vt_error_set(err, ENOTSUP, cfg->unsupported, NULL, "not supported yet: %s",
+		                    cfg->unsupported);
+	if (cfg->snapshot)
+		return vt_error_set(err, ENOTSUP, "-snapshot", NULL, "not supported yet: -snapshot");
+	if (!cfg->kernel)
+		return vt_error_set(err, EINVAL, "vtool run", NULL,
+		                    "nothing to boot: give -kernel (firmware boot of disks is "
+		                    "not supported yet)");
+	return 0;
+}

@@ -1,0 +1,282 @@
+/* vtool run: the command front of the VMM. Parses qemu's command line, creates the
+ * machine, runs it until it stops, reboots it when asked, and turns the stop reason into
+ * an exit status. Terminal, signals, -daemonize and -pidfile live here. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/command.h"
+#include "vmm/console.h"
+#include "vmm/vcpu.h"
+#include "vmm/vm.h"
+#include "vmm/vmm.h"
+
+static const char run_help[] =
+	"Usage: vtool run [options]\n"
+	"\n"
+	"Run a KVM virtual machine. Options follow qemu-system-x86_64's syntax.\n"
+	"\n"
+	"Machine:\n"
+	"  -m SIZE              RAM (default 128M; a bare number means MiB)\n"
+	"  -smp N               number of vCPUs (also cpus=N,sockets=..,cores=..,threads=..)\n"
+	"  -cpu host[,+feat][,-feat]\n"
+	"                       CPU model (host; qemu64/kvm64/max mean the same here) and\n"
+	"                       features to hide, e.g. -cpu host,-cx16\n"
+	"  -enable-kvm, -accel kvm, -machine pc[,accel=kvm]   accepted (KVM is always used)\n"
+	"  -rtc base=utc|localtime\n"
+	"Boot:\n"
+	"  -kernel FILE         Linux bzImage (64-bit boot protocol) or ELF with a PVH note\n"
+	"  -initrd FILE         initial ramdisk\n"
+	"  -append CMDLINE      kernel command line\n"
+	"Devices and I/O:\n"
+	"  -serial stdio|file:PATH|none   COM1 (default stdio)\n"
+	"  -nographic           serial on stdio with Ctrl-A escapes (C-a x quits, C-a h help)\n"
+	"  -display none, -vga none, -monitor none, -nodefaults   accepted\n"
+	"  -device isa-debug-exit[,iobase=0x501][,iosize=2]\n"
+	"                       a write of V to the port exits with status (V<<1)|1\n"
+	"Lifecycle:\n"
+	"  -no-reboot           exit (status 0) when the guest resets instead of rebooting\n"
+	"  -name NAME, -pidfile FILE, -daemonize\n"
+	"\n"
+	"Parsed but not supported yet (refused with 'not supported yet'): -hda..-hdd, -cdrom,\n"
+	"-drive, -boot, -snapshot, -vnc, -net, -netdev, -device virtio-net-pci.\n"
+	"\n"
+	"Exit status: 0 after power-off, reset with -no-reboot, C-a x or SIGINT/SIGTERM;\n"
+	"(V<<1)|1 from isa-debug-exit; 1 on errors (a KVM error or unhandled exit prints the\n"
+	"vCPU's registers and the instruction bytes at RIP).\n"
+	"\n"
+	"Example:\n"
+	"  vtool run -enable-kvm -m 512 -kernel bzImage -append console=ttyS0 -nographic\n";
+
+static struct {
+	pthread_mutex_t lock;
+	struct vm *vm;
+	int signal;
+} run_state = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void *signal_thread(void *arg)
+{
+	sigset_t *set = arg;
+	int sig;
+
+	pthread_setname_np(pthread_self(), "signals");
+	while (sigwait(set, &sig) == 0) {
+		if (sig == SIGUSR2)
+			break; /* vtool is finishing */
+		pthread_mutex_lock(&run_state.lock);
+		run_state.signal = sig;
+		if (run_state.vm)
+			vm_request_stop(run_state.vm, VM_STOP_QUIT, 0, NULL);
+		pthread_mutex_unlock(&run_state.lock);
+	}
+	return NULL;
+}
+
+static void set_current_vm(struct vm *vm)
+{
+	pthread_mutex_lock(&run_state.lock);
+	run_state.vm = vm;
+	pthread_mutex_unlock(&run_state.lock);
+	console_attach(vm);
+}
+
+static int write_pidfile(const char *path, char *abs, size_t abslen)
+{
+	char buf[32];
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		return -errno;
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	ssize_t w = write(fd, buf, (size_t)n);
+	close(fd);
+	if (w != n)
+		return -EIO;
+	if (!realpath(path, abs))
+		snprintf(abs, abslen, "%s", path);
+	return 0;
+}
+
+/* Fork; the parent waits until the child reports that the VM exists, then exits with
+ * the child's verdict (as qemu's -daemonize does). Returns the fd the child writes its
+ * verdict to, or -1 on error (in the parent's process: it has printed the error). */
+static int daemonize(void)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0) {
+		char status = 1;
+		close(p[1]);
+		if (read(p[0], &status, 1) != 1)
+			status = 1;
+		_exit(status);
+	}
+	close(p[0]);
+	setsid();
+	return p[1];
+}
+
+static void daemon_ready(int fd, char status)
+{
+	if (fd < 0)
+		return;
+	if (status == 0) {
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+			dup2(null, STDERR_FILENO);
+			close(null);
+		}
+		if (chdir("/") < 0) {
+			/* the VM runs anyway; the working directory only matters to relative paths */
+		}
+	}
+	if (write(fd, &status, 1) < 0) {
+		/* the parent is gone; nothing to tell */
+	}
+	close(fd);
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Run one boot of the machine; returns the stop reason and sets *status. */
+static enum vm_stop run_once(const struct vm_config *cfg, int *daemon_fd, uint64_t t0,
+                             int *status)
+{
+	struct vm vm;
+	struct vt_error err = { 0 };
+
+	if (vm_create(&vm, cfg, &err)) {
+		console_stop();
+		vt_error_print(&err, stderr);
+		daemon_ready(*daemon_fd, 1);
+		*daemon_fd = -1;
+		vm_destroy(&vm);
+		*status = 1;
+		return VM_STOP_ERROR;
+	}
+	daemon_ready(*daemon_fd, 0);
+	*daemon_fd = -1;
+	set_current_vm(&vm);
+	pthread_mutex_lock(&run_state.lock);
+	if (run_state.signal)
+		vm_request_stop(&vm, VM_STOP_QUIT, 0, NULL);
+	pthread_mutex_unlock(&run_state.lock);
+	enum vm_stop why = vm_run(&vm, &err);
+	set_current_vm(NULL);
+	if (getenv("VTOOL_RUN_TIMES") && vm.nr_vcpus > 0)
+		fprintf(stderr, "vtool run: first guest instruction %.3f ms after start\n",
+		        (double)(vm.vcpus[0].first_run_ns - t0) / 1e6);
+	*status = vm.exit_status;
+	if (why == VM_STOP_ERROR) {
+		console_stop();
+		if (vm.stop_message)
+			fprintf(stderr, "vtool: %s\n", vm.stop_message);
+		else
+			vt_error_print(&err, stderr);
+		*status = 1;
+	}
+	vm_destroy(&vm);
+	return why;
+}
+
+static int run_main(int argc, char **argv)
+{
+	uint64_t t0 = mono_ns();
+	struct vm_config cfg;
+	struct vt_error err = { 0 };
+	char pidfile[PATH_MAX] = "";
+	int daemon_fd = -1, status = 0;
+
+	if (vm_config_parse(&cfg, argc, argv, &err) || vm_config_check(&cfg, &err)) {
+		vt_error_print(&err, stderr);
+		return 1;
+	}
+	if (cfg.nographic && cfg.serial == VM_SERIAL_STDIO)
+		cfg.serial = VM_SERIAL_STDIO;
+	if (cfg.daemonize && cfg.serial == VM_SERIAL_STDIO) {
+		fprintf(stderr, "vtool: -daemonize: cannot be used with the serial port on stdio "
+		                "(use -serial file:PATH or -serial none)\n");
+		return 1;
+	}
+	if (cfg.daemonize && (daemon_fd = daemonize()) < 0) {
+		perror("vtool: -daemonize");
+		return 1;
+	}
+	if (cfg.pidfile) {
+		int ret = write_pidfile(cfg.pidfile, pidfile, sizeof(pidfile));
+		if (ret) {
+			fprintf(stderr, "vtool: %s: write pid file: %s\n", cfg.pidfile, strerror(-ret));
+			daemon_ready(daemon_fd, 1);
+			return 1;
+		}
+	}
+
+	/* Signals go to one thread; vCPU threads only ever see their kick signal. */
+	static sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR2);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sigdelset(&set, SIGUSR1);
+	vcpu_init_signals();
+	pthread_t sig_thread;
+	bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &set) == 0;
+	if (cfg.serial == VM_SERIAL_STDIO && !cfg.daemonize)
+		console_start(cfg.nographic);
+	atexit(console_restore_terminal);
+
+	for (;;) {
+		enum vm_stop why = run_once(&cfg, &daemon_fd, t0, &status);
+		if (why == VM_STOP_RESET && !cfg.no_reboot) {
+			pthread_mutex_lock(&run_state.lock);
+			bool signalled = run_state.signal != 0;
+			pthread_mutex_unlock(&run_state.lock);
+			if (!signalled)
+				continue; /* reboot: a fresh machine from the same configuration */
+		}
+		if (why == VM_STOP_RESET || why == VM_STOP_POWEROFF || why == VM_STOP_QUIT)
+			status = 0;
+		break;
+	}
+	console_stop();
+	if (have_sig_thread) {
+		pthread_kill(sig_thread, SIGUSR2);
+		pthread_join(sig_thread, NULL);
+	}
+	if (run_state.signal)
+		fprintf(stderr, "vtool run: terminating on signal %d\n", run_state.signal);
+	if (pidfile[0])
+		unlink(pidfile);
+	return status;
+}
+
+const struct vt_command vt_cmd_run = {
+	.group = "run",
+	.name = NULL,
+	.summary = "run a KVM virtual machine (qemu-system-x86_64 options)",
+	.help = run_help,
+	.main = run_main,
+};

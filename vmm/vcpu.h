@@ -1,0 +1,37 @@
+/* A virtual CPU: its KVM fd, its shared kvm_run page, its thread and its exit loop.
+ * The loop knows two buses and the lifecycle, nothing about devices. */
+#ifndef VTOOL_VMM_VCPU_H
+#define VTOOL_VMM_VCPU_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+	uint64_t first_run_ns;   /* CLOCK_MONOTONIC just before the first KVM_RUN */
+};
+
+/* Create the vCPU, give it CPUID, MSRs, FPU and LAPIC defaults; the boot vCPU (id 0)
+ * also gets vm->entry's register state. Other vCPUs wait for INIT/SIPI in the kernel. */
+int vcpu_create(struct vcpu *vcpu, struct vm *vm, int id, struct vt_error *err);
+int vcpu_start(struct vcpu *vcpu, struct vt_error *err);
+/* Make the vCPU leave KVM_RUN soon (it then sees the VM stopping). */
+void vcpu_kick(struct vcpu *vcpu);
+void vcpu_join(struct vcpu *vcpu);
+void vcpu_destroy(struct vcpu *vcpu);
+
+/* Install the kick signal's handler; once per process, before any vCPU starts. */
+void vcpu_init_signals(void);
+
+#endif

@@ -1,0 +1,259 @@
+/* VM creation, guest memory, the device table and the machine's lifecycle. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/boot/boot.h"
+#include "vmm/hw/devices.h"
+#include "vmm/vcpu.h"
+#include "vmm/vm.h"
+
+#define KVM_TSS_ADDR          0xfffbd000ull
+#define KVM_IDENTITY_MAP_ADDR 0xfeffc000ull
+#define VM_MIN_RAM            (2ull << 20)
+
+/* Creation order; vm_destroy frees in reverse. */
+static const struct {
+	const char *name;
+	int (*init)(struct vm *vm, struct vt_error *err);
+} vm_device_table[] = {
+	{ "pci", pci_init },
+	{ "serial", serial_init },
+	{ "i8042", i8042_init },
+	{ "rtc", rtc_init },
+	{ "sysctl", sysctl_init },
+	{ "acpi-pm", acpi_pm_init },
+	{ "debug-exit", debug_exit_init },
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int vm_set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
+                       struct vt_error *err)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = slot, .guest_phys_addr = gpa, .memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)hva,
+	};
+
+	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+		return vt_error_set(err, errno, "/dev/kvm", "KVM_SET_USER_MEMORY_REGION", NULL);
+	return 0;
+}
+
+static int vm_create_memory(struct vm *vm, struct vt_error *err)
+{
+	uint64_t size = vm->cfg->ram_size;
+
+	if (size < VM_MIN_RAM)
+		return vt_error_set(err, EINVAL, "-m", NULL,
+		                    "%llu KiB of RAM is too small (at least 2 MiB)",
+		                    (unsigned long long)(size >> 10));
+	size = (size + 0xfff) & ~0xfffull;
+	vm->ram_size = size;
+	vm->low_ram = size > VM_LOW_RAM_MAX ? VM_LOW_RAM_MAX : size;
+	vm->high_ram = size - vm->low_ram;
+	/* NORESERVE: guests touch little of what they are given; the rest costs nothing. */
+	vm->ram = mmap(NULL, size, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->ram == MAP_FAILED) {
+		vm->ram = NULL;
+		return vt_error_set(err, errno, "-m", "allocate guest RAM", NULL);
+	}
+	int ret = vm_set_slot(vm, 0, 0, vm->low_ram, vm->ram, err);
+	if (!ret && vm->high_ram)
+		ret = vm_set_slot(vm, 1, VM_4G, vm->high_ram, vm->ram + vm->low_ram, err);
+	return ret;
+}
+
+static int vm_create_kvm(struct vm *vm, struct vt_error *err)
+{
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0)
+		return vt_error_set(err, errno, "/dev/kvm", "open",
+		                    errno == ENOENT ? "KVM is not available on this host (no /dev/kvm)"
+		                                    : NULL);
+	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION)
+		return vt_error_set(err, ENOTSUP, "/dev/kvm", "check API version",
+		                    "unsupported KVM API version");
+	int run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (run_size <= 0)
+		return vt_error_set(err, errno, "/dev/kvm", "KVM_GET_VCPU_MMAP_SIZE", NULL);
+	vm->run_size = (size_t)run_size;
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		return vt_error_set(err, errno, "/dev/kvm", "KVM_CREATE_VM", NULL);
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR) < 0)
+		return vt_error_set(err, errno, "/dev/kvm", "KVM_SET_TSS_ADDR", NULL);
+	uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
+	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		return vt_error_set(err, errno, "/dev/kvm", "KVM_SET_IDENTITY_MAP_ADDR", NULL);
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return vt_error_set(err, errno, "/dev/kvm", "KVM_CREATE_IRQCHIP", NULL);
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return vt_error_set(err, errno, "/dev/kvm", "KVM_CREATE_PIT2", NULL);
+	return 0;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
+{
+	int ret;
+
+	*vm = (struct vm){ .cfg = cfg, .kvm_fd = -1, .vm_fd = -1, .nr_vcpus = cfg->nr_vcpus,
+	                   .start_ns = now_ns() };
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	bus_init(&vm->pio, "I/O port bus");
+	bus_init(&vm->mmio, "MMIO bus");
+
+	if ((ret = vm_create_kvm(vm, err)) || (ret = vm_create_memory(vm, err)))
+		return ret;
+	for (size_t i = 0; i < sizeof(vm_device_table) / sizeof(vm_device_table[0]); i++)
+		if ((ret = vm_device_table[i].init(vm, err)))
+			return ret;
+	uint64_t rsdp = 0;
+	if ((ret = acpi_build_tables(vm, &rsdp, err)) || (ret = mptable_build(vm, err)))
+		return ret;
+	if ((ret = boot_load(vm, rsdp, err)))
+		return ret;
+	vm->vcpus = calloc((size_t)vm->nr_vcpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return vt_error_set(err, ENOMEM, "vtool run", "allocate vCPUs", NULL);
+	for (int i = 0; i < vm->nr_vcpus; i++)
+		if ((ret = vcpu_create(&vm->vcpus[i], vm, i, err)))
+			return ret;
+	return 0;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (vm->vcpus) {
+		for (int i = 0; i < vm->nr_vcpus; i++)
+			if (vm->vcpus[i].vm)
+				vcpu_destroy(&vm->vcpus[i]);
+		free(vm->vcpus);
+	}
+	while (vm->nr_devs > 0) {
+		struct vm_dev *d = &vm->devs[--vm->nr_devs];
+		if (d->destroy)
+			d->destroy(d->state);
+	}
+	if (vm->ram)
+		munmap(vm->ram, vm->ram_size);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	free(vm->stop_message);
+	pthread_mutex_destroy(&vm->lock);
+	pthread_cond_destroy(&vm->cond);
+	*vm = (struct vm){ .kvm_fd = -1, .vm_fd = -1 };
+}
+
+enum vm_stop vm_run(struct vm *vm, struct vt_error *err)
+{
+	int started = 0;
+
+	for (; started < vm->nr_vcpus; started++)
+		if (vcpu_start(&vm->vcpus[started], err)) {
+			vm_request_stop(vm, VM_STOP_ERROR, 1, NULL);
+			break;
+		}
+	pthread_mutex_lock(&vm->lock);
+	while (vm->stop == VM_RUNNING)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+	for (int i = 0; i < started; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	for (int i = 0; i < started; i++)
+		vcpu_join(&vm->vcpus[i]);
+	return vm->stop;
+}
+
+void vm_request_stop(struct vm *vm, enum vm_stop why, int status, const char *message)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->stop == VM_RUNNING) {
+		vm->exit_status = status;
+		if (message)
+			vm->stop_message = strdup(message);
+		__atomic_store_n(&vm->stop, why, __ATOMIC_SEQ_CST);
+		pthread_cond_broadcast(&vm->cond);
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (vm->vcpus)
+		for (int i = 0; i < vm->nr_vcpus; i++)
+			vcpu_kick(&vm->vcpus[i]);
+}
+
+bool vm_stopping(struct vm *vm)
+{
+	return __atomic_load_n(&vm->stop, __ATOMIC_SEQ_CST) != VM_RUNNING;
+}
+
+void *vm_guest_ptr(const struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	if (gpa + len < gpa)
+		return NULL;
+	if (gpa + len <= vm->low_ram)
+		return vm->ram + gpa;
+	if (gpa >= VM_4G && gpa - VM_4G + len <= vm->high_ram)
+		return vm->ram + vm->low_ram + (gpa - VM_4G);
+	return NULL;
+}
+
+int vm_memory_map(const struct vm *vm, struct vm_mem_region *out, int max)
+{
+	const struct vm_mem_region map[] = {
+		{ 0, VM_LAYOUT_EBDA, VM_MEM_RAM },
+		{ VM_LAYOUT_EBDA, 0x100000 - VM_LAYOUT_EBDA, VM_MEM_RESERVED },
+		{ 0x100000, vm->low_ram - 0x100000, VM_MEM_RAM },
+		{ 0xfffc0000ull, 0x40000, VM_MEM_RESERVED },
+		{ VM_4G, vm->high_ram, VM_MEM_RAM },
+	};
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]) && n < max; i++)
+		if (map[i].size && (map[i].type != VM_MEM_RAM || map[i].addr < map[i].addr + map[i].size))
+			out[n++] = map[i];
+	return n;
+}
+
+void vm_irq_line(struct vm *vm, unsigned irq, bool level)
+{
+	struct kvm_irq_level l = { .irq = irq, .level = level };
+
+	(void)ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
+}
+
+void vm_irq_pulse(struct vm *vm, unsigned irq)
+{
+	vm_irq_line(vm, irq, true);
+	vm_irq_line(vm, irq, false);
+}
+
+int vm_add_device(struct vm *vm, const char *name, void *state, void (*destroy)(void *),
+                  struct vt_error *err)
+{
+	if (vm->nr_devs == (int)(sizeof(vm->devs) / sizeof(vm->devs[0]))) {
+		if (destroy)
+			destroy(state);
+		return vt_error_set(err, ENOSPC, name, "add device", "too many devices");
+	}
+	vm->devs[vm->nr_devs++] = (struct vm_dev){ name, state, destroy };
+	return 0;
+}

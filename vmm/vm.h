@@ -1,0 +1,130 @@
+/* The virtual machine: KVM handles, guest RAM, the two buses, vCPUs and the machine's
+ * lifecycle (who asked it to stop, and with which exit status).
+ *
+ * Guest-physical layout (the i440FX "pc" shape):
+ *   [0, low_ram)            RAM; low_ram = -m, or 3 GiB when -m is larger
+ *   [low_ram, 4 GiB)        the PCI hole: device BARs, IOAPIC 0xfec00000, LAPIC 0xfee00000
+ *   [4 GiB, 4 GiB+high_ram) the rest of RAM
+ * Inside low RAM the VMM keeps fixed places for what it writes before boot (VM_LAYOUT_*). */
+#ifndef VTOOL_VMM_VM_H
+#define VTOOL_VMM_VM_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/error.h"
+#include "vmm/bus.h"
+#include "vmm/config.h"
+
+#define VM_4G              0x100000000ull
+#define VM_LOW_RAM_MAX     0xc0000000ull  /* -m above this puts the rest above 4 GiB */
+#define VM_PCI_MMIO_BASE   0xe0000000ull  /* where the VMM places memory BARs */
+#define VM_PCI_MMIO_END    0xfec00000ull
+#define VM_PCI_IO_BASE     0xc000u        /* where the VMM places I/O BARs */
+
+#define VM_LAYOUT_GDT        0x500ull
+#define VM_LAYOUT_START_INFO 0x6000ull    /* PVH hvm_start_info + modules + memory map */
+#define VM_LAYOUT_ZERO_PAGE  0x7000ull    /* Linux boot_params */
+#define VM_LAYOUT_STACK_TOP  0x8ff0ull
+#define VM_LAYOUT_PML4       0x9000ull    /* 0x9000..0xefff: identity map of 4 GiB */
+#define VM_LAYOUT_CMDLINE    0x20000ull
+#define VM_CMDLINE_MAX       0x10000ull
+#define VM_LAYOUT_EBDA       0x9fc00ull   /* reserved up to 1 MiB from here */
+#define VM_LAYOUT_BIOS_TABLES 0xe0000ull  /* ACPI and MP tables, scanned by guests */
+#define VM_LAYOUT_KERNEL     0x100000ull
+
+enum vm_mem_type { VM_MEM_RAM = 1, VM_MEM_RESERVED = 2 };
+
+struct vm_mem_region {
+	uint64_t addr, size;
+	enum vm_mem_type type;
+};
+
+/* Why the machine stopped; the first reason wins. */
+enum vm_stop {
+	VM_RUNNING,
+	VM_STOP_POWEROFF,   /* ACPI S5: exit 0 */
+	VM_STOP_RESET,      /* guest reset: exit 0 with -no-reboot, else boot again */
+	VM_STOP_EXIT_CODE,  /* isa-debug-exit: the guest chose the status */
+	VM_STOP_QUIT,       /* Ctrl-A x, SIGINT, SIGTERM: exit 0 after a clean shutdown */
+	VM_STOP_ERROR,      /* KVM error or unhandled exit: message set, exit 1 */
+};
+
+/* How the CPU starts: set by boot/, applied to vCPU 0 by vcpu.c. */
+enum vm_entry_mode { VM_ENTRY_PROTECTED32, VM_ENTRY_LONG64 };
+
+struct vm_entry {
+	enum vm_entry_mode mode;
+	uint64_t rip, rsi, rbx;
+};
+
+struct vcpu;
+struct pci_bus;
+
+/* Guest serial input: the console hands typed bytes to whichever device registered. */
+typedef void vm_input_fn(void *opaque, const uint8_t *buf, size_t len);
+
+struct vm {
+	const struct vm_config *cfg;
+	int kvm_fd, vm_fd;
+	size_t run_size;
+
+	uint8_t *ram;                 /* host mapping of all guest RAM */
+	uint64_t ram_size, low_ram, high_ram;
+
+	struct bus pio, mmio;
+	struct pci_bus *pci;          /* hw/pci.c: where PCI functions plug in */
+	struct vm_entry entry;
+
+	int nr_vcpus;
+	struct vcpu *vcpus;
+	uint64_t start_ns;            /* CLOCK_MONOTONIC at vm_create, for the start-up figure */
+
+	vm_input_fn *input_fn;
+	void *input_opaque;
+
+	/* Devices' states, freed by vm_destroy in reverse order of creation. */
+	struct vm_dev {
+		const char *name;
+		void *state;
+		void (*destroy)(void *state);
+	} devs[32];
+	int nr_devs;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum vm_stop stop;
+	int exit_status;
+	char *stop_message;           /* VM_STOP_ERROR: what to print (may be multi-line) */
+};
+
+int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err);
+void vm_destroy(struct vm *vm);
+
+/* Run the vCPUs until something stops the machine; returns the stop reason. */
+enum vm_stop vm_run(struct vm *vm, struct vt_error *err);
+
+/* Record why the machine must stop (first caller wins) and kick every vCPU out of the
+ * guest. Safe from any thread, including vCPU threads. message may be NULL. */
+void vm_request_stop(struct vm *vm, enum vm_stop why, int status, const char *message);
+bool vm_stopping(struct vm *vm);
+
+/* Host pointer to [gpa, gpa+len) if it lies wholly in guest RAM, else NULL. Every
+ * guest-supplied address goes through here. */
+void *vm_guest_ptr(const struct vm *vm, uint64_t gpa, uint64_t len);
+
+/* The memory map guests see (e820 / PVH memmap); returns the number of regions. */
+int vm_memory_map(const struct vm *vm, struct vm_mem_region *out, int max);
+
+/* Drive an interrupt line of the in-kernel PIC/IOAPIC (ISA IRQ or GSI). */
+void vm_irq_line(struct vm *vm, unsigned irq, bool level);
+/* Pulse an edge-triggered line. */
+void vm_irq_pulse(struct vm *vm, unsigned irq);
+
+/* Keep a device's state so vm_destroy frees it. */
+int vm_add_device(struct vm *vm, const char *name, void *state, void (*destroy)(void *),
+                  struct vt_error *err);
+
+#endif
