@@ -529,8 +529,8 @@ int vm_config_check(const struct vm_config *cfg, struct vt_error *err)
 	if (cfg->snapshot)
 		return vt_error_set(err, ENOTSUP, "-snapshot", NULL, "not supported yet: -snapshot");
 	if (!cfg->kernel)
-		return vt_error_set(err, EINVAL, "vtool run", NULL,
-		                    "nothing to boot: give -kernel (firmware boot of disks is "
-		                    "not supported yet)");
+		return vt_error_set(err, EINVAL, "-kernel", NULL,
+		                    "missing: nothing to boot (firmware boot of disks is not "
+		                    "supported yet)");
 	return 0;
 }

@@ -52,7 +52,7 @@ static int vm_set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size
 	return 0;
 }
 
-static int vm_create_memory(struct vm *vm, struct vt_error *err)
+static int vm_map_memory(struct vm *vm, struct vt_error *err)
 {
 	uint64_t size = vm->cfg->ram_size;
 
@@ -71,7 +71,13 @@ static int vm_create_memory(struct vm *vm, struct vt_error *err)
 		vm->ram = NULL;
 		return vt_error_set(err, errno, "-m", "allocate guest RAM", NULL);
 	}
+	return 0;
+}
+
+static int vm_register_memory(struct vm *vm, struct vt_error *err)
+{
 	int ret = vm_set_slot(vm, 0, 0, vm->low_ram, vm->ram, err);
+
 	if (!ret && vm->high_ram)
 		ret = vm_set_slot(vm, 1, VM_4G, vm->high_ram, vm->ram + vm->low_ram, err);
 	return ret;
@@ -101,10 +107,22 @@ static int vm_create_kvm(struct vm *vm, struct vt_error *err)
 		return vt_error_set(err, errno, "/dev/kvm", "KVM_SET_IDENTITY_MAP_ADDR", NULL);
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
 		return vt_error_set(err, errno, "/dev/kvm", "KVM_CREATE_IRQCHIP", NULL);
-	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
-	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-		return vt_error_set(err, errno, "/dev/kvm", "KVM_CREATE_PIT2", NULL);
 	return 0;
+}
+
+/* Two set-up steps cost milliseconds inside KVM: creating the PIT (it starts a kernel
+ * thread) and, on nested hosts, the first memory slot. They run on a helper thread while
+ * the devices, tables and kernel are written into the host mapping of guest RAM, and are
+ * joined before any vCPU exists, so no guest instruction runs without them. */
+static void *vm_slow_setup(void *arg)
+{
+	struct vm *vm = arg;
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+
+	vm->slow_ret = vm_register_memory(vm, &vm->slow_err);
+	if (!vm->slow_ret && ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		vm->slow_ret = vt_error_set(&vm->slow_err, errno, "/dev/kvm", "KVM_CREATE_PIT2", NULL);
+	return NULL;
 }
 
 int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
@@ -118,15 +136,24 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
 	bus_init(&vm->pio, "I/O port bus");
 	bus_init(&vm->mmio, "MMIO bus");
 
-	if ((ret = vm_create_kvm(vm, err)) || (ret = vm_create_memory(vm, err)))
+	if ((ret = vm_create_kvm(vm, err)) || (ret = vm_map_memory(vm, err)))
 		return ret;
-	for (size_t i = 0; i < sizeof(vm_device_table) / sizeof(vm_device_table[0]); i++)
-		if ((ret = vm_device_table[i].init(vm, err)))
-			return ret;
+	pthread_t slow_thread;
+	bool threaded = pthread_create(&slow_thread, NULL, vm_slow_setup, vm) == 0;
+	if (!threaded)
+		vm_slow_setup(vm);
+	for (size_t i = 0; !ret && i < sizeof(vm_device_table) / sizeof(vm_device_table[0]); i++)
+		ret = vm_device_table[i].init(vm, err);
 	uint64_t rsdp = 0;
-	if ((ret = acpi_build_tables(vm, &rsdp, err)) || (ret = mptable_build(vm, err)))
-		return ret;
-	if ((ret = boot_load(vm, rsdp, err)))
+	if (!ret && !(ret = acpi_build_tables(vm, &rsdp, err)) && !(ret = mptable_build(vm, err)))
+		ret = boot_load(vm, rsdp, err);
+	if (threaded)
+		pthread_join(slow_thread, NULL);
+	if (!ret && vm->slow_ret) {
+		*err = vm->slow_err;
+		ret = vm->slow_ret;
+	}
+	if (ret)
 		return ret;
 	vm->vcpus = calloc((size_t)vm->nr_vcpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus)

@@ -70,6 +70,8 @@ struct vm {
 	const struct vm_config *cfg;
 	int kvm_fd, vm_fd;
 	size_t run_size;
+	int slow_ret;                 /* vm_create's helper thread: memory slots, PIT */
+	struct vt_error slow_err;
 
 	uint8_t *ram;                 /* host mapping of all guest RAM */
 	uint64_t ram_size, low_ram, high_ram;

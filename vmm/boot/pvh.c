@@ -84,11 +84,19 @@ int pvh_load(struct vm *vm, struct boot_images *img, struct vt_error *err)
 	if (eh.e_phentsize != sizeof(Elf64_Phdr) ||
 	    !in_file(f, eh.e_phoff, (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr)))
 		return vt_error_set(err, ENOEXEC, path, "load kernel", "bad ELF program headers");
+	for (int i = 0; i < eh.e_phnum && !have_entry; i++) {
+		Elf64_Phdr ph;
+		memcpy(&ph, f->data + eh.e_phoff + (uint64_t)i * sizeof(ph), sizeof(ph));
+		if (ph.p_type == PT_NOTE && in_file(f, ph.p_offset, ph.p_filesz))
+			have_entry = pvh_find_entry(f, ph.p_offset, ph.p_filesz, &entry);
+	}
+	if (!have_entry)
+		return vt_error_set(err, ENOEXEC, path, "load kernel",
+		                    "ELF file without a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); "
+		                    "boot the bzImage instead");
 	for (int i = 0; i < eh.e_phnum; i++) {
 		Elf64_Phdr ph;
 		memcpy(&ph, f->data + eh.e_phoff + (uint64_t)i * sizeof(ph), sizeof(ph));
-		if (ph.p_type == PT_NOTE && in_file(f, ph.p_offset, ph.p_filesz) && !have_entry)
-			have_entry = pvh_find_entry(f, ph.p_offset, ph.p_filesz, &entry);
 		if (ph.p_type != PT_LOAD || ph.p_memsz == 0)
 			continue;
 		if (!in_file(f, ph.p_offset, ph.p_filesz) || ph.p_filesz > ph.p_memsz)
@@ -109,10 +117,6 @@ int pvh_load(struct vm *vm, struct boot_images *img, struct vt_error *err)
 		if (ph.p_paddr + ph.p_memsz > kernel_end)
 			kernel_end = ph.p_paddr + ph.p_memsz;
 	}
-	if (!have_entry)
-		return vt_error_set(err, ENOEXEC, path, "load kernel",
-		                    "ELF file without a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); "
-		                    "boot the bzImage instead");
 	int ret = boot_place_initrd(vm, img, (kernel_end + 0xfff) & ~0xfffull, VM_4G, err);
 	if (ret)
 		return ret;
