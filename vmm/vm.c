@@ -1,5 +1,7 @@
 /* VM creation, guest memory, the device table and the machine's lifecycle. */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 
 #include "vmm/boot/boot.h"
 #include "vmm/hw/devices.h"
+#include "vmm/irq.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -136,7 +139,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
 	bus_init(&vm->pio, "I/O port bus");
 	bus_init(&vm->mmio, "MMIO bus");
 
-	if ((ret = vm_create_kvm(vm, err)) || (ret = vm_map_memory(vm, err)))
+	if ((ret = vm_create_kvm(vm, err)) || (ret = vm_map_memory(vm, err)) ||
+	    (ret = irq_init(vm, err)))
 		return ret;
 	pthread_t slow_thread;
 	bool threaded = pthread_create(&slow_thread, NULL, vm_slow_setup, vm) == 0;
@@ -177,6 +181,7 @@ void vm_destroy(struct vm *vm)
 		if (d->destroy)
 			d->destroy(d->state);
 	}
+	irq_destroy(vm);
 	if (vm->ram)
 		munmap(vm->ram, vm->ram_size);
 	if (vm->vm_fd >= 0)
@@ -283,4 +288,16 @@ int vm_add_device(struct vm *vm, const char *name, void *state, void (*destroy)(
 	}
 	vm->devs[vm->nr_devs++] = (struct vm_dev){ name, state, destroy };
 	return 0;
+}
+
+void vm_warn(struct vm *vm, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	(void)vm;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "vtool: warning: %s\n", buf);
 }

@@ -62,6 +62,7 @@ struct vm_entry {
 
 struct vcpu;
 struct pci_bus;
+struct irq_table;
 
 /* Guest serial input: the console hands typed bytes to whichever device registered. */
 typedef void vm_input_fn(void *opaque, const uint8_t *buf, size_t len);
@@ -78,6 +79,7 @@ struct vm {
 
 	struct bus pio, mmio;
 	struct pci_bus *pci;          /* hw/pci.c: where PCI functions plug in */
+	struct irq_table *irq;        /* irq.c: GSI routing */
 	struct vm_entry entry;
 
 	int nr_vcpus;
@@ -124,6 +126,10 @@ int vm_memory_map(const struct vm *vm, struct vm_mem_region *out, int max);
 void vm_irq_line(struct vm *vm, unsigned irq, bool level);
 /* Pulse an edge-triggered line. */
 void vm_irq_pulse(struct vm *vm, unsigned irq);
+
+/* A one-line warning about the guest or a device, printed once by the caller's choice
+ * ("vtool: warning: <text>"). The only place below the command front that prints. */
+void vm_warn(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Keep a device's state so vm_destroy frees it. */
 int vm_add_device(struct vm *vm, const char *name, void *state, void (*destroy)(void *),

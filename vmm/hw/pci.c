@@ -65,12 +65,16 @@ static void pci_update_mappings(struct vm *vm, struct pci_dev *d)
 		if (b->mapped && (!want || addr != b->addr)) {
 			bus_unregister(bus, b->addr);
 			b->mapped = false;
+			if (d->bar_mapped)
+				d->bar_mapped(d, i, false, b->addr);
 		}
 		if (want && !b->mapped) {
 			struct vt_error ignored;
 			/* A guest that overlaps two BARs gets the first one only. */
 			b->mapped = bus_register(bus, addr, b->size, b->fn, b->opaque, &ignored) == 0;
 			b->addr = addr;
+			if (b->mapped && d->bar_mapped)
+				d->bar_mapped(d, i, true, addr);
 		}
 	}
 }

@@ -51,6 +51,8 @@ struct pci_dev {
 	uint8_t wmask[256];     /* guest-writable bits; BARs are handled separately */
 	struct pci_bar bars[6];
 	int devfn;              /* set by pci_add_device */
+	/* Optional: a BAR was mapped at addr or unmapped (ioeventfds follow the BAR). */
+	void (*bar_mapped)(struct pci_dev *dev, int bar, bool mapped, uint32_t addr);
 	/* Optional: called after the guest wrote [off, off+len) of config space. */
 	void (*config_written)(struct pci_dev *dev, unsigned off, unsigned len);
 	void *opaque;

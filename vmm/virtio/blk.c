@@ -1,0 +1,262 @@
+/* virtio-blk (virtio 1.x, section 5.2): requests from the queue are executed on the
+ * device's I/O thread through vm_disk (the block layer), completed through the used
+ * ring and an interrupt. Every request is bounds-checked against the disk's capacity. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm/disk.h"
+#include "vmm/virtio/blk.h"
+#include "vmm/virtio/virtio.h"
+#include "vmm/vm.h"
+
+#define VIRTIO_BLK_F_SIZE_MAX     (1ull << 1)
+#define VIRTIO_BLK_F_SEG_MAX      (1ull << 2)
+#define VIRTIO_BLK_F_GEOMETRY     (1ull << 4)
+#define VIRTIO_BLK_F_RO           (1ull << 5)
+#define VIRTIO_BLK_F_BLK_SIZE     (1ull << 6)
+#define VIRTIO_BLK_F_FLUSH        (1ull << 9)
+#define VIRTIO_BLK_F_TOPOLOGY     (1ull << 10)
+#define VIRTIO_BLK_F_DISCARD      (1ull << 13)
+#define VIRTIO_BLK_F_WRITE_ZEROES (1ull << 14)
+
+enum { BLK_T_IN = 0, BLK_T_OUT = 1, BLK_T_FLUSH = 4, BLK_T_GET_ID = 8, BLK_T_DISCARD = 11,
+       BLK_T_WRITE_ZEROES = 13 };
+enum { BLK_S_OK = 0, BLK_S_IOERR = 1, BLK_S_UNSUPP = 2 };
+
+#define QUEUE_SIZE     256
+#define SEG_MAX        (QUEUE_SIZE - 2)
+#define SIZE_MAX_SEG   (1u << 20)
+#define MAX_DISCARD    (1u << 22)   /* sectors per discard / write-zeroes segment: 2 GiB */
+#define MAX_DZ_SEGS    32
+
+struct __attribute__((packed)) virtio_blk_config {
+	uint64_t capacity;
+	uint32_t size_max, seg_max;
+	uint16_t cylinders;
+	uint8_t heads, sectors;
+	uint32_t blk_size;
+	uint8_t physical_block_exp, alignment_offset;
+	uint16_t min_io_size;
+	uint32_t opt_io_size;
+	uint8_t writeback, unused0;
+	uint16_t num_queues;
+	uint32_t max_discard_sectors, max_discard_seg, discard_sector_alignment;
+	uint32_t max_write_zeroes_sectors, max_write_zeroes_seg;
+	uint8_t write_zeroes_may_unmap, unused1[3];
+};
+_Static_assert(sizeof(struct virtio_blk_config) == 60, "virtio_blk_config");
+
+struct virtio_blk_req_hdr {
+	uint32_t type, ioprio;
+	uint64_t sector;
+};
+_Static_assert(sizeof(struct virtio_blk_req_hdr) == 16, "virtio_blk request header");
+
+struct virtio_blk_dz {
+	uint64_t sector;
+	uint32_t num_sectors, flags;
+};
+_Static_assert(sizeof(struct virtio_blk_dz) == 16, "discard/write-zeroes segment");
+
+struct virtio_blk {
+	struct virtio_dev vdev;
+	struct vm_disk *disk;
+	struct virtio_blk_config cfg;
+	struct virtq_elem elem;   /* one request at a time, on the I/O thread */
+};
+
+static uint64_t blk_features(struct virtio_dev *dev)
+{
+	struct virtio_blk *b = dev->priv;
+	uint64_t f = VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_BLK_SIZE |
+	             VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_TOPOLOGY;
+
+	if (b->disk->readonly)
+		f |= VIRTIO_BLK_F_RO;
+	else
+		f |= VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES;
+	return f;
+}
+
+static void blk_config_access(struct virtio_dev *dev, uint32_t off, uint8_t *data, unsigned len,
+                              bool is_write)
+{
+	struct virtio_blk *b = dev->priv;
+
+	if (!is_write)
+		memcpy(data, (uint8_t *)&b->cfg + off, len);
+	/* Writes (writeback toggle) are ignored: CONFIG_WCE is not offered. */
+}
+
+/* The part of a request's buffers between skip and skip+len, as an iovec array. */
+static int iov_slice(const struct iovec *src, int n, size_t skip, size_t len,
+                     struct iovec *dst)
+{
+	int m = 0;
+
+	for (int i = 0; i < n && len; i++) {
+		if (skip >= src[i].iov_len) {
+			skip -= src[i].iov_len;
+			continue;
+		}
+		size_t c = src[i].iov_len - skip;
+		if (c > len)
+			c = len;
+		dst[m++] = (struct iovec){ (uint8_t *)src[i].iov_base + skip, c };
+		len -= c;
+		skip = 0;
+	}
+	return m;
+}
+
+static bool blk_range_ok(const struct virtio_blk *b, uint64_t sector, uint64_t bytes)
+{
+	uint64_t cap = b->disk->size >> 9;
+
+	return sector <= cap && bytes / 512 <= cap - sector && !(bytes & 511);
+}
+
+static uint8_t blk_discard_or_zero(struct virtio_blk *b, const struct virtq_elem *e,
+                                   size_t data_len, bool zero)
+{
+	struct vt_error err;
+
+	if (data_len == 0 || data_len % sizeof(struct virtio_blk_dz) ||
+	    data_len / sizeof(struct virtio_blk_dz) > MAX_DZ_SEGS)
+		return BLK_S_UNSUPP;
+	for (size_t i = 0; i < data_len / sizeof(struct virtio_blk_dz); i++) {
+		struct virtio_blk_dz seg;
+		iov_to_buf(e->iov, e->n_out, sizeof(struct virtio_blk_req_hdr) + i * sizeof(seg),
+		           &seg, sizeof(seg));
+		if (seg.num_sectors > MAX_DISCARD ||
+		    !blk_range_ok(b, seg.sector, (uint64_t)seg.num_sectors * 512))
+			return BLK_S_IOERR;
+		if (!zero && seg.flags)
+			return BLK_S_UNSUPP; /* discard takes no flags */
+		int ret = zero ? disk_write_zeroes(b->disk, seg.sector * 512,
+		                                   (uint64_t)seg.num_sectors * 512, seg.flags & 1, &err)
+		               : disk_discard(b->disk, seg.sector * 512,
+		                              (uint64_t)seg.num_sectors * 512, &err);
+		if (ret)
+			return BLK_S_IOERR;
+	}
+	return BLK_S_OK;
+}
+
+/* Execute one request; returns the bytes written into the driver's buffers. */
+static uint32_t blk_handle(struct virtio_blk *b, struct virtq_elem *e)
+{
+	struct virtio_blk_req_hdr hdr;
+	struct iovec data[VIRTQ_MAX_SIZE];
+	struct vt_error err;
+	uint8_t status = BLK_S_OK;
+	uint32_t written = 0;
+
+	/* At least the header to read and the status byte to write. */
+	if (e->out_len < sizeof(hdr) || e->in_len < 1)
+		return 0;
+	iov_to_buf(e->iov, e->n_out, 0, &hdr, sizeof(hdr));
+	const struct iovec *in = e->iov + e->n_out;
+	size_t in_data = e->in_len - 1, out_data = e->out_len - sizeof(hdr);
+	int n;
+
+	switch (hdr.type) {
+	case BLK_T_IN:
+		if (!blk_range_ok(b, hdr.sector, in_data)) {
+			status = BLK_S_IOERR;
+			break;
+		}
+		n = iov_slice(in, e->n_in, 0, in_data, data);
+		if (disk_readv(b->disk, hdr.sector * 512, data, n, &err))
+			status = BLK_S_IOERR;
+		else
+			written = (uint32_t)in_data;
+		break;
+	case BLK_T_OUT:
+		if (!blk_range_ok(b, hdr.sector, out_data)) {
+			status = BLK_S_IOERR;
+			break;
+		}
+		n = iov_slice(e->iov, e->n_out, sizeof(hdr), out_data, data);
+		if (disk_writev(b->disk, hdr.sector * 512, data, n, &err))
+			status = BLK_S_IOERR;
+		break;
+	case BLK_T_FLUSH:
+		if (disk_flush(b->disk, &err))
+			status = BLK_S_IOERR;
+		break;
+	case BLK_T_GET_ID: {
+		char id[20] = { 0 };
+		memcpy(id, b->disk->serial, strnlen(b->disk->serial, sizeof(id)));
+		written = (uint32_t)iov_from_buf(in, e->n_in, 0, id,
+		                                 in_data < sizeof(id) ? in_data : sizeof(id));
+		break;
+	}
+	case BLK_T_DISCARD:
+	case BLK_T_WRITE_ZEROES:
+		if (b->disk->readonly)
+			status = BLK_S_IOERR;
+		else
+			status = blk_discard_or_zero(b, e, out_data, hdr.type == BLK_T_WRITE_ZEROES);
+		break;
+	default:
+		status = BLK_S_UNSUPP;
+	}
+	iov_from_buf(in, e->n_in, e->in_len - 1, &status, 1);
+	return written + 1;
+}
+
+static void blk_queue_kick(struct virtio_dev *dev, int q)
+{
+	struct virtio_blk *b = dev->priv;
+	struct virtq *vq = &dev->vqs[q];
+	struct vt_error err;
+	bool done = false;
+	int ret;
+
+	/* Drain, then look again after notifying: requests made meanwhile are not lost. */
+	while ((ret = virtq_pop(vq, &b->elem, &err)) == 1) {
+		virtq_push(vq, b->elem.head, blk_handle(b, &b->elem));
+		done = true;
+	}
+	if (ret < 0)
+		virtio_broken(dev, &err);
+	else if (done)
+		virtio_notify(dev, q);
+}
+
+static const struct virtio_dev_ops virtio_blk_ops = {
+	.name = "virtio-blk",
+	.device_id = 2,
+	.pci_class = 0x018000,
+	.num_queues = 1,
+	.queue_max = QUEUE_SIZE,
+	.config_size = sizeof(struct virtio_blk_config),
+	.features = blk_features,
+	.config_access = blk_config_access,
+	.queue_kick = blk_queue_kick,
+};
+
+int virtio_blk_add(struct vm *vm, struct vm_disk *disk, struct vt_error *err)
+{
+	struct virtio_blk *b = calloc(1, sizeof(*b));
+	int ret;
+
+	if (!b)
+		return vt_error_set(err, ENOMEM, "virtio-blk", "create", NULL);
+	if ((ret = vm_add_device(vm, "virtio-blk-state", b, free, err)))
+		return ret;
+	b->disk = disk;
+	b->vdev.ops = &virtio_blk_ops;
+	b->vdev.priv = b;
+	b->cfg = (struct virtio_blk_config){
+		.capacity = disk->size >> 9, .size_max = SIZE_MAX_SEG, .seg_max = SEG_MAX,
+		.blk_size = 512, .num_queues = 1,
+		.max_discard_sectors = MAX_DISCARD, .max_discard_seg = MAX_DZ_SEGS,
+		.discard_sector_alignment = 1,
+		.max_write_zeroes_sectors = MAX_DISCARD, .max_write_zeroes_seg = MAX_DZ_SEGS,
+		.write_zeroes_may_unmap = 1,
+	};
+	return virtio_pci_add(vm, &b->vdev, err);
+}
