@@ -243,8 +243,6 @@ static int add_drive(struct vm_config *cfg, const char *opt, struct vm_drive **o
 	struct vm_drive *d = &cfg->drives[cfg->nr_drives++];
 	*d = (struct vm_drive){ .interface = VM_DRIVE_IDE, .media = VM_MEDIA_DISK,
 	                        .index = -1, .option = opt };
-	if (!cfg->unsupported)
-		cfg->unsupported = opt;
 	*out = d;
 	return 0;
 }
@@ -252,7 +250,7 @@ static int add_drive(struct vm_config *cfg, const char *opt, struct vm_drive **o
 static int opt_drive(struct vm_config *cfg, char *arg, struct vt_error *err)
 {
 	struct kv kv[MAX_KV];
-	struct vm_drive *d;
+	struct vm_drive *d = NULL;
 	unsigned long v;
 	int n = kv_split(arg, NULL, kv);
 
@@ -419,7 +417,7 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
                  struct vt_error *err)
 {
 	struct kv kv[MAX_KV];
-	struct vm_drive *d;
+	struct vm_drive *d = NULL;
 	int n;
 
 	switch (id) {
@@ -476,8 +474,6 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 	case O_DRIVE: return opt_drive(cfg, arg, err);
 	case O_BOOT:
 		cfg->boot_order = arg;
-		if (!cfg->unsupported)
-			cfg->unsupported = "-boot";
 		return 0;
 	case O_VNC:
 		cfg->vnc = arg;
@@ -526,11 +522,20 @@ int vm_config_check(const struct vm_config *cfg, struct vt_error *err)
 	if (cfg->unsupported)
 		return vt_error_set(err, ENOTSUP, cfg->unsupported, NULL, "not supported yet: %s",
 		                    cfg->unsupported);
-	if (cfg->snapshot)
-		return vt_error_set(err, ENOTSUP, "-snapshot", NULL, "not supported yet: -snapshot");
 	if (!cfg->kernel)
-		return vt_error_set(err, EINVAL, "-kernel", NULL,
-		                    "missing: nothing to boot (firmware boot of disks is not "
-		                    "supported yet)");
+		return vt_error_set(err, ENOTSUP, cfg->nr_drives ? cfg->drives[0].option : "-kernel",
+		                    NULL, "not supported yet: booting from disks (firmware); give "
+		                    "-kernel");
+	/* IDE indexes: explicit ones first, then the free ones in order, as qemu does. */
+	bool used[4] = { false };
+	for (int i = 0; i < cfg->nr_drives; i++) {
+		const struct vm_drive *d = &cfg->drives[i];
+		if (d->interface != VM_DRIVE_IDE || d->index < 0)
+			continue;
+		if (used[d->index])
+			return vt_error_set(err, EINVAL, d->option, NULL,
+			                    "IDE index %d is used twice", d->index);
+		used[d->index] = true;
+	}
 	return 0;
 }

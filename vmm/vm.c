@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #include "vmm/boot/boot.h"
+#include "vmm/disk.h"
+#include "vmm/hw/ide.h"
+#include "vmm/virtio/blk.h"
 #include "vmm/hw/devices.h"
 #include "vmm/irq.h"
 #include "vmm/vcpu.h"
@@ -32,7 +35,56 @@ static const struct {
 	{ "sysctl", sysctl_init },
 	{ "acpi-pm", acpi_pm_init },
 	{ "debug-exit", debug_exit_init },
+	{ "ide", ide_init },
 };
+
+static void vm_disk_free(void *opaque)
+{
+	disk_close(opaque);
+	free(opaque);
+}
+
+/* Open every -drive/-hda/-cdrom through the block layer and plug it into its
+ * controller. IDE drives without an index take the free ones in order, as in qemu. */
+static int vm_attach_drives(struct vm *vm, struct vt_error *err)
+{
+	const struct vm_config *cfg = vm->cfg;
+	bool used[4] = { false };
+	int ret;
+
+	for (int i = 0; i < cfg->nr_drives; i++)
+		if (cfg->drives[i].interface == VM_DRIVE_IDE && cfg->drives[i].index >= 0)
+			used[cfg->drives[i].index] = true;
+	for (int i = 0; i < cfg->nr_drives; i++) {
+		const struct vm_drive *drive = &cfg->drives[i];
+		struct vm_disk *disk = calloc(1, sizeof(*disk));
+		if (!disk)
+			return vt_error_set(err, ENOMEM, drive->file, "open", NULL);
+		if ((ret = vm_add_device(vm, "disk", disk, vm_disk_free, err)) ||
+		    (ret = disk_open(disk, drive, cfg->snapshot, err)))
+			return ret;
+		if (disk->probed_raw)
+			vm_warn(vm, "image format was not specified for '%s' and probing guessed raw; "
+			        "writes to sector 0 are refused (give format=raw)", drive->file);
+		if (drive->interface == VM_DRIVE_VIRTIO) {
+			ret = virtio_blk_add(vm, disk, err);
+		} else {
+			int index = drive->index;
+			for (int k = 0; index < 0 && k < 4; k++)
+				if (!used[k]) {
+					used[k] = true;
+					index = k;
+				}
+			if (index < 0)
+				return vt_error_set(err, ENOSPC, drive->file, "attach",
+				                    "all four IDE positions are taken");
+			ret = ide_attach(vm, disk, index, err);
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
 
 static uint64_t now_ns(void)
 {
@@ -148,6 +200,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
 		vm_slow_setup(vm);
 	for (size_t i = 0; !ret && i < sizeof(vm_device_table) / sizeof(vm_device_table[0]); i++)
 		ret = vm_device_table[i].init(vm, err);
+	if (!ret)
+		ret = vm_attach_drives(vm, err);
 	uint64_t rsdp = 0;
 	if (!ret && !(ret = acpi_build_tables(vm, &rsdp, err)) && !(ret = mptable_build(vm, err)))
 		ret = boot_load(vm, rsdp, err);

@@ -63,6 +63,7 @@ struct vm_entry {
 struct vcpu;
 struct pci_bus;
 struct irq_table;
+struct ide;
 
 /* Guest serial input: the console hands typed bytes to whichever device registered. */
 typedef void vm_input_fn(void *opaque, const uint8_t *buf, size_t len);
@@ -80,6 +81,7 @@ struct vm {
 	struct bus pio, mmio;
 	struct pci_bus *pci;          /* hw/pci.c: where PCI functions plug in */
 	struct irq_table *irq;        /* irq.c: GSI routing */
+	struct ide *ide;              /* hw/ide.c: where IDE drives attach */
 	struct vm_entry entry;
 
 	int nr_vcpus;

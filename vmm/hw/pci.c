@@ -154,11 +154,18 @@ int pci_add_device(struct vm *vm, struct pci_dev *dev, struct vt_error *err)
 	struct pci_bus *pb = vm->pci;
 	int slot;
 
-	for (slot = 0; slot < 32 && pb->devs[slot * 8]; slot++)
-		;
-	if (slot == 32)
-		return vt_error_set(err, ENOSPC, dev->name, "add PCI device", "no free slot");
-	dev->devfn = slot * 8;
+	if (dev->devfn > 0) {
+		/* A fixed function (PIIX3 IDE is 00:01.1): it must be free. */
+		if (dev->devfn >= PCI_MAX_DEVFN || pb->devs[dev->devfn])
+			return vt_error_set(err, EBUSY, dev->name, "add PCI device",
+			                    "function %02x.%x is taken", dev->devfn >> 3, dev->devfn & 7);
+	} else {
+		for (slot = 0; slot < 32 && pb->devs[slot * 8]; slot++)
+			;
+		if (slot == 32)
+			return vt_error_set(err, ENOSPC, dev->name, "add PCI device", "no free slot");
+		dev->devfn = slot * 8;
+	}
 	dev->vm = vm;
 	for (int i = 0; i < 6; i++) {
 		struct pci_bar *b = &dev->bars[i];

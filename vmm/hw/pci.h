@@ -50,7 +50,7 @@ struct pci_dev {
 	uint8_t cfg[256];
 	uint8_t wmask[256];     /* guest-writable bits; BARs are handled separately */
 	struct pci_bar bars[6];
-	int devfn;              /* set by pci_add_device */
+	int devfn;              /* 0: pci_add_device picks the next free slot */
 	/* Optional: a BAR was mapped at addr or unmapped (ioeventfds follow the BAR). */
 	void (*bar_mapped)(struct pci_dev *dev, int bar, bool mapped, uint32_t addr);
 	/* Optional: called after the guest wrote [off, off+len) of config space. */
@@ -81,7 +81,8 @@ static inline uint32_t pci_cfg_get32(const struct pci_dev *d, unsigned off)
 	return pci_cfg_get16(d, off) | (uint32_t)pci_cfg_get16(d, off + 2) << 16;
 }
 
-/* Plug a function into the next free slot. The pci_dev must outlive the VM. */
+/* Plug a function into dev->devfn, or the next free slot when that is 0. The pci_dev
+ * must outlive the VM. */
 int pci_add_device(struct vm *vm, struct pci_dev *dev, struct vt_error *err)
 	__attribute__((warn_unused_result));
 
