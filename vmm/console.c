@@ -110,7 +110,6 @@ int console_start(bool escapes)
 	if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &con.saved) == 0) {
 		struct termios raw = con.saved;
 		cfmakeraw(&raw);
-		raw.c_oflag |= OPOST | ONLCR; /* keep "\n" -> "\r\n" on our own messages */
 		if (!escapes)
 			raw.c_lflag |= ISIG;  /* Ctrl-C still stops vtool */
 		if (tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0)
