@@ -4,6 +4,7 @@
 
 /* Each layer's commands, declared where they are defined. */
 #include "img/img.h"
+#include "net/cmd.h"
 #include "vmm/vmm.h"
 
 const struct vt_command *const vt_commands[] = {
@@ -15,6 +16,13 @@ const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_measure,
 	&vt_cmd_img_check,
 	&vt_cmd_img_bench,
+	&vt_cmd_net_setup,
+	&vt_cmd_net_teardown,
+	&vt_cmd_net_show,
+	&vt_cmd_net_bridge,
+	&vt_cmd_net_tap,
+	&vt_cmd_net_addr,
+	&vt_cmd_net_nat,
 	&vt_cmd_run,
 	NULL,
 };

@@ -1,0 +1,554 @@
+/* The `vtool net` commands: a thin front over net/. */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/cmd.h"
+#include "net/net.h"
+#include "net/setup.h"
+#include "util/json.h"
+
+static int fail_with(const struct vt_error *err)
+{
+	vt_error_print(err, stderr);
+	return 1;
+}
+
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+	unsigned b[6];
+	char tail;
+
+	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++) {
+		if (b[i] > 255)
+			return -1;
+		mac[i] = (uint8_t)b[i];
+	}
+	return 0;
+}
+
+static long parse_user(const char *s, bool group)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*s && !*end && v >= 0)
+		return v;
+	if (group) {
+		struct group *g = getgrnam(s);
+		return g ? (long)g->gr_gid : -2;
+	}
+	struct passwd *p = getpwnam(s);
+	return p ? (long)p->pw_uid : -2;
+}
+
+static int cidr_arg(const char *argv0, const char *s, struct net_cidr *c)
+{
+	if (net_cidr_parse(s, c)) {
+		fprintf(stderr, "vtool: %s: invalid address: expected ADDRESS/PREFIX such as "
+		                "192.168.57.1/24 or fd00::1/64\n", s);
+		return 1;
+	}
+	(void)argv0;
+	return 0;
+}
+
+static const char *mac_str(const uint8_t m[6], char *buf)
+{
+	sprintf(buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+	return buf;
+}
+
+/* --- vtool net bridge ------------------------------------------------------------------ */
+
+static const char bridge_help[] =
+	"Usage: vtool net bridge add|del|list|set|addif|delif ...\n"
+	"\n"
+	"  vtool net bridge add BRIDGE [--up]     create a bridge (like brctl addbr)\n"
+	"  vtool net bridge del BRIDGE            delete it\n"
+	"  vtool net bridge list                  bridges and their ports\n"
+	"  vtool net bridge set BRIDGE [--up|--down] [--mtu N] [--mac MAC]\n"
+	"  vtool net bridge addif BRIDGE IF       make IF a port (like brctl addif)\n"
+	"  vtool net bridge delif BRIDGE IF       remove the port\n"
+	"\n"
+	"Example:\n"
+	"  vtool net bridge add br0 --up && vtool net bridge addif br0 tap0\n";
+
+static int bridge_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "up", no_argument, NULL, 'u' }, { "down", no_argument, NULL, 'd' },
+		{ "mtu", required_argument, NULL, 'm' }, { "mac", required_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+	};
+	int up = -1, c;
+	long mtu = -1;
+	uint8_t mac[6];
+	bool have_mac = false;
+	struct vt_error err = { 0 };
+
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'u': up = 1; break;
+		case 'd': up = 0; break;
+		case 'm':
+			mtu = strtol(optarg, NULL, 10);
+			if (mtu < 68 || mtu > 65535)
+				return vt_usage_error(argv[0], "invalid MTU '%s'", optarg);
+			break;
+		case 'a':
+			if (parse_mac(optarg, mac))
+				return vt_usage_error(argv[0], "invalid MAC address '%s'", optarg);
+			have_mac = true;
+			break;
+		default: return vt_usage_hint(argv[0]);
+		}
+	}
+	const char *verb = optind < argc ? argv[optind] : "list";
+	const char *br = optind + 1 < argc ? argv[optind + 1] : NULL;
+	const char *port = optind + 2 < argc ? argv[optind + 2] : NULL;
+	if (!strcmp(verb, "list")) {
+		struct net_link *v;
+		int n;
+		if (net_link_list(&v, &n, &err))
+			return fail_with(&err);
+		for (int i = 0; i < n; i++) {
+			if (strcmp(v[i].kind, "bridge"))
+				continue;
+			printf("%s %s", v[i].name, v[i].up ? "up" : "down");
+			for (int k = 0; k < n; k++)
+				if (v[k].master == v[i].index)
+					printf(" %s", v[k].name);
+			printf("\n");
+		}
+		free(v);
+		return 0;
+	}
+	if (!br)
+		return vt_usage_error(argv[0], "'%s' needs a bridge name", verb);
+	int ret = 0;
+	if (!strcmp(verb, "add")) {
+		ret = net_bridge_create(br, &err);
+		if (!ret && up == 1)
+			ret = net_link_set_up(br, true, &err);
+	} else if (!strcmp(verb, "del")) {
+		struct net_link l;
+		ret = net_link_get(br, &l, &err);
+		if (ret == -ENODEV)
+			ret = vt_error_set(&err, ENODEV, br, "delete bridge", "no such bridge");
+		else if (!ret && strcmp(l.kind, "bridge"))
+			ret = vt_error_set(&err, EINVAL, br, "delete bridge", "is not a bridge");
+		if (!ret)
+			ret = net_link_delete(br, &err);
+	} else if (!strcmp(verb, "set")) {
+		if (mtu > 0)
+			ret = net_link_set_mtu(br, (unsigned)mtu, &err);
+		if (!ret && have_mac)
+			ret = net_link_set_mac(br, mac, &err);
+		if (!ret && up >= 0)
+			ret = net_link_set_up(br, up, &err);
+	} else if (!strcmp(verb, "addif") || !strcmp(verb, "delif")) {
+		if (!port)
+			return vt_usage_error(argv[0], "'%s' needs a bridge and an interface", verb);
+		ret = net_link_set_master(port, verb[0] == 'a' ? br : NULL, &err);
+	} else {
+		return vt_usage_error(argv[0], "unknown action '%s'", verb);
+	}
+	return ret ? fail_with(&err) : 0;
+}
+
+/* --- vtool net tap --------------------------------------------------------------------- */
+
+static const char tap_help[] =
+	"Usage: vtool net tap add|del|list [TAP] [options]\n"
+	"\n"
+	"  vtool net tap add TAP [--owner USER] [--group GROUP] [--multi-queue] [--bridge BR]\n"
+	"                        create a persistent tap (like tunctl -t), usable by USER/GROUP\n"
+	"                        without privileges; --bridge also makes it a port of BR, up\n"
+	"  vtool net tap del TAP\n"
+	"  vtool net tap list\n"
+	"\n"
+	"Example:\n"
+	"  vtool net tap add tap0 --owner alice --bridge br0\n";
+
+static int tap_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "owner", required_argument, NULL, 'o' }, { "group", required_argument, NULL, 'g' },
+		{ "multi-queue", no_argument, NULL, 'q' }, { "bridge", required_argument, NULL, 'b' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+	};
+	long owner = -1, group = -1;
+	unsigned flags = 0;
+	const char *bridge = NULL;
+	struct vt_error err = { 0 };
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			if ((owner = parse_user(optarg, false)) < 0)
+				return vt_usage_error(argv[0], "unknown user '%s'", optarg);
+			break;
+		case 'g':
+			if ((group = parse_user(optarg, true)) < 0)
+				return vt_usage_error(argv[0], "unknown group '%s'", optarg);
+			break;
+		case 'q': flags |= NET_TAP_MULTI_QUEUE; break;
+		case 'b': bridge = optarg; break;
+		default: return vt_usage_hint(argv[0]);
+		}
+	}
+	const char *verb = optind < argc ? argv[optind] : "list";
+	const char *tap = optind + 1 < argc ? argv[optind + 1] : NULL;
+	if (!strcmp(verb, "list")) {
+		struct net_link *v;
+		int n;
+		if (net_link_list(&v, &n, &err))
+			return fail_with(&err);
+		for (int i = 0; i < n; i++)
+			if (net_link_is_tap(v[i].name))
+				printf("%s %s\n", v[i].name, v[i].up ? "up" : "down");
+		free(v);
+		return 0;
+	}
+	if (!tap)
+		return vt_usage_error(argv[0], "'%s' needs a tap name", verb);
+	int ret;
+	if (!strcmp(verb, "add")) {
+		ret = net_tap_create(tap, flags, owner, group, &err);
+		if (!ret && bridge) {
+			ret = net_link_set_master(tap, bridge, &err);
+			if (!ret)
+				ret = net_link_set_up(tap, true, &err);
+			if (ret) {
+				struct vt_error ignored;
+				net_tap_delete(tap, &ignored); /* nothing half-made */
+			}
+		}
+	} else if (!strcmp(verb, "del")) {
+		ret = net_tap_delete(tap, &err);
+	} else {
+		return vt_usage_error(argv[0], "unknown action '%s'", verb);
+	}
+	return ret ? fail_with(&err) : 0;
+}
+
+/* --- vtool net addr -------------------------------------------------------------------- */
+
+static const char addr_help[] =
+	"Usage: vtool net addr add|del IF ADDRESS/PREFIX\n"
+	"\n"
+	"Add or remove an IPv4 or IPv6 address (like ip addr add).\n"
+	"\n"
+	"Example:\n"
+	"  vtool net addr add br0 192.168.57.1/24\n";
+
+static int addr_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+	};
+	struct vt_error err = { 0 };
+	struct net_cidr cidr;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1)
+		return vt_usage_hint(argv[0]);
+	if (argc - optind != 3)
+		return vt_usage_error(argv[0], "expected add|del IF ADDRESS/PREFIX");
+	const char *verb = argv[optind], *ifname = argv[optind + 1];
+	if (cidr_arg(argv[0], argv[optind + 2], &cidr))
+		return 1;
+	int ret;
+	if (!strcmp(verb, "add"))
+		ret = net_addr_add(ifname, &cidr, &err);
+	else if (!strcmp(verb, "del"))
+		ret = net_addr_del(ifname, &cidr, &err);
+	else
+		return vt_usage_error(argv[0], "unknown action '%s'", verb);
+	return ret ? fail_with(&err) : 0;
+}
+
+/* --- vtool net nat --------------------------------------------------------------------- */
+
+static const char nat_help[] =
+	"Usage: vtool net nat add|del|list [--subnet CIDR --out IF] [--bridge BR] [--forward]\n"
+	"\n"
+	"Masquerade a guest subnet out of an uplink, in vtool's own nftables table (ip vtool),\n"
+	"and turn ip_forward on (like iptables -t nat -A POSTROUTING -o IF -j MASQUERADE).\n"
+	"--forward also accepts forwarded traffic from and to the bridge. 'del' removes exactly\n"
+	"that rule, the table when it is empty, and restores ip_forward.\n"
+	"\n"
+	"Example:\n"
+	"  vtool net nat add --subnet 192.168.57.0/24 --out eth0\n";
+
+static int nat_opts(int argc, char **argv, struct net_nat *nat, bool *have_subnet)
+{
+	static const struct option longopts[] = {
+		{ "subnet", required_argument, NULL, 's' }, { "out", required_argument, NULL, 'o' },
+		{ "bridge", required_argument, NULL, 'b' }, { "forward", no_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			if (cidr_arg(argv[0], optarg, &nat->subnet))
+				return 1;
+			*have_subnet = true;
+			break;
+		case 'o': snprintf(nat->out, sizeof(nat->out), "%s", optarg); break;
+		case 'b': snprintf(nat->bridge, sizeof(nat->bridge), "%s", optarg); break;
+		case 'f': nat->forward = true; break;
+		default: return vt_usage_hint(argv[0]);
+		}
+	}
+	return 0;
+}
+
+static int nat_main(int argc, char **argv)
+{
+	struct net_nat nat = { 0 };
+	struct vt_error err = { 0 };
+	bool have_subnet = false;
+
+	if (nat_opts(argc, argv, &nat, &have_subnet))
+		return 1;
+	const char *verb = optind < argc ? argv[optind] : "list";
+	if (!strcmp(verb, "list")) {
+		struct net_nat *v;
+		int n;
+		char cidr[64];
+		if (net_nat_list(&v, &n, &err))
+			return fail_with(&err);
+		for (int i = 0; i < n; i++) {
+			net_cidr_format(&v[i].subnet, cidr, sizeof(cidr));
+			printf("%s out %s%s\n", cidr, v[i].out, v[i].forward ? " forward" : "");
+		}
+		free(v);
+		return 0;
+	}
+	if (!have_subnet || !nat.out[0])
+		return vt_usage_error(argv[0], "'%s' needs --subnet and --out", verb);
+	int ret;
+	if (!strcmp(verb, "add"))
+		ret = net_nat_add(&nat, &err);
+	else if (!strcmp(verb, "del"))
+		ret = net_nat_del(&nat, &err);
+	else
+		return vt_usage_error(argv[0], "unknown action '%s'", verb);
+	return ret ? fail_with(&err) : 0;
+}
+
+/* --- vtool net setup / teardown ---------------------------------------------------------- */
+
+static const char setup_help[] =
+	"Usage: vtool net setup --bridge BR [--addr CIDR] [--tap TAP] [--owner U] [--group G]\n"
+	"                       [--nat UPLINK] [--forward]\n"
+	"\n"
+	"The seed's manual steps in one idempotent command: create the bridge and set it up,\n"
+	"give it the address, create a persistent tap as a port of the bridge, masquerade\n"
+	"the bridge's subnet out of UPLINK with ip_forward on. Running it again changes\n"
+	"nothing and says so; if a step fails, what this run created is removed again.\n"
+	"'vtool net teardown' with the same options undoes it.\n"
+	"\n"
+	"Example:\n"
+	"  vtool net setup --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0\n";
+
+static const char teardown_help[] =
+	"Usage: vtool net teardown --bridge BR [--addr CIDR] [--tap TAP] [--nat UPLINK]\n"
+	"\n"
+	"Undo 'vtool net setup' with the same options: remove the NAT rule (restoring\n"
+	"ip_forward), the tap and the bridge (with its address). Objects that are not there\n"
+	"are skipped; names taken by something else are left alone with an error.\n"
+	"\n"
+	"Example:\n"
+	"  vtool net teardown --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0\n";
+
+static void print_line(void *arg, const char *line)
+{
+	(void)arg;
+	printf("%s\n", line);
+}
+
+static int setup_common(int argc, char **argv, bool teardown)
+{
+	static const struct option longopts[] = {
+		{ "bridge", required_argument, NULL, 'b' }, { "addr", required_argument, NULL, 'a' },
+		{ "tap", required_argument, NULL, 't' }, { "owner", required_argument, NULL, 'o' },
+		{ "group", required_argument, NULL, 'g' }, { "nat", required_argument, NULL, 'n' },
+		{ "forward", no_argument, NULL, 'f' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct net_setup s = { .owner = -1, .group = -1 };
+	struct vt_error err = { 0 };
+	int c, changes;
+
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'b': snprintf(s.bridge, sizeof(s.bridge), "%s", optarg); break;
+		case 'a':
+			if (cidr_arg(argv[0], optarg, &s.addr))
+				return 1;
+			break;
+		case 't': snprintf(s.tap, sizeof(s.tap), "%s", optarg); break;
+		case 'o':
+			if ((s.owner = parse_user(optarg, false)) < 0)
+				return vt_usage_error(argv[0], "unknown user '%s'", optarg);
+			break;
+		case 'g':
+			if ((s.group = parse_user(optarg, true)) < 0)
+				return vt_usage_error(argv[0], "unknown group '%s'", optarg);
+			break;
+		case 'n': snprintf(s.nat.out, sizeof(s.nat.out), "%s", optarg); break;
+		case 'f': s.nat.forward = true; break;
+		default: return vt_usage_hint(argv[0]);
+		}
+	}
+	if (optind < argc)
+		return vt_usage_error(argv[0], "unexpected argument '%s'", argv[optind]);
+	if (!s.bridge[0])
+		return vt_usage_error(argv[0], "--bridge is required");
+	if (s.nat.out[0]) {
+		if (!s.addr.family)
+			return vt_usage_error(argv[0], "--nat needs --addr (the subnet to masquerade)");
+		s.nat.subnet = net_cidr_network(&s.addr);
+		snprintf(s.nat.bridge, sizeof(s.nat.bridge), "%s", s.bridge);
+	}
+	int ret = teardown ? net_teardown(&s, &changes, print_line, NULL, &err)
+	                   : net_setup(&s, &changes, print_line, NULL, &err);
+	if (ret)
+		return fail_with(&err);
+	if (!changes)
+		printf(teardown ? "nothing to tear down\n" : "already set up: nothing to do\n");
+	return 0;
+}
+
+static int setup_main(int argc, char **argv) { return setup_common(argc, argv, false); }
+static int teardown_main(int argc, char **argv) { return setup_common(argc, argv, true); }
+
+/* --- vtool net show ---------------------------------------------------------------------- */
+
+static const char show_help[] =
+	"Usage: vtool net show [--output=human|json]\n"
+	"\n"
+	"Bridges with their ports and addresses, taps, and vtool's NAT rules.\n"
+	"\n"
+	"Example:\n"
+	"  vtool net show --output=json\n";
+
+static int show_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "output", required_argument, NULL, 'O' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool json = false;
+	struct vt_error err = { 0 };
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (c != 'O')
+			return vt_usage_hint(argv[0]);
+		if (!strcmp(optarg, "json"))
+			json = true;
+		else if (strcmp(optarg, "human"))
+			return vt_usage_error(argv[0], "--output must be human or json");
+	}
+	struct net_link *links;
+	struct net_addr *addrs;
+	struct net_nat *nats;
+	int nl, na, nn;
+	if (net_link_list(&links, &nl, &err))
+		return fail_with(&err);
+	if (net_addr_list(&addrs, &na, &err) || net_nat_list(&nats, &nn, &err)) {
+		free(links);
+		return fail_with(&err);
+	}
+	struct vt_json *root = vt_json_object(), *jb = vt_json_array(), *jt = vt_json_array(),
+	               *jn = vt_json_array();
+	char buf[64], mac[24];
+	for (int i = 0; i < nl; i++) {
+		bool bridge = !strcmp(links[i].kind, "bridge"), tap = net_link_is_tap(links[i].name);
+		if (!bridge && !tap)
+			continue;
+		struct vt_json *o = vt_json_object(), *ports = vt_json_array(), *ads = vt_json_array();
+		vt_json_set_str(o, "name", links[i].name);
+		vt_json_set_bool(o, "up", links[i].up);
+		vt_json_set_int(o, "mtu", links[i].mtu);
+		vt_json_set_str(o, "mac", mac_str(links[i].mac, mac));
+		if (!json)
+			printf("%s %s %s mtu %u %s", bridge ? "bridge" : "tap", links[i].name,
+			       links[i].up ? "up" : "down", links[i].mtu, mac);
+		const char *master = NULL;
+		for (int k = 0; k < nl; k++) {
+			if (links[k].master == links[i].index) {
+				vt_json_append(ports, vt_json_string(links[k].name));
+				if (!json)
+					printf(" port %s", links[k].name);
+			}
+			if (links[k].index == links[i].master)
+				master = links[k].name;
+		}
+		if (master) {
+			vt_json_set_str(o, "bridge", master);
+			if (!json)
+				printf(" bridge %s", master);
+		}
+		for (int k = 0; k < na; k++) {
+			if (addrs[k].index != links[i].index)
+				continue;
+			net_cidr_format(&addrs[k].cidr, buf, sizeof(buf));
+			vt_json_append(ads, vt_json_string(buf));
+			if (!json)
+				printf(" addr %s", buf);
+		}
+		if (!json)
+			printf("\n");
+		if (bridge)
+			vt_json_set(o, "ports", ports);
+		else
+			vt_json_free(ports);
+		vt_json_set(o, "addresses", ads);
+		vt_json_append(bridge ? jb : jt, o);
+	}
+	for (int i = 0; i < nn; i++) {
+		struct vt_json *o = vt_json_object();
+		net_cidr_format(&nats[i].subnet, buf, sizeof(buf));
+		vt_json_set_str(o, "subnet", buf);
+		vt_json_set_str(o, "out", nats[i].out);
+		vt_json_set_bool(o, "forward", nats[i].forward);
+		vt_json_append(jn, o);
+		if (!json)
+			printf("nat %s out %s%s\n", buf, nats[i].out, nats[i].forward ? " forward" : "");
+	}
+	vt_json_set(root, "bridges", jb);
+	vt_json_set(root, "taps", jt);
+	vt_json_set(root, "nat", jn);
+	int ret = 0;
+	if (json) {
+		ret = vt_json_print(stdout, root, VT_JSON_COMPACT);
+		printf("\n");
+	}
+	vt_json_free(root);
+	free(links);
+	free(addrs);
+	free(nats);
+	return ret ? 1 : 0;
+}
+
+const struct vt_command vt_cmd_net_bridge = { "net", "bridge", "create, list and delete bridges; add ports", bridge_help, bridge_main };
+const struct vt_command vt_cmd_net_tap = { "net", "tap", "persistent tap devices for VMs", tap_help, tap_main };
+const struct vt_command vt_cmd_net_addr = { "net", "addr", "add or remove an interface address", addr_help, addr_main };
+const struct vt_command vt_cmd_net_nat = { "net", "nat", "masquerade a subnet out of an uplink (nftables)", nat_help, nat_main };
+const struct vt_command vt_cmd_net_setup = { "net", "setup", "bridge + address + tap + NAT in one idempotent step", setup_help, setup_main };
+const struct vt_command vt_cmd_net_teardown = { "net", "teardown", "undo 'vtool net setup'", teardown_help, teardown_main };
+const struct vt_command vt_cmd_net_show = { "net", "show", "bridges, taps, addresses and vtool's NAT rules", show_help, show_main };
