@@ -332,51 +332,13 @@ static int do_io(char op, uint64_t lba, uint32_t count, uint8_t *buf, const char
 	return w ? 0x1000 : atapi_read((uint32_t)lba, count, buf);
 }
 
-void test_disk(void)
+/* Run one ops= list on one device; fails the test on any error. */
+static void disk_ops(const char *ops)
 {
-	size_t len, elen = 0;
-	const char *ops = cmdline_get("ops", &len);
-	const char *evil = cmdline_get("evil", &elen);
-	devname = cmdline_get("dev", &len) ? cmdline_get("dev", &len) : "";
-	unsigned unit = (unsigned)cmdline_u64("unit", 0);
 	bool atapi = !strncmp(devname, "atapi", 5);
 	uint32_t bs = atapi ? 2048 : 512;
 	int ret;
 
-	if (!strncmp(devname, "vblk", 4))
-		ret = vblk_init();
-	else
-		ret = ata_init((int)unit);
-	if (ret)
-		fail("disk", "device not found");
-	if (evil) {
-		const char *p = evil;
-		/* One request that breaks a rule; the device must contain it. */
-		if (!strncmp(p, "lba", 3)) {
-			ret = do_io('r', 1ull << 40, 1, iobuf, NULL);
-			printf("TG-DISK evil=lba result=0x%x\n", (unsigned)ret);
-			if (ret == 0)
-				fail("disk", "read past the end succeeded");
-		} else {
-			ret = do_io('r', 0, 8, iobuf, p);
-			printf("TG-DISK evil=%s result=%d\n", p[0] == 'l' ? "loop" : p[0] == 'o' ? "oob" : "prd",
-			       ret);
-			if (ret == 0)
-				fail("disk", "the bad request succeeded");
-			if (!strncmp(devname, "vblk", 4) && !(v_common[0x14] & 0x40))
-				fail("disk", "device did not set NEEDS_RESET");
-			if (!strncmp(devname, "vblk", 4)) {
-				/* A reset brings the device back. */
-				v_used_seen = 0;
-				memset(&vq_avail, 0, sizeof(vq_avail));
-				memset(&vq_used, 0, sizeof(vq_used));
-				if (vblk_init() || vblk_rw(0, 0, iobuf, 512, NULL) != 0)
-					fail("disk", "device unusable after reset");
-				printf("TG-DISK reset ok\n");
-			}
-		}
-		pass("disk");
-	}
 	for (const char *p = ops; p && *p && *p != ' ';) {
 		char op = *p++;
 		if (op == 'f') {
@@ -401,27 +363,79 @@ void test_disk(void)
 			uint8_t pat = (uint8_t)parse_hex(&p);
 			if (count * bs > sizeof(iobuf))
 				fail("disk", "request too large for the buffer");
-			if (op == 'w')
-				memset(iobuf, pat, count * bs);
-			else
-				memset(iobuf, ~pat, count * bs);
+			memset(iobuf, op == 'w' ? pat : (uint8_t)~pat, count * bs);
 			ret = do_io(op, lba, count, iobuf, NULL);
-			if (ret)
+			if (ret) {
 				printf("TG-DISK %c lba=%lu count=%u error=0x%x\n", op, lba, count, (unsigned)ret);
-			if (ret)
 				fail("disk", "I/O error");
+			}
 			if (op == 'r')
 				for (uint32_t i = 0; i < count * bs; i++)
 					if (iobuf[i] != pat) {
 						printf("TG-DISK r lba=%lu byte %u is %x, want %x\n", lba, i, iobuf[i], pat);
 						fail("disk", "data mismatch");
 					}
-			printf("TG-DISK %c lba=%lu count=%u pat=%x ok\n", op, lba, count, pat);
+			printf("TG-DISK %s %s lba=%lu count=%u pat=%x ok\n", devname[0] == 'v' ? "virtio-blk" :
+			       atapi ? "atapi" : "ide", op == 'w' ? "wrote" : "read", lba, count, pat);
 		}
 		if (*p == ',')
 			p++;
 		else if (*p && *p != ' ')
 			fail("disk", "bad ops= syntax");
+	}
+}
+
+static void disk_open_dev(const char *dev, unsigned unit)
+{
+	devname = dev;
+	if (!strncmp(devname, "vblk", 4) ? vblk_init() : ata_init((int)unit))
+		fail("disk", "device not found");
+}
+
+static void disk_evil(const char *p)
+{
+	int ret;
+	/* One request that breaks a rule; the device must contain it. */
+	if (!strncmp(p, "lba", 3)) {
+		ret = do_io('r', 1ull << 40, 1, iobuf, NULL);
+		printf("TG-DISK evil=lba result=0x%x\n", (unsigned)ret);
+		if (ret == 0)
+			fail("disk", "read past the end succeeded");
+		return;
+	}
+	ret = do_io('r', 0, 8, iobuf, p);
+	printf("TG-DISK evil=%s result=%d\n", p[0] == 'l' ? "loop" : p[0] == 'o' ? "oob" : "prd", ret);
+	if (ret == 0)
+		fail("disk", "the bad request succeeded");
+	if (!strncmp(devname, "vblk", 4)) {
+		if (!(v_common[0x14] & 0x40))
+			fail("disk", "device did not set NEEDS_RESET");
+		/* A reset brings the device back. */
+		v_used_seen = 0;
+		memset(&vq_avail, 0, sizeof(vq_avail));
+		memset(&vq_used, 0, sizeof(vq_used));
+		if (vblk_init() || vblk_rw(0, 0, iobuf, 512, NULL) != 0)
+			fail("disk", "device unusable after reset");
+		printf("TG-DISK reset ok\n");
+	}
+}
+
+/* dev=/unit=/ops= (and dev2=/unit2=/ops2= for a second device), or evil=. */
+void test_disk(void)
+{
+	size_t len;
+	const char *evil = cmdline_get("evil", &len);
+	const char *dev = cmdline_get("dev", &len), *dev2 = cmdline_get("dev2", &len);
+
+	disk_open_dev(dev ? dev : "", (unsigned)cmdline_u64("unit", 0));
+	if (evil) {
+		disk_evil(evil);
+		pass("disk");
+	}
+	disk_ops(cmdline_get("ops", &len));
+	if (dev2) {
+		disk_open_dev(dev2, (unsigned)cmdline_u64("unit2", 0));
+		disk_ops(cmdline_get("ops2", &len));
 	}
 	pass("disk");
 }

@@ -89,6 +89,7 @@ for sig in TERM INT; do
   pid=$!
   for _ in $(seq 50); do grep -q TG-SPIN "$T/spin.out" 2>/dev/null && break; sleep 0.1; done
   kill -$sig $pid
+  ( sleep 10; kill -9 $pid 2>/dev/null ) &
   rc=0; wait $pid || rc=$?
   want_rc 0 "SIG$sig" sig
   expect_grep "terminating on signal $(kill -l $sig)" "$T/sig.err"

@@ -108,7 +108,7 @@ truncate -s 8M "$T/probe.raw"
 vt probe -hda "$T/probe.raw" -append "test=disk dev=ata-pio ops=w:1:1:42,w:0:1:42"
 want_rc 3 "probed raw: sector 0 refused" probe
 expect_grep "^vtool: warning: image format was not specified for '$T/probe.raw' and probing guessed raw" "$T/probe.err"
-expect_grep "^TG-DISK w lba=1 count=1 pat=42 ok$" "$T/probe"
+expect_grep "^TG-DISK ide wrote lba=1 count=1 pat=42 ok$" "$T/probe"
 vt probe -drive "file=$T/probe.raw,format=raw" -append "test=disk dev=ata-pio ops=w:0:1:42"
 want_rc 1 "format=raw: sector 0 writable" probe
 

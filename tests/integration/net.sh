@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# vtool net against iproute2 and nft as the oracle, inside network namespaces this test
+# creates (never the host's): setup makes exactly the expected objects, a second setup
+# changes nothing, teardown restores the namespace as it was, every error path leaves
+# nothing behind, and masquerading really happens: a "guest" namespace behind the bridge
+# pings an "uplink" namespace, which sees the bridge's uplink address as the source.
+. "$(dirname "$0")/lib.sh"
+need ip nft ping
+[ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root for network namespaces"; exit 77; }
+
+ns=vtool-t-$$
+peer=vtool-p-$$
+guest=vtool-g-$$
+cleanup() {
+  for n in $ns $peer $guest; do ip netns del $n 2>/dev/null; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+ip netns add $ns || { echo "SKIP: cannot create network namespaces"; exit 77; }
+ip netns add $peer
+ip netns add $guest
+in_ns() { ip netns exec $ns "$@"; }
+# The uplink: veth up0 (in $ns) <-> up1 (in $peer) 10.99.0.1/24 <-> 10.99.0.2/24
+in_ns ip link set lo up
+in_ns ip link add up0 type veth peer name up1 netns $peer
+in_ns ip addr add 10.99.0.1/24 dev up0
+in_ns ip link set up0 up
+ip netns exec $peer ip addr add 10.99.0.2/24 dev up1
+ip netns exec $peer ip link set up1 up
+ip netns exec $peer ip link set lo up
+
+snapshot() { # the namespace's state as the oracle sees it
+  { in_ns ip -o link show | sed 's/^[0-9]*: //; s/ link-netns [^ ]*//' | sort
+    in_ns ip -o addr show | awk '{print $2, $3, $4}' | sort
+    in_ns nft list ruleset
+    in_ns cat /proc/sys/net/ipv4/ip_forward; } >"$1"
+}
+snapshot "$T/before"
+
+opts=(--bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat up0)
+expect_rc 0 in_ns "$VTOOL" net setup "${opts[@]}"
+expect_grep '^created bridge br0$' "$T/out"
+expect_grep '^masquerading 192.168.57.0/24 out of up0 \(ip_forward on\)$' "$T/out"
+in_ns ip -d link show br0 >"$T/br0"
+expect_grep 'bridge forward_delay' "$T/br0"
+expect_grep 'UP' "$T/br0"
+in_ns ip -d link show tap0 >"$T/tap0"
+expect_grep 'master br0' "$T/tap0"
+expect_grep 'tun type tap' "$T/tap0"
+expect_grep 'persist on' "$T/tap0"
+in_ns bridge link show >"$T/ports"
+expect_grep 'tap0.*master br0' "$T/ports"
+in_ns ip -o -4 addr show dev br0 >"$T/addr"
+expect_grep 'inet 192\.168\.57\.1/24 brd 192\.168\.57\.255' "$T/addr"
+in_ns nft list ruleset >"$T/rules"
+expect_grep '^table ip vtool \{$' "$T/rules"
+expect_grep 'type nat hook postrouting priority srcnat; policy accept;' "$T/rules"
+expect_grep 'ip saddr 192\.168\.57\.0/24 oifname "up0" masquerade' "$T/rules"
+if [ "$(in_ns cat /proc/sys/net/ipv4/ip_forward)" = 1 ]; then pass; else fail "ip_forward not on"; fi
+
+# idempotent: a second run changes nothing and says so
+snapshot "$T/after1"
+expect_rc 0 in_ns "$VTOOL" net setup "${opts[@]}"
+expect_grep '^already set up: nothing to do$' "$T/out"
+snapshot "$T/after2"
+if cmp -s "$T/after1" "$T/after2"; then pass; else fail "second setup changed: $(diff "$T/after1" "$T/after2")"; fi
+
+# show: human and JSON agree with the oracle
+expect_rc 0 in_ns "$VTOOL" net show
+expect_grep '^bridge br0 up mtu [0-9]+ [0-9a-f:]+ port tap0 addr 192\.168\.57\.1/24' "$T/out"
+expect_grep '^tap tap0 .* bridge br0$' "$T/out"
+expect_grep '^nat 192\.168\.57\.0/24 out up0$' "$T/out"
+expect_rc 0 in_ns "$VTOOL" net show --output=json
+if python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+b = [x for x in d["bridges"] if x["name"] == "br0"][0]
+assert b["ports"] == ["tap0"] and "192.168.57.1/24" in b["addresses"] and b["up"]
+assert [t["bridge"] for t in d["taps"] if t["name"] == "tap0"] == ["br0"]
+assert d["nat"] == [{"subnet": "192.168.57.0/24", "out": "up0", "forward": False}]
+' "$T/out"; then pass; else fail "net show JSON: $(cat "$T/out")"; fi
+
+# masquerading, end to end without a VM: a guest namespace joined to the bridge by a
+# veth pings the uplink peer; the peer sees the uplink address 10.99.0.1 as the source.
+in_ns ip link add gw0 type veth peer name eth0 netns $guest
+in_ns ip link set gw0 master br0
+in_ns ip link set gw0 up
+ip netns exec $guest ip addr add 192.168.57.10/24 dev eth0
+ip netns exec $guest ip link set eth0 up
+ip netns exec $guest ip route add default via 192.168.57.1
+ip netns exec $peer nft add table ip probe
+ip netns exec $peer nft add chain ip probe in '{ type filter hook input priority 0; }'
+ip netns exec $peer nft add rule ip probe in ip saddr 10.99.0.1 icmp type echo-request counter
+ip netns exec $peer nft add rule ip probe in ip saddr 192.168.57.10 counter
+if ip netns exec $guest ping -c 2 -W 2 10.99.0.2 >"$T/ping" 2>&1; then pass; else fail "guest cannot reach the uplink peer: $(cat "$T/ping")"; fi
+ip netns exec $peer nft list chain ip probe in >"$T/probe"
+expect_grep 'ip saddr 10\.99\.0\.1 icmp type echo-request counter packets [1-9]' "$T/probe"
+expect_grep 'ip saddr 192\.168\.57\.10 counter packets 0 ' "$T/probe"
+in_ns ip link del gw0
+
+# teardown: exactly back to the start; a second teardown has nothing to do
+expect_rc 0 in_ns "$VTOOL" net teardown "${opts[@]}"
+expect_grep '^deleted bridge br0$' "$T/out"
+snapshot "$T/after"
+if cmp -s "$T/before" "$T/after"; then pass; else fail "teardown left: $(diff "$T/before" "$T/after")"; fi
+expect_rc 0 in_ns "$VTOOL" net teardown "${opts[@]}"
+expect_grep '^nothing to tear down$' "$T/out"
+
+# the single-step commands
+expect_rc 0 in_ns "$VTOOL" net bridge add brx --up
+expect_rc 0 in_ns "$VTOOL" net tap add tapx --bridge brx
+expect_rc 0 in_ns "$VTOOL" net bridge list
+expect_grep '^brx up tapx$' "$T/out"
+expect_rc 0 in_ns "$VTOOL" net bridge set brx --mtu 1400 --mac 52:54:00:12:34:56
+in_ns ip link show brx >"$T/brx"
+expect_grep 'mtu 1400 ' "$T/brx"
+expect_grep 'link/ether 52:54:00:12:34:56' "$T/brx"
+expect_rc 0 in_ns "$VTOOL" net addr add brx fd00::1/64
+in_ns ip -6 addr show dev brx >"$T/brx6"
+expect_grep 'inet6 fd00::1/64' "$T/brx6"
+expect_rc 0 in_ns "$VTOOL" net addr del brx fd00::1/64
+expect_rc 0 in_ns "$VTOOL" net tap list
+expect_grep '^tapx up$' "$T/out"
+expect_rc 0 in_ns "$VTOOL" net bridge delif brx tapx
+expect_rc 0 in_ns "$VTOOL" net tap del tapx
+expect_rc 0 in_ns "$VTOOL" net bridge del brx
+# NAT next to somebody else's rules: theirs stay
+in_ns nft add table ip theirs
+in_ns nft add chain ip theirs post '{ type nat hook postrouting priority 50; }'
+in_ns nft add rule ip theirs post oifname up0 counter
+expect_rc 0 in_ns "$VTOOL" net nat add --subnet 10.5.0.0/16 --out up0 --forward
+expect_rc 0 in_ns "$VTOOL" net nat list
+expect_grep '^10\.5\.0\.0/16 out up0 forward$' "$T/out"
+expect_rc 0 in_ns "$VTOOL" net nat del --subnet 10.5.0.0/16 --out up0
+in_ns nft list ruleset >"$T/rules"
+if grep -q vtool "$T/rules"; then fail "vtool's table survived nat del"; else pass; fi
+expect_grep 'oifname "up0" counter' "$T/rules"
+in_ns nft delete table ip theirs
+snapshot "$T/after3"
+if cmp -s "$T/before" "$T/after3"; then pass; else fail "single steps left: $(diff "$T/before" "$T/after3")"; fi
+
+# errors: one line naming the thing, non-zero exit, nothing half-made
+expect_rc 1 in_ns "$VTOOL" net setup --bridge up0 --addr 10.1.0.1/24
+expect_grep '^vtool: up0: set up bridge: the name is taken by a veth interface that is not a bridge$' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net setup --bridge br1 --addr 10.1.0.1/33
+expect_grep '^vtool: 10\.1\.0\.1/33: invalid address' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net setup --bridge br1 --addr 10.1.0.1/24 --tap up0
+expect_grep '^vtool: up0: set up tap: the name is taken by an interface that is not a tap$' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net setup --bridge br1 --addr 10.1.0.1/24 --tap tap1 --nat nosuch0
+expect_grep '^vtool: nosuch0: add NAT: no such interface$' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net bridge addif nosuchbr up0
+expect_grep '^vtool: nosuchbr: add port: no such bridge$' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net nat del --subnet 10.9.0.0/16 --out up0
+expect_grep '^vtool: up0: delete NAT: vtool has no such NAT rule$' "$T/err"
+snapshot "$T/after4"
+if cmp -s "$T/before" "$T/after4"; then pass; else fail "failed commands left: $(diff "$T/before" "$T/after4")"; fi
+if command -v setpriv >/dev/null; then
+  expect_rc 1 in_ns setpriv --reuid=65534 --regid=65534 --clear-groups "$VTOOL" net bridge add br2
+  expect_grep '^vtool: br2: create bridge: Operation not permitted \(needs root or CAP_NET_ADMIN\)$' "$T/err"
+fi
+finish
