@@ -226,8 +226,6 @@ static int opt_device(struct vm_config *cfg, char *arg, struct vt_error *err)
 				nic->has_mac = true;
 			}
 		}
-		if (!cfg->unsupported)
-			cfg->unsupported = "-device virtio-net-pci";
 		return 0;
 	}
 	if (!cfg->unsupported)
@@ -313,8 +311,6 @@ static int opt_net(struct vm_config *cfg, const char *opt, char *arg, struct vt_
 		return bad(err, opt, "user networking is not supported (use tap)%s", "");
 	if (strcmp(type, "nic") && strcmp(type, "tap"))
 		return bad(err, opt, "unknown network type '%s'", type);
-	if (!cfg->unsupported)
-		cfg->unsupported = opt;
 	/* -net nic and -net tap pair up on one NIC; -netdev names its tap with id=. */
 	struct vm_nic *nic = NULL;
 	bool is_nic = !strcmp(type, "nic");
@@ -517,8 +513,46 @@ int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_erro
 	return 0;
 }
 
+/* Pair NICs with their taps: "-net nic -net tap,ifname=" already share an entry;
+ * "-device virtio-net-pci,netdev=ID" takes the ifname of "-netdev tap,id=ID". */
+static int nics_resolve(const struct vm_config *cfg, struct vt_error *err)
+{
+	int nth = 0;
+
+	for (int i = 0; i < cfg->nr_nics; i++) {
+		struct vm_nic *nic = (struct vm_nic *)&cfg->nics[i];
+		if (!nic->model)
+			continue;
+		if (!nic->ifname && nic->id) {
+			for (int k = 0; k < cfg->nr_nics; k++)
+				if (k != i && !cfg->nics[k].model && cfg->nics[k].id &&
+				    !strcmp(cfg->nics[k].id, nic->id))
+					nic->ifname = cfg->nics[k].ifname;
+			if (!nic->ifname)
+				return vt_error_set(err, EINVAL, nic->option, NULL,
+				                    "netdev '%s' not found (give -netdev tap,id=%s,ifname=TAP)",
+				                    nic->id, nic->id);
+		}
+		if (!nic->ifname)
+			return vt_error_set(err, EINVAL, nic->option, NULL,
+			                    "a NIC needs a tap: -net tap,ifname=TAP,script=no,downscript=no");
+		if (!nic->has_mac) {
+			/* qemu's default: 52:54:00:12:34:56, the last byte counting up */
+			static const uint8_t base[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+			memcpy(nic->mac, base, 6);
+			nic->mac[5] = (uint8_t)(nic->mac[5] + nth);
+		}
+		nth++;
+	}
+	return 0;
+}
+
 int vm_config_check(const struct vm_config *cfg, struct vt_error *err)
 {
+	int ret = nics_resolve(cfg, err);
+
+	if (ret)
+		return ret;
 	if (cfg->unsupported)
 		return vt_error_set(err, ENOTSUP, cfg->unsupported, NULL, "not supported yet: %s",
 		                    cfg->unsupported);

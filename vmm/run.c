@@ -41,12 +41,22 @@ static const char run_help[] =
 	"  -display none, -vga none, -monitor none, -nodefaults   accepted\n"
 	"  -device isa-debug-exit[,iobase=0x501][,iosize=2]\n"
 	"                       a write of V to the port exits with status (V<<1)|1\n"
+	"Disks (qcow2 or raw, through the same block layer as vtool img):\n"
+	"  -hda/-hdb/-hdc/-hdd FILE, -cdrom FILE      IDE disks and an ATAPI CD-ROM\n"
+	"  -drive file=F[,if=ide|virtio][,format=raw|qcow2][,index=N][,media=disk|cdrom]\n"
+	"         [,readonly=on][,cache=writeback|none|writethrough|directsync|unsafe]\n"
+	"         [,discard=unmap][,snapshot=on]\n"
+	"  -snapshot            write to throw-away overlays; the images stay untouched\n"
+	"Network (virtio-net over a tap made by 'vtool net'):\n"
+	"  -net nic[,model=virtio][,macaddr=MAC] -net tap,ifname=TAP,script=no,downscript=no\n"
+	"  -netdev tap,id=ID,ifname=TAP,script=no,downscript=no\n"
+	"  -device virtio-net-pci,netdev=ID[,mac=MAC]\n"
 	"Lifecycle:\n"
 	"  -no-reboot           exit (status 0) when the guest resets instead of rebooting\n"
 	"  -name NAME, -pidfile FILE, -daemonize\n"
 	"\n"
-	"Parsed but not supported yet (refused with 'not supported yet'): -hda..-hdd, -cdrom,\n"
-	"-drive, -boot, -snapshot, -vnc, -net, -netdev, -device virtio-net-pci.\n"
+	"Parsed but not supported yet (refused with 'not supported yet'): -vnc, and booting\n"
+	"from disks without -kernel (firmware); -boot is accepted and ignored with -kernel.\n"
 	"\n"
 	"Exit status: 0 after power-off, reset with -no-reboot, C-a x or SIGINT/SIGTERM;\n"
 	"(V<<1)|1 from isa-debug-exit; 1 on errors (a KVM error or unhandled exit prints the\n"
@@ -241,6 +251,11 @@ static int run_main(int argc, char **argv)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	sigdelset(&set, SIGUSR1);
+	/* A shell starts background jobs with SIGINT ignored, and sigwait() never sees an
+	 * ignored signal: take them back, as qemu does by installing handlers. */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
 	vcpu_init_signals();
 	pthread_t sig_thread;
 	bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &set) == 0;

@@ -137,18 +137,22 @@ static int vcpu_setup_boot(struct vcpu *vcpu, struct vt_error *err)
 static int vcpu_setup_defaults(struct vcpu *vcpu, struct vt_error *err)
 {
 	struct kvm_fpu fpu = { .fcw = 0x37f, .mxcsr = 0x1f80 };
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e[2];
-	} msrs = { .hdr.nmsrs = 2,
-		   .e = { { .index = MSR_IA32_MISC_ENABLE, .data = 1 },
-			  { .index = MSR_MTRR_DEF_TYPE, .data = 0xc06 } } };
+	static const struct kvm_msr_entry msr_defaults[] = {
+		{ .index = MSR_IA32_MISC_ENABLE, .data = 1 },
+		{ .index = MSR_MTRR_DEF_TYPE, .data = 0xc06 },
+	};
+	struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + sizeof(msr_defaults));
 	struct kvm_lapic_state lapic;
 
 	if (ioctl(vcpu->fd, KVM_SET_FPU, &fpu) < 0)
 		return vt_error_set(err, errno, "vCPU", "KVM_SET_FPU", NULL);
 	/* Not fatal if the host refuses one: these are conveniences for the guest. */
-	(void)ioctl(vcpu->fd, KVM_SET_MSRS, &msrs);
+	if (msrs) {
+		msrs->nmsrs = sizeof(msr_defaults) / sizeof(msr_defaults[0]);
+		memcpy(msrs->entries, msr_defaults, sizeof(msr_defaults));
+		(void)ioctl(vcpu->fd, KVM_SET_MSRS, msrs);
+		free(msrs);
+	}
 	if (ioctl(vcpu->fd, KVM_GET_LAPIC, &lapic) < 0)
 		return vt_error_set(err, errno, "vCPU", "KVM_GET_LAPIC", NULL);
 	uint32_t lint0 = 0x700, lint1 = 0x400; /* delivery modes ExtINT, NMI */

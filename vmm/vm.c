@@ -14,6 +14,7 @@
 #include "vmm/disk.h"
 #include "vmm/hw/ide.h"
 #include "vmm/virtio/blk.h"
+#include "vmm/virtio/net.h"
 #include "vmm/hw/devices.h"
 #include "vmm/irq.h"
 #include "vmm/vcpu.h"
@@ -202,6 +203,9 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
 		ret = vm_device_table[i].init(vm, err);
 	if (!ret)
 		ret = vm_attach_drives(vm, err);
+	for (int i = 0; !ret && i < cfg->nr_nics; i++)
+		if (cfg->nics[i].model)
+			ret = virtio_net_add(vm, cfg->nics[i].ifname, cfg->nics[i].mac, err);
 	uint64_t rsdp = 0;
 	if (!ret && !(ret = acpi_build_tables(vm, &rsdp, err)) && !(ret = mptable_build(vm, err)))
 		ret = boot_load(vm, rsdp, err);

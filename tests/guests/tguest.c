@@ -297,6 +297,7 @@ static void test_spin(void)
 }
 
 extern void test_disk(void);    /* disk.c */
+extern void test_net(void);     /* net.c */
 
 int test_main(void)
 {
@@ -308,7 +309,7 @@ int test_main(void)
 		{ "mem", test_mem }, { "initrd", test_initrd }, { "cpl3", test_cpl3 },
 		{ "pci", test_pci }, { "fault", test_fault }, { "emul", test_emul },
 		{ "poweroff", acpi_poweroff }, { "disk", test_disk }, { "reset", test_reset },
-		{ "spin", test_spin },
+		{ "spin", test_spin }, { "net", test_net },
 	};
 	if (cmdline_is("test", "exit"))
 		guest_exit((uint8_t)cmdline_u64("code", 0));

@@ -530,7 +530,8 @@ int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, struct vt_error *err)
 		epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->kickfd[q], &ev);
 	}
 	if (ops->poll_fd) {
-		ev = (struct epoll_event){ .events = EPOLLIN, .data.u32 = (uint32_t)-2 };
+		/* Edge-triggered: a device out of buffers leaves data unread without spinning. */
+		ev = (struct epoll_event){ .events = EPOLLIN | EPOLLET, .data.u32 = (uint32_t)-2 };
 		epoll_ctl(t->epfd, EPOLL_CTL_ADD, ops->poll_fd(dev), &ev);
 	}
 	for (int v = 0; v < t->nvec; v++) {

@@ -1,0 +1,13 @@
+/* virtio-net on the virtio-pci transport, backed by a tap (opened through net/). */
+#ifndef VTOOL_VMM_VIRTIO_NET_H
+#define VTOOL_VMM_VIRTIO_NET_H
+
+#include <stdint.h>
+
+#include "util/error.h"
+
+struct vm;
+
+int virtio_net_add(struct vm *vm, const char *ifname, const uint8_t mac[6], struct vt_error *err);
+
+#endif
