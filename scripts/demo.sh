@@ -9,7 +9,7 @@ guest=$(realpath "${2:-$(dirname "$vtool")/../tests/guests/tguest.elf}")
 dir=$(mktemp -d "${TMPDIR:-/tmp}/vtool-demo.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
-show() { echo "\$ vtool ${*:2}"; "$@"; echo; }
+show() { echo "\$ vtool ${*:2}"; local rc=0; "$@" || rc=$?; echo; return $rc; }
 show "$vtool" img create -f qcow2 base.qcow2 8G
 show "$vtool" img create -f qcow2 -b base.qcow2 -F qcow2 disk.qcow2
 show "$vtool" img create -f qcow2 data.qcow2 1G

@@ -43,7 +43,7 @@ static uint64_t pci_bar(int dev, int fn, int bar)
 
 /* --- virtio-blk -------------------------------------------------------------------- */
 
-#define QSZ 16
+#define QSZ 128
 struct vq_desc { uint64_t addr; uint32_t len; uint16_t flags, next; };
 static struct vq_desc vq_desc[QSZ] __attribute__((aligned(4096)));
 static struct { uint16_t flags, idx, ring[QSZ], used_event; } vq_avail __attribute__((aligned(4096)));
@@ -140,6 +140,68 @@ static int vblk_rw(uint32_t type, uint64_t lba, void *buf, uint32_t len, const c
 			return -1;
 	}
 	return -1;
+}
+
+/* Benchmark: `count` requests of `bs` bytes, `qd` in flight, sequential or random. */
+#define BENCH_QD_MAX 32
+static struct { uint32_t type, ioprio; uint64_t sector; } bhdr[BENCH_QD_MAX] __attribute__((aligned(16)));
+static volatile uint8_t bstatus[BENCH_QD_MAX];
+static uint8_t bbuf[BENCH_QD_MAX][65536] __attribute__((aligned(4096)));
+
+static void vblk_bench(void)
+{
+	size_t len;
+	const char *mode = cmdline_get("mode", &len);
+	bool write = mode && mode[len - 1] == 'e';        /* randwrite, seqwrite */
+	bool rnd = mode && mode[0] == 'r';
+	uint32_t bs = (uint32_t)cmdline_u64("bs", 4096), qd = (uint32_t)cmdline_u64("qd", 1);
+	uint64_t count = cmdline_u64("count", 1000), cap = *(volatile uint64_t *)v_dev;
+	uint64_t blocks = cap / (bs / 512), next = 0, x = 88172645463325252ull;
+	uint64_t submitted = 0, completed = 0;
+
+	if (qd > BENCH_QD_MAX || bs > 65536 || bs < 512 || !blocks)
+		fail("bench", "bad parameters");
+	uint64_t t0 = rdtsc();
+	for (;;) {
+		while (submitted < count && submitted - completed < qd) {
+			uint32_t slot = (uint32_t)(submitted % qd);
+			uint64_t blk;
+			if (rnd) {
+				x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+				blk = x % blocks;
+			} else {
+				blk = next++ % blocks;
+			}
+			bhdr[slot].type = write ? 1 : 0;
+			bhdr[slot].sector = blk * (bs / 512);
+			uint16_t d = (uint16_t)(slot * 3);
+			vq_desc[d] = (struct vq_desc){ (uint64_t)(uintptr_t)&bhdr[slot], 16, 1, (uint16_t)(d + 1) };
+			vq_desc[d + 1] = (struct vq_desc){ (uint64_t)(uintptr_t)bbuf[slot], bs,
+			                                   (uint16_t)(1 | (write ? 0 : 2)), (uint16_t)(d + 2) };
+			vq_desc[d + 2] = (struct vq_desc){ (uint64_t)(uintptr_t)&bstatus[slot], 1, 2, 0 };
+			vq_avail.ring[vq_avail.idx % QSZ] = d;
+			__atomic_thread_fence(__ATOMIC_SEQ_CST);
+			vq_avail.idx++;
+			submitted++;
+			if (submitted - completed == qd || submitted == count) {
+				__atomic_thread_fence(__ATOMIC_SEQ_CST);
+				*v_notify = 0;
+			}
+		}
+		if (completed == count)
+			break;
+		uint16_t u = __atomic_load_n(&vq_used.idx, __ATOMIC_ACQUIRE);
+		while (v_used_seen != u) {
+			v_used_seen++;
+			completed++;
+		}
+	}
+	uint64_t cycles = rdtsc() - t0;
+	char m[16] = "?";
+	if (mode)
+		memcpy(m, mode, len < sizeof(m) - 1 ? len : sizeof(m) - 1);
+	printf("TG-BENCH mode=%s bs=%u qd=%u count=%lu cycles=%lu\n", m, bs, qd, count, cycles);
+	pass("bench");
 }
 
 /* --- IDE --------------------------------------------------------------------------- */
@@ -428,6 +490,8 @@ void test_disk(void)
 	const char *dev = cmdline_get("dev", &len), *dev2 = cmdline_get("dev2", &len);
 
 	disk_open_dev(dev ? dev : "", (unsigned)cmdline_u64("unit", 0));
+	if (cmdline_get("mode", &len))
+		vblk_bench();
 	if (evil) {
 		disk_evil(evil);
 		pass("disk");

@@ -256,6 +256,57 @@ static void poll_rx(void)
 	}
 }
 
+/* Send `blast` UDP frames of `size` bytes to the gateway's discard port, as fast as the
+ * TX queue takes them; the frames are built once and re-posted. */
+static void net_blast(uint64_t n, uint32_t size)
+{
+	static const uint8_t zero[6];
+	uint64_t t0 = rdtsc();
+	while (!have_gw && rdtsc() - t0 < 30000000000ull) {
+		if (rdtsc() - t0 > 0 && (rdtsc() - t0) % 1000000000ull < 2000000)
+			arp_send(1, zero, gw_ip);
+		poll_rx();
+	}
+	if (!have_gw)
+		fail("net", "gateway did not answer ARP");
+	if (size < 64 || size > 1514)
+		size = 1514;
+	for (int i = 0; i < QSZ; i++) {
+		uint8_t *f = txq.buf[i] + HDR;
+		memset(txq.buf[i], 0, HDR + size);
+		eth_header(f, gw_mac, 0x0800);
+		uint8_t *ip = f + 14, *udp = ip + 20;
+		ip[0] = 0x45;
+		*(uint16_t *)(ip + 2) = be16((uint16_t)(size - 14));
+		ip[8] = 64;
+		ip[9] = 17;
+		*(uint32_t *)(ip + 12) = be32(my_ip);
+		*(uint32_t *)(ip + 16) = be32(gw_ip);
+		*(uint16_t *)(ip + 10) = csum(ip, 20);
+		*(uint16_t *)(udp + 0) = be16(9);
+		*(uint16_t *)(udp + 2) = be16(9);
+		*(uint16_t *)(udp + 4) = be16((uint16_t)(size - 34));
+		txq.desc[i] = (struct vq_desc){ (uint64_t)(uintptr_t)txq.buf[i], HDR + size, 0, 0 };
+	}
+	uint64_t sent = 0, done = 0;
+	uint16_t seen = txq.used.idx;
+	t0 = rdtsc();
+	while (done < n) {
+		while (sent < n && sent - done < QSZ) {
+			txq.avail.ring[txq.avail.idx % QSZ] = (uint16_t)(txq.avail.idx % QSZ);
+			__atomic_thread_fence(__ATOMIC_SEQ_CST);
+			txq.avail.idx++;
+			sent++;
+		}
+		*txq.notify = 1;
+		uint16_t u = __atomic_load_n(&txq.used.idx, __ATOMIC_ACQUIRE);
+		done += (uint16_t)(u - seen);
+		seen = u;
+	}
+	printf("TG-NETBENCH frames=%lu size=%u cycles=%lu\n", n, size, rdtsc() - t0);
+	pass("net");
+}
+
 void test_net(void)
 {
 	my_ip = parse_ip("ip");
@@ -269,6 +320,8 @@ void test_net(void)
 	printf("TG-NET mac=%02x:%02x:%02x:%02x:%02x:%02x\n", mac[0], mac[1], mac[2], mac[3], mac[4],
 	       mac[5]);
 	print_ip("TG-NET ready at", my_ip);
+	if (cmdline_u64("blast", 0))
+		net_blast(cmdline_u64("blast", 0), (uint32_t)cmdline_u64("size", 1514));
 	uint16_t seq = 0;
 	while (rdtsc() - start < budget) {
 		poll_rx();

@@ -30,20 +30,18 @@ _Static_assert(sizeof(tss) == 104, "64-bit TSS");
 static uint64_t idt[256 * 2] __attribute__((aligned(16)));
 static volatile int print_lock;
 
+/* String instructions: one emulated instruction at CPL0 instead of a loop of them. */
 void *memset(void *d, int c, size_t n)
 {
-	uint8_t *p = d;
-	while (n--)
-		*p++ = (uint8_t)c;
+	void *p = d;
+	__asm__ volatile("rep stosb" : "+D"(p), "+c"(n) : "a"(c) : "memory");
 	return d;
 }
 
 void *memcpy(void *d, const void *s, size_t n)
 {
-	uint8_t *p = d;
-	const uint8_t *q = s;
-	while (n--)
-		*p++ = *q++;
+	void *p = d;
+	__asm__ volatile("rep movsb" : "+D"(p), "+S"(s), "+c"(n) : : "memory");
 	return d;
 }
 
