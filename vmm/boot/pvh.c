@@ -113,7 +113,8 @@ int pvh_load(struct vm *vm, struct boot_images *img, struct vt_error *err)
 			                    i, (unsigned long long)ph.p_paddr,
 			                    (unsigned long long)ph.p_memsz);
 		memcpy(dst, f->data + ph.p_offset, ph.p_filesz);
-		memset(dst + ph.p_filesz, 0, ph.p_memsz - ph.p_filesz);
+		/* The rest of p_memsz (.bss) is left alone: guest RAM is a fresh anonymous
+		 * mapping, already zero, and untouched pages cost no host memory. */
 		if (ph.p_paddr + ph.p_memsz > kernel_end)
 			kernel_end = ph.p_paddr + ph.p_memsz;
 	}

@@ -2,6 +2,7 @@
  * device's I/O thread through vm_disk (the block layer), completed through the used
  * ring and an interrupt. Every request is bounds-checked against the disk's capacity. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,11 +60,29 @@ struct virtio_blk_dz {
 };
 _Static_assert(sizeof(struct virtio_blk_dz) == 16, "discard/write-zeroes segment");
 
+#define BLK_WORKERS 8
+
+/* A request popped by the I/O thread, executed by a worker. */
+struct blk_job {
+	struct virtq_elem elem;
+	struct blk_job *next;
+};
+
 struct virtio_blk {
 	struct virtio_dev vdev;
 	struct vm_disk *disk;
 	struct virtio_blk_config cfg;
-	struct virtq_elem elem;   /* one request at a time, on the I/O thread */
+	/* The I/O thread pops requests and queues them; BLK_WORKERS threads execute them in
+	 * parallel (deep queues on O_DIRECT images need several in flight) and return them
+	 * through the used ring under push_lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t work, idle;
+	struct blk_job *queue, *queue_tail, *free;
+	int inflight;
+	bool stop;
+	pthread_mutex_t push_lock;
+	pthread_t workers[BLK_WORKERS];
+	int nr_workers;
 };
 
 static uint64_t blk_features(struct virtio_dev *dev)
@@ -207,24 +226,98 @@ static uint32_t blk_handle(struct virtio_blk *b, struct virtq_elem *e)
 	return written + 1;
 }
 
+static struct blk_job *job_get(struct virtio_blk *b)
+{
+	struct blk_job *j;
+
+	pthread_mutex_lock(&b->lock);
+	j = b->free;
+	if (j)
+		b->free = j->next;
+	pthread_mutex_unlock(&b->lock);
+	return j ? j : malloc(sizeof(*j));
+}
+
 static void blk_queue_kick(struct virtio_dev *dev, int q)
 {
 	struct virtio_blk *b = dev->priv;
 	struct virtq *vq = &dev->vqs[q];
 	struct vt_error err;
-	bool done = false;
-	int ret;
+	struct blk_job *j;
+	int ret = 0;
 
-	/* Drain, then look again after notifying: requests made meanwhile are not lost. */
-	while ((ret = virtq_pop(vq, &b->elem, &err)) == 1) {
-		virtq_push(vq, b->elem.head, blk_handle(b, &b->elem));
-		done = true;
+	while ((j = job_get(b)) && (ret = virtq_pop(vq, &j->elem, &err)) == 1) {
+		pthread_mutex_lock(&b->lock);
+		j->next = NULL;
+		if (b->queue_tail)
+			b->queue_tail->next = j;
+		else
+			b->queue = j;
+		b->queue_tail = j;
+		b->inflight++;
+		pthread_cond_signal(&b->work);
+		pthread_mutex_unlock(&b->lock);
+	}
+	if (j) {
+		pthread_mutex_lock(&b->lock);
+		j->next = b->free;
+		b->free = j;
+		pthread_mutex_unlock(&b->lock);
 	}
 	if (ret < 0)
 		virtio_broken(dev, &err);
-	else if (done)
-		virtio_notify(dev, q);
 }
+
+static void *blk_worker(void *arg)
+{
+	struct virtio_blk *b = arg;
+
+	pthread_setname_np(pthread_self(), "virtio-blk-w");
+	pthread_mutex_lock(&b->lock);
+	for (;;) {
+		while (!b->queue && !b->stop)
+			pthread_cond_wait(&b->work, &b->lock);
+		if (b->stop)
+			break;
+		struct blk_job *j = b->queue;
+		b->queue = j->next;
+		if (!b->queue)
+			b->queue_tail = NULL;
+		pthread_mutex_unlock(&b->lock);
+
+		uint32_t written = blk_handle(b, &j->elem);
+		pthread_mutex_lock(&b->push_lock);
+		virtq_push(&b->vdev.vqs[0], j->elem.head, written);
+		pthread_mutex_unlock(&b->push_lock);
+
+		pthread_mutex_lock(&b->lock);
+		j->next = b->free;
+		b->free = j;
+		bool last = --b->inflight == 0 || !b->queue;
+		if (!b->inflight)
+			pthread_cond_broadcast(&b->idle);
+		pthread_mutex_unlock(&b->lock);
+		/* One interrupt per burst: when nothing else is queued behind this request. */
+		if (last)
+			virtio_notify(&b->vdev, 0);
+		pthread_mutex_lock(&b->lock);
+	}
+	pthread_mutex_unlock(&b->lock);
+	return NULL;
+}
+
+/* A driver reset waits for requests in flight: they write into rings about to vanish. */
+static void blk_reset(struct virtio_dev *dev)
+{
+	struct virtio_blk *b = dev->priv;
+
+	pthread_mutex_lock(&b->lock);
+	while (b->inflight)
+		pthread_cond_wait(&b->idle, &b->lock);
+	pthread_mutex_unlock(&b->lock);
+}
+
+static void blk_stop(struct virtio_dev *dev);
 
 static const struct virtio_dev_ops virtio_blk_ops = {
 	.name = "virtio-blk",
@@ -236,7 +329,47 @@ static const struct virtio_dev_ops virtio_blk_ops = {
 	.features = blk_features,
 	.config_access = blk_config_access,
 	.queue_kick = blk_queue_kick,
+	.reset = blk_reset,
+	.stop = blk_stop,
 };
+
+static void blk_stop_workers(struct virtio_blk *b)
+{
+	pthread_mutex_lock(&b->lock);
+	b->stop = true;
+	pthread_cond_broadcast(&b->work);
+	pthread_mutex_unlock(&b->lock);
+	for (int i = 0; i < b->nr_workers; i++)
+		pthread_join(b->workers[i], NULL);
+	b->nr_workers = 0;
+}
+
+static void blk_stop(struct virtio_dev *dev)
+{
+	blk_stop_workers(dev->priv);
+}
+
+static void virtio_blk_free(void *opaque)
+{
+	struct virtio_blk *b = opaque;
+
+	blk_stop_workers(b);
+	while (b->queue) {
+		struct blk_job *j = b->queue;
+		b->queue = j->next;
+		free(j);
+	}
+	while (b->free) {
+		struct blk_job *j = b->free;
+		b->free = j->next;
+		free(j);
+	}
+	pthread_mutex_destroy(&b->lock);
+	pthread_mutex_destroy(&b->push_lock);
+	pthread_cond_destroy(&b->work);
+	pthread_cond_destroy(&b->idle);
+	free(b);
+}
 
 int virtio_blk_add(struct vm *vm, struct vm_disk *disk, struct vt_error *err)
 {
@@ -245,8 +378,15 @@ int virtio_blk_add(struct vm *vm, struct vm_disk *disk, struct vt_error *err)
 
 	if (!b)
 		return vt_error_set(err, ENOMEM, "virtio-blk", "create", NULL);
-	if ((ret = vm_add_device(vm, "virtio-blk-state", b, free, err)))
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_mutex_init(&b->push_lock, NULL);
+	pthread_cond_init(&b->work, NULL);
+	pthread_cond_init(&b->idle, NULL);
+	if ((ret = vm_add_device(vm, "virtio-blk-state", b, virtio_blk_free, err)))
 		return ret;
+	for (; b->nr_workers < BLK_WORKERS; b->nr_workers++)
+		if (pthread_create(&b->workers[b->nr_workers], NULL, blk_worker, b))
+			return vt_error_set(err, EAGAIN, "virtio-blk", "start workers", NULL);
 	b->disk = disk;
 	b->vdev.ops = &virtio_blk_ops;
 	b->vdev.priv = b;

@@ -440,6 +440,8 @@ static void virtio_pci_destroy(void *opaque)
 		}
 		pthread_join(t->thread, NULL);
 	}
+	if (t->dev->ops->stop)
+		t->dev->ops->stop(t->dev);
 	for (int i = 0; i < VIRTIO_MAX_QUEUES + 1; i++) {
 		if (i < VIRTIO_MAX_QUEUES && t->kickfd[i] >= 0)
 			close(t->kickfd[i]);

@@ -47,6 +47,9 @@ struct virtio_dev_ops {
 	void (*fd_ready)(struct virtio_dev *dev);
 	/* Optional: the driver reset the device (I/O thread quiesced). */
 	void (*reset)(struct virtio_dev *dev);
+	/* Optional: the VM is going away and the I/O thread has stopped: stop any threads of
+	 * the device's own (they may still interrupt the guest until they return). */
+	void (*stop)(struct virtio_dev *dev);
 };
 
 struct virtio_dev {
