@@ -17,7 +17,7 @@ mhz=$(awk '/^cpu MHz/ {print $4; exit}' /proc/cpuinfo)
 
 run() { # VMM SIZE -> "cycles host_packets"
   local vmm=$1 size=$2 before after out
-  before=$(ip netns exec $ns cat /sys/class/net/tap0/statistics/tx_packets)
+  before=$(ip netns exec $ns cat /sys/class/net/tap0/statistics/rx_packets)
   local common=(-m 64 -device isa-debug-exit,iobase=0x501,iosize=2 -kernel "$guest"
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0
     -append "test=net ip=192.168.57.10 gw=192.168.57.1 blast=$frames size=$size" -serial stdio)
@@ -27,11 +27,11 @@ run() { # VMM SIZE -> "cycles host_packets"
     out=$(ip netns exec $ns qemu-system-x86_64 -enable-kvm -cpu qemu64,-cx16 -nodefaults \
       -display none -no-reboot "${common[@]}" 2>&1 || true)
   fi
-  after=$(ip netns exec $ns cat /sys/class/net/tap0/statistics/tx_packets)
+  after=$(ip netns exec $ns cat /sys/class/net/tap0/statistics/rx_packets)
   echo "$(echo "$out" | tr -d '\r' | sed -n 's/^TG-NETBENCH .*cycles=\([0-9]*\)$/\1/p') $((after - before))"
 }
 
-printf '%6s %12s %12s %11s %11s %14s %7s\n' size vtool_fps qemu_fps vtool_Mb/s qemu_Mb/s host_frames v/q ratio
+printf "%6s %12s %12s %11s %11s %15s %7s\n" size vtool_fps qemu_fps vtool_Mb/s qemu_Mb/s host_got_v/q ratio
 for size in 1514 64; do
   v=$(run vtool $size); q=$(run qemu $size)
   python3 - $size $v $q $frames $mhz <<'PY'
