@@ -56,12 +56,79 @@ static volatile uint8_t *v_common, *v_isr, *v_dev;
 static volatile uint16_t *v_notify;
 static uint16_t v_used_seen;
 
+static int vblk_pci_dev = -1;
+static int vblk_rw(uint32_t type, uint64_t lba, void *buf, uint32_t len, const char *evil);
+extern volatile uint32_t msi_count;
+
+/* Route queue 0's used-buffer interrupt through MSI-X vector 0 to IDT vector 0x40, then
+ * check that a request really interrupts the CPU. */
+static void vblk_msix_test(void)
+{
+	int dev = vblk_pci_dev;
+	uint8_t cap = (uint8_t)pci_read32(0, dev, 0, 0x34);
+	while (cap && (pci_read32(0, dev, 0, cap) & 0xff) != 0x11)
+		cap = (uint8_t)(pci_read32(0, dev, 0, cap) >> 8);
+	if (!cap)
+		fail("disk", "no MSI-X capability");
+	uint32_t tbl = pci_read32(0, dev, 0, cap + 4);
+	uint64_t bar = pci_bar(dev, 0, (int)(tbl & 7));
+	volatile uint32_t *entry = (volatile uint32_t *)(uintptr_t)(bar + (tbl & ~7u));
+	entry[0] = 0xfee00000u;                          /* to APIC 0 */
+	entry[1] = 0;
+	entry[2] = 0x40;                                 /* fixed, vector 0x40 */
+	entry[3] = 0;                                    /* unmasked */
+	pci_write32(0, dev, 0, cap, pci_read32(0, dev, 0, cap) | (1u << 31));  /* enable */
+	outb(0x21, 0xff);                                /* firmware may leave the PIC */
+	outb(0xa1, 0xff);                                /* and its timer running: mask */
+	mmio_write32(0xfee000f0, 0x1ff);                 /* LAPIC on, spurious 0xff */
+	*(volatile uint16_t *)(v_common + 0x16) = 0;
+	*(volatile uint16_t *)(v_common + 0x1a) = 0;     /* queue 0 -> vector 0 */
+	if (*(volatile uint16_t *)(v_common + 0x1a) != 0)
+		fail("disk", "device refused MSI-X vector 0");
+	uint32_t before = msi_count;
+	__asm__ volatile("sti");
+	int st = vblk_rw(0, 0, iobuf, 512, NULL);
+	for (uint64_t i = 0; i < 5000000 && msi_count == before; i++)
+		__asm__ volatile("pause");
+	__asm__ volatile("cli");
+	printf("TG-DISK msix status=%d interrupts=%u\n", st, msi_count - before);
+	if (st != 0 || msi_count == before)
+		fail("disk", "no MSI-X interrupt for a completed request");
+}
+
+/* GET_ID, WRITE_ZEROES and DISCARD (negotiated when offered). */
+static void vblk_extras(void)
+{
+	char id[21] = { 0 };
+	struct { uint64_t sector; uint32_t num, flags; } seg = { 64, 64, 0 };
+
+	if (vblk_rw(8, 0, id, 20, NULL) != 0)
+		fail("disk", "GET_ID failed");
+	printf("TG-DISK serial=%s\n", id);
+	memset(iobuf, 0xee, 64 * 512);
+	if (vblk_rw(1, 64, iobuf, 64 * 512, NULL) != 0 || vblk_rw(13, 0, &seg, sizeof(seg), NULL) != 0)
+		fail("disk", "WRITE_ZEROES failed");
+	if (vblk_rw(0, 64, iobuf, 64 * 512, NULL) != 0)
+		fail("disk", "read after WRITE_ZEROES failed");
+	for (int i = 0; i < 64 * 512; i++)
+		if (iobuf[i])
+			fail("disk", "WRITE_ZEROES left data");
+	if (vblk_rw(11, 0, &seg, sizeof(seg), NULL) != 0)
+		fail("disk", "DISCARD failed");
+	seg.flags = 1;
+	int st = vblk_rw(11, 0, &seg, sizeof(seg), NULL);
+	printf("TG-DISK write-zeroes ok discard ok discard-with-flags status=%d\n", st);
+	if (st == 0)
+		fail("disk", "DISCARD with flags must be refused");
+}
+
 static int vblk_init(void)
 {
 	static const uint16_t ids[] = { 0x1042, 0x1001 };
 	int dev;
 	if (pci_find(0x1af4, ids, 2, &dev))
 		return -1;
+	vblk_pci_dev = dev;
 	pci_write32(0, dev, 0, 4, pci_read32(0, dev, 0, 4) | 0x6); /* memory + bus master */
 	uint8_t cap = (uint8_t)pci_read32(0, dev, 0, 0x34);
 	uint32_t notify_mult = 0;
@@ -88,8 +155,10 @@ static int vblk_init(void)
 	c[0x14] = 1 | 2;                              /* ACKNOWLEDGE | DRIVER */
 	*(volatile uint32_t *)(c + 0x08) = 1;         /* driver features, high word */
 	*(volatile uint32_t *)(c + 0x0c) = 1;         /* VERSION_1 */
+	*(volatile uint32_t *)(c + 0x00) = 0;
+	uint32_t offered = *(volatile uint32_t *)(c + 0x04);
 	*(volatile uint32_t *)(c + 0x08) = 0;
-	*(volatile uint32_t *)(c + 0x0c) = 1u << 9;   /* FLUSH */
+	*(volatile uint32_t *)(c + 0x0c) = (1u << 9) | (offered & ((1u << 13) | (1u << 14)));
 	c[0x14] = 1 | 2 | 8;
 	if (!(c[0x14] & 8))
 		return -3;
@@ -118,7 +187,7 @@ static int vblk_rw(uint32_t type, uint64_t lba, void *buf, uint32_t len, const c
 	int next = 1;
 	if (len) {
 		vq_desc[1] = (struct vq_desc){ (uint64_t)(uintptr_t)buf, len,
-		                              (uint16_t)(1 | (type == 0 ? 2 : 0)), 2 };
+		                              (uint16_t)(1 | (type == 0 || type == 8 ? 2 : 0)), 2 };
 		next = 2;
 	}
 	vq_desc[next] = (struct vq_desc){ (uint64_t)(uintptr_t)&vstatus, 1, 2, 0 };
@@ -492,6 +561,10 @@ void test_disk(void)
 	disk_open_dev(dev ? dev : "", (unsigned)cmdline_u64("unit", 0));
 	if (cmdline_get("mode", &len))
 		vblk_bench();
+	if (cmdline_is("irq", "msix"))
+		vblk_msix_test();
+	if (cmdline_is("extras", "1"))
+		vblk_extras();
 	if (evil) {
 		disk_evil(evil);
 		pass("disk");

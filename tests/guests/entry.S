@@ -160,6 +160,16 @@ stub 19,0
 stub 20,0
 stub 21,1
 
+/* Vector 0x40: the MSI-X test's interrupt. Count it, EOI the local APIC, return. */
+	.globl isr_msi, msi_count
+isr_msi:
+	push %rax
+	lock incl msi_count(%rip)
+	mov $0xfee000b0, %eax
+	movl $0, (%rax)
+	pop %rax
+	iretq
+
 isr_common:
 	push %rax
 	push %rbx
@@ -330,3 +340,5 @@ ap_stacks:
 	.skip 4096 * 64
 kernel_saved_rsp:
 	.quad 0
+msi_count:
+	.long 0

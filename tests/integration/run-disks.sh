@@ -43,6 +43,23 @@ for fmt in qcow2 raw; do
   done
 done
 
+# MSI-X: queue 0's completion interrupts the CPU through vector 0 (irqfd + GSI route);
+# GET_ID returns the serial; WRITE_ZEROES zeroes; DISCARD works and refuses flags
+qemu-img create -q -f qcow2 "$T/x.qcow2" 16M
+vt msix -drive "file=$T/x.qcow2,if=virtio,discard=unmap" -append "test=disk dev=vblk irq=msix extras=1"
+want_rc 1 "virtio-blk MSI-X, GET_ID, WRITE_ZEROES, DISCARD" msix
+expect_grep '^TG-DISK msix status=0 interrupts=[1-9]' "$T/msix"
+expect_grep '^TG-DISK serial=x\.qcow2$' "$T/msix"
+expect_grep '^TG-DISK write-zeroes ok discard ok discard-with-flags status=2$' "$T/msix"
+qio_read "$T/x.qcow2" qcow2 0 $((64 * 512)) $((64 * 512))
+clean "$T/x.qcow2"
+# the same guest code passes under qemu-system-x86_64 (the peer)
+if timeout 60 qemu-system-x86_64 -enable-kvm -cpu qemu64,-cx16 -nodefaults -display none \
+    -no-reboot -serial "file:$T/qmsix" -device isa-debug-exit,iobase=0x501,iosize=2 -m 128 \
+    -drive "file=$T/x.qcow2,if=virtio,discard=unmap" -kernel "$TGUEST" \
+    -append "test=disk dev=vblk irq=msix extras=1" >/dev/null 2>&1; [ $? -eq 1 ]; then pass
+else fail "the MSI-X/extras guest fails under qemu: $(tail -3 "$T/qmsix")"; fi
+
 # LBA48 on IDE: sectors beyond 2^28, on a sparse qcow2 of 200 GiB
 qemu-img create -q -f qcow2 "$T/big.qcow2" 200G
 vt lba48 -hda "$T/big.qcow2" -append "test=disk dev=ata-dma ops=i,w:300000000:8:e1,r:300000000:8:e1"

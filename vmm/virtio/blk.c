@@ -202,7 +202,9 @@ static uint32_t blk_handle(struct virtio_blk *b, struct virtq_elem *e)
 			status = BLK_S_IOERR;
 		break;
 	case BLK_T_FLUSH:
-		if (disk_flush(b->disk, &err))
+		if (!virtio_has_feature(&b->vdev, VIRTIO_BLK_F_FLUSH))
+			status = BLK_S_UNSUPP;
+		else if (disk_flush(b->disk, &err))
 			status = BLK_S_IOERR;
 		break;
 	case BLK_T_GET_ID: {
@@ -214,7 +216,11 @@ static uint32_t blk_handle(struct virtio_blk *b, struct virtq_elem *e)
 	}
 	case BLK_T_DISCARD:
 	case BLK_T_WRITE_ZEROES:
-		if (b->disk->readonly)
+		/* Only what the driver negotiated (and a read-only disk offers neither). */
+		if (!virtio_has_feature(&b->vdev, hdr.type == BLK_T_DISCARD ? VIRTIO_BLK_F_DISCARD
+		                                                             : VIRTIO_BLK_F_WRITE_ZEROES))
+			status = BLK_S_UNSUPP;
+		else if (b->disk->readonly)
 			status = BLK_S_IOERR;
 		else
 			status = blk_discard_or_zero(b, e, out_data, hdr.type == BLK_T_WRITE_ZEROES);
