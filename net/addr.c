@@ -11,6 +11,21 @@
 #include "net/net.h"
 #include "net/nl.h"
 
+int net_mac_parse(const char *s, uint8_t mac[6])
+{
+	unsigned b[6];
+	char tail;
+
+	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++) {
+		if (b[i] > 255)
+			return -EINVAL;
+		mac[i] = (uint8_t)b[i];
+	}
+	return 0;
+}
+
 int net_cidr_parse(const char *s, struct net_cidr *out)
 {
 	char buf[64];

@@ -18,21 +18,6 @@ static int fail_with(const struct vt_error *err)
 	return 1;
 }
 
-static int parse_mac(const char *s, uint8_t mac[6])
-{
-	unsigned b[6];
-	char tail;
-
-	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
-		return -1;
-	for (int i = 0; i < 6; i++) {
-		if (b[i] > 255)
-			return -1;
-		mac[i] = (uint8_t)b[i];
-	}
-	return 0;
-}
-
 static long parse_user(const char *s, bool group)
 {
 	char *end;
@@ -103,7 +88,7 @@ static int bridge_main(int argc, char **argv)
 				return vt_usage_error(argv[0], "invalid MTU '%s'", optarg);
 			break;
 		case 'a':
-			if (parse_mac(optarg, mac))
+			if (net_mac_parse(optarg, mac))
 				return vt_usage_error(argv[0], "invalid MAC address '%s'", optarg);
 			have_mac = true;
 			break;

@@ -208,6 +208,20 @@ static void put_rule(struct nft *f, struct nftnl_rule *r, uint16_t flags)
 	nftnl_rule_free(r);
 }
 
+/* vtool's table: created (NEWTABLE with CREATE), touched (NEWTABLE, a no-op that
+ * can carry the batch's ACK) or deleted. */
+static void put_table(struct nft *f, uint16_t type, uint16_t flags)
+{
+	struct nftnl_table *t = nftnl_table_alloc();
+
+	nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_IPV4);
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, NAT_TABLE);
+	struct nlmsghdr *h = batch_msg(f, type, flags);
+	nftnl_table_nlmsg_build_payload(h, t);
+	mnl_nlmsg_batch_next(f->batch);
+	nftnl_table_free(t);
+}
+
 static void put_chain(struct nft *f, const char *name, const char *type, uint32_t hook,
                       int prio)
 {
@@ -416,13 +430,7 @@ int net_nat_add(const struct net_nat *req, struct vt_error *err)
 	if ((ret = nft_open(&f, err)))
 		return ret;
 	batch_begin(&f);
-	struct nftnl_table *t = nftnl_table_alloc();
-	nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_IPV4);
-	nftnl_table_set_str(t, NFTNL_TABLE_NAME, NAT_TABLE);
-	struct nlmsghdr *h = batch_msg(&f, NFT_MSG_NEWTABLE, NLM_F_CREATE);
-	nftnl_table_nlmsg_build_payload(h, t);
-	mnl_nlmsg_batch_next(f.batch);
-	nftnl_table_free(t);
+	put_table(&f, NFT_MSG_NEWTABLE, NLM_F_CREATE);
 	put_chain(&f, NAT_CHAIN, "nat", NF_INET_POST_ROUTING, 100);
 	if (nat.forward)
 		put_chain(&f, FWD_CHAIN, "filter", NF_INET_FORWARD, 0);
@@ -508,25 +516,12 @@ int net_nat_del(const struct net_nat *req, struct vt_error *err)
 		nft_close(&f);
 		return vt_error_set(err, ENOENT, req->out, "delete NAT", "vtool has no such NAT rule");
 	}
-	/* The table was made by vtool for its rules alone: when they are all gone, so is it. */
-	if (!remaining && ours == rv.n) {
-		struct nftnl_table *t = nftnl_table_alloc();
-		nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_IPV4);
-		nftnl_table_set_str(t, NFTNL_TABLE_NAME, NAT_TABLE);
-		struct nlmsghdr *h = batch_msg(&f, NFT_MSG_DELTABLE, NLM_F_ACK);
-		nftnl_table_nlmsg_build_payload(h, t);
-		mnl_nlmsg_batch_next(f.batch);
-		nftnl_table_free(t);
-	} else {
-		/* A no-op table update closes the batch with an ACK to wait for. */
-		struct nftnl_table *t = nftnl_table_alloc();
-		nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_IPV4);
-		nftnl_table_set_str(t, NFTNL_TABLE_NAME, NAT_TABLE);
-		struct nlmsghdr *h = batch_msg(&f, NFT_MSG_NEWTABLE, NLM_F_ACK);
-		nftnl_table_nlmsg_build_payload(h, t);
-		mnl_nlmsg_batch_next(f.batch);
-		nftnl_table_free(t);
-	}
+	/* The table was made by vtool for its rules alone: when they are all gone, so is it.
+	 * Otherwise a no-op table update closes the batch with an ACK to wait for. */
+	if (!remaining && ours == rv.n)
+		put_table(&f, NFT_MSG_DELTABLE, NLM_F_ACK);
+	else
+		put_table(&f, NFT_MSG_NEWTABLE, NLM_F_ACK);
 	ret = batch_send(&f);
 	nft_close(&f);
 	if (ret)

@@ -37,6 +37,9 @@ int net_link_set_master(const char *name, const char *master, struct vt_error *e
 int net_link_set_mtu(const char *name, unsigned mtu, struct vt_error *err);
 int net_link_set_mac(const char *name, const uint8_t mac[6], struct vt_error *err);
 
+/* "52:54:00:12:34:56" -> 6 bytes; -EINVAL if it is not that. */
+int net_mac_parse(const char *s, uint8_t mac[6]);
+
 /* --- addresses (addr.c) -------------------------------------------------------------- */
 
 struct net_cidr {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net/net.h"
 #include "util/size.h"
 #include "vmm/config.h"
 
@@ -90,22 +91,6 @@ static int parse_uint(const char *v, unsigned long max, unsigned long *out)
 	if (errno || end == v || *end || x > max || v[0] == '-')
 		return -1;
 	*out = x;
-	return 0;
-}
-
-static int parse_mac(const char *s, uint8_t mac[6])
-{
-	unsigned b[6];
-	char tail;
-
-	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
-	           &tail) != 6)
-		return -1;
-	for (int i = 0; i < 6; i++) {
-		if (b[i] > 0xff)
-			return -1;
-		mac[i] = (uint8_t)b[i];
-	}
 	return 0;
 }
 
@@ -221,7 +206,7 @@ static int opt_device(struct vm_config *cfg, char *arg, struct vt_error *err)
 			if (!strcmp(kv[i].key, "netdev"))
 				nic->id = kv[i].val;
 			else if (!strcmp(kv[i].key, "mac")) {
-				if (parse_mac(kv[i].val, nic->mac))
+				if (net_mac_parse(kv[i].val, nic->mac))
 					return bad(err, "-device", "invalid MAC address '%s'", kv[i].val);
 				nic->has_mac = true;
 			}
@@ -331,7 +316,7 @@ static int opt_net(struct vm_config *cfg, const char *opt, char *arg, struct vt_
 			if (strcmp(val, "virtio") && strcmp(val, "virtio-net-pci"))
 				return bad(err, opt, "unsupported NIC model '%s'", val);
 		} else if (!strcmp(k, "macaddr") || !strcmp(k, "mac")) {
-			if (parse_mac(val, nic->mac))
+			if (net_mac_parse(val, nic->mac))
 				return bad(err, opt, "invalid MAC address '%s'", val);
 			nic->has_mac = true;
 		} else if (!strcmp(k, "ifname")) {

@@ -131,6 +131,17 @@ static void ide_post(struct ide_channel *c, enum ide_job job)
 	pthread_cond_signal(&c->cond);
 }
 
+/* A DMA command: busy until the guest starts the bus master (maybe it already has). */
+static void ide_post_dma(struct ide_channel *c, enum ide_job job, bool to_mem)
+{
+	c->dma_to_mem = to_mem;
+	c->dma_pending = true;
+	c->job = job;
+	c->status = ST_BSY | ST_DRDY;
+	if (c->bm_cmd & BM_CMD_START)
+		pthread_cond_signal(&c->cond);
+}
+
 /* --- IDENTIFY ----------------------------------------------------------------- */
 
 static void ata_identify(struct ide_drive *d)
@@ -238,12 +249,7 @@ static void ata_rw(struct ide_channel *c, uint8_t cmd)
 	c->block = multiple ? d->mult_sectors : 1;
 	c->pio_out = write;
 	if (dma) {
-		c->dma_to_mem = !write;
-		c->dma_pending = true;
-		c->status = ST_BSY | ST_DRDY;
-		c->job = JOB_DMA;
-		if (c->bm_cmd & BM_CMD_START)
-			pthread_cond_signal(&c->cond);
+		ide_post_dma(c, JOB_DMA, !write);
 	} else if (write) {
 		/* The first block is requested without an interrupt. */
 		c->pos = 0;
@@ -469,12 +475,7 @@ static void atapi_start(struct ide_channel *c)
 		if (!res.blocks) {
 			ide_done(c, 0);
 		} else if (c->atapi_dma) {
-			c->dma_to_mem = true;
-			c->dma_pending = true;
-			c->job = JOB_ATAPI_READ;
-			c->status = ST_BSY | ST_DRDY;
-			if (c->bm_cmd & BM_CMD_START)
-				pthread_cond_signal(&c->cond);
+			ide_post_dma(c, JOB_ATAPI_READ, true);
 		} else {
 			ide_post(c, JOB_ATAPI_READ);
 		}
@@ -484,12 +485,7 @@ static void atapi_start(struct ide_channel *c)
 	if (!res.len) {
 		ide_done(c, 0);
 	} else if (c->atapi_dma) {
-		c->dma_to_mem = true;
-		c->dma_pending = true;
-		c->job = JOB_ATAPI_DMA_BUF;
-		c->status = ST_BSY | ST_DRDY;
-		if (c->bm_cmd & BM_CMD_START)
-			pthread_cond_signal(&c->cond);
+		ide_post_dma(c, JOB_ATAPI_DMA_BUF, true);
 	} else {
 		atapi_pio_next(c);
 	}
