@@ -151,6 +151,12 @@ static int open_depth(const char *filename, const struct blk_open_opts *o, int d
 			goto fail;
 		}
 	}
+	if ((o->snapshot || o->snapshot_id || o->snapshot_name) && b->drv != &blk_driver_qcow2) {
+		r = vt_error_set(err, ENOTSUP, filename, "open snapshot",
+		                 "internal snapshots exist only in qcow2 images");
+		b->drv = NULL;
+		goto fail;
+	}
 	r = b->drv->open(b, o, err);
 	if (r < 0) {
 		b->drv = NULL;

@@ -35,6 +35,9 @@ struct blk_open_opts {
 	bool force_share;      /* -U: take no locks that could conflict (read-only only) */
 	bool no_backing;       /* do not open the backing chain */
 	bool repair;           /* for check -r: open read-write even if marked corrupt */
+	/* Read an internal snapshot instead of the current state (read-only opens; qcow2):
+	 * by ID, by name, or by "ID or name" (qemu-img convert -l). */
+	const char *snapshot_id, *snapshot_name, *snapshot;
 };
 
 int blk_open(const char *filename, const struct blk_open_opts *opts, struct blk **out,

@@ -26,7 +26,8 @@ static const char convert_help[] =
 	"Usage: vtool img convert [-f fmt] [-O output_fmt] [-o options] [-B backing_file\n"
 	"                         [-F backing_fmt]] [-c] [-p | --progress=json] [-q]\n"
 	"                         [-S sparse_size] [-n] [--target-is-zero] [-m num] [-W]\n"
-	"                         [-t cache] [-T src_cache] [-U] filename [filename2 [...]]\n"
+	"                         [-t cache] [-T src_cache] [-U] [-l snapshot_param]\n"
+	"                         filename [filename2 [...]]\n"
 	"                         output_filename\n"
 	"\n"
 	"Convert one image, or several concatenated, to output_filename (qemu-img convert\n"
@@ -51,6 +52,8 @@ static const char convert_help[] =
 	"  -t cache          output cache mode (default unsafe, as qemu-img)\n"
 	"  -T src_cache      source cache mode (default writeback)\n"
 	"  -U, --force-share read sources even if another process writes them\n"
+	"  -l snapshot_param convert the source's internal snapshot, given as\n"
+	"                    'snapshot.id=ID[,snapshot.name=NAME]' or an ID or a name\n"
 	"\n"
 	"Example:\n"
 	"  vtool img convert -c -O qcow2 -o compression_type=zstd disk.raw disk.qcow2\n";
@@ -281,6 +284,7 @@ static int convert_main(int argc, char **argv)
 	enum vt_progress_mode pmode = VT_PROGRESS_NONE;
 	bool compress = false, quiet = false, no_create = false, target_is_zero = false;
 	bool share = false;
+	const char *snapshot = NULL;
 	uint64_t sparse = 4096, workers = 8;
 	int c, rc = 1;
 
@@ -323,8 +327,8 @@ static int convert_main(int argc, char **argv)
 		case 'U': share = true; break;
 		case 'Z': target_is_zero = true; break;
 		case 'l':
-			free(options);
-			return vt_usage_error(argv[0], "converting from a snapshot (-l) is not supported yet");
+			snapshot = optarg;
+			break;
 		default:
 			free(options);
 			return vt_usage_hint(argv[0]);
@@ -366,8 +370,36 @@ static int convert_main(int argc, char **argv)
 		vt_error_set(&err, ENOMEM, target, "convert", NULL);
 		goto fail;
 	}
+	/* -l: "snapshot.id=ID,snapshot.name=NAME" (either or both) or a bare ID-or-name. */
+	char snap_id[256] = "", snap_name[1024] = "";
+	if (snapshot && (!strncmp(snapshot, "snapshot.id=", 12) || !strncmp(snapshot, "snapshot.name=", 14))) {
+		for (const char *p = snapshot; *p;) {
+			const char *comma = strchr(p, ',');
+			size_t n = comma ? (size_t)(comma - p) : strlen(p);
+			if (!strncmp(p, "snapshot.id=", 12) && n - 12 < sizeof(snap_id))
+				memcpy(snap_id, p + 12, n - 12);
+			else if (!strncmp(p, "snapshot.name=", 14) && n - 14 < sizeof(snap_name))
+				memcpy(snap_name, p + 14, n - 14);
+			else {
+				vt_error_set(&err, EINVAL, snapshot, "convert", "Invalid option for -l");
+				goto fail;
+			}
+			p += n + (comma != NULL);
+		}
+	}
+	if (snapshot && cv.nsrc > 1) {
+		vt_error_set(&err, EINVAL, target, "convert",
+		             "No support for concatenating multiple snapshot");
+		goto fail;
+	}
 	for (int k = 0; k < cv.nsrc; k++) {
 		struct blk_open_opts so = { .format = fmt, .cache = scache, .force_share = share };
+		if (snapshot && (snap_id[0] || snap_name[0])) {
+			so.snapshot_id = snap_id[0] ? snap_id : NULL;
+			so.snapshot_name = snap_name[0] ? snap_name : NULL;
+		} else {
+			so.snapshot = snapshot;
+		}
 		if (blk_open(argv[optind + k], &so, &cv.src[k], &err) < 0)
 			goto fail;
 		cv.src_start[k] = cv.total;

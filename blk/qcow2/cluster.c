@@ -201,16 +201,110 @@ static int read_mapped(struct qcow2 *s, uint64_t gc, const struct mapping *m, ui
 	return 0;
 }
 
+/* The part [skip, skip+len) of an iovec array as another one; -1 if it needs more than max
+ * entries. */
+static int iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
+                     struct iovec *out, int max)
+{
+	int n = 0;
+
+	for (int i = 0; i < iovcnt && len; i++) {
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		if (n == max)
+			return -1;
+		size_t c = iov[i].iov_len - skip;
+		if (c > len)
+			c = len;
+		out[n++] = (struct iovec){ (uint8_t *)iov[i].iov_base + skip, c };
+		len -= c;
+		skip = 0;
+	}
+	return n;
+}
+
+#define READ_RUN_MAX (8u << 20)
+#define READ_IOV_MAX 64
+
+/* How far from guest offset g (whose cluster maps to host, a NORMAL cluster) the data
+ * continues contiguously on the host: following clusters must be NORMAL and sit right
+ * after it. Returns the byte count, at most max. */
+static int contiguous_run(struct qcow2 *s, uint64_t g, uint64_t host, uint64_t max,
+                          uint64_t *run, struct vt_error *err)
+{
+	uint64_t len = s->cs - (g & (s->cs - 1));
+	int r = 0;
+
+	/* The cluster starting len bytes on must sit at host + len. */
+	while (len < max && len < READ_RUN_MAX) {
+		struct mapping m;
+		if ((r = lookup(s, g + len, &m, err)) < 0 || (r = validate_entry(s, g + len, &m, err)) < 0)
+			return r;
+		if (classify(s, m.entry) != QCOW2_NORMAL ||
+		    (m.entry & QCOW2_OFFSET_MASK) != host + len)
+			break;
+		len += s->cs;
+	}
+	*run = len < max ? len : max;
+	return r;
+}
+
+/* How far from g the clusters keep reading from the backing file (unallocated) or as
+ * zeros: a run of the same type t, at most max bytes. */
+static int same_type_run(struct qcow2 *s, uint64_t g, enum qcow2_cluster_type t, uint64_t max,
+                         uint64_t *run, struct vt_error *err)
+{
+	uint64_t len = s->cs - (g & (s->cs - 1));
+	int r = 0;
+
+	while (len < max && len < READ_RUN_MAX) {
+		struct mapping m;
+		if ((r = lookup(s, g + len, &m, err)) < 0 || (r = validate_entry(s, g + len, &m, err)) < 0)
+			return r;
+		enum qcow2_cluster_type u = classify(s, m.entry);
+		bool zero = t != QCOW2_UNALLOCATED;
+		if (zero ? (u != QCOW2_ZERO_PLAIN && u != QCOW2_ZERO_ALLOC) : u != QCOW2_UNALLOCATED)
+			break;
+		len += s->cs;
+	}
+	*run = len < max ? len : max;
+	return r;
+}
+
+/* A run of clusters that fall through to the backing file: one read of the backing file
+ * straight into the caller's buffers, zeros past its end. Called unlocked. */
+static int read_backing_run(struct qcow2 *s, uint64_t g, const struct iovec *iov, int iovcnt,
+                            size_t skip, uint64_t run, struct vt_error *err)
+{
+	struct blk *bk = s->b->backing;
+	struct iovec sub[READ_IOV_MAX];
+	uint64_t in = 0;
+
+	if (bk && g < bk->size)
+		in = bk->size - g < run ? bk->size - g : run;
+	if (in) {
+		int cnt = iov_slice(iov, iovcnt, skip, in, sub, READ_IOV_MAX);
+		if (cnt < 0)
+			return -E2BIG;
+		int r = bk->drv->preadv(bk, g, sub, cnt, err);
+		if (r < 0)
+			return r;
+	}
+	blk_iov_memset(iov, iovcnt, skip + in, 0, run - in);
+	return 0;
+}
+
 int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                  struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
 	size_t total = blk_iov_size(iov, iovcnt), done = 0;
-	uint8_t *buf = cluster_buf(s);
+	uint8_t *buf = NULL;
+	struct iovec sub[READ_IOV_MAX];
 	int r = 0;
 
-	if (!buf)
-		return vt_error_set(err, ENOMEM, b->filename, "read", NULL);
 	pthread_mutex_lock(&s->lock);
 	while (done < total && r == 0) {
 		uint64_t g = off + done, in = g & (s->cs - 1);
@@ -219,7 +313,45 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 		if ((r = lookup(s, g, &m, err)) < 0 || (r = validate_entry(s, g, &m, err)) < 0)
 			break;
 		if (!s->extended_l2 && classify(s, m.entry) == QCOW2_NORMAL) {
-			/* Plain data: read it without holding up other requests. */
+			/* Plain data: as one read over every host-contiguous cluster that follows,
+			 * straight into the caller's buffers, without holding up other requests. */
+			uint64_t host = (m.entry & QCOW2_OFFSET_MASK) + in, run;
+			if ((r = contiguous_run(s, g, host, total - done, &run, err)) < 0)
+				break;
+			int cnt = iov_slice(iov, iovcnt, done, run, sub, READ_IOV_MAX);
+			if (cnt > 0) {
+				pthread_mutex_unlock(&s->lock);
+				r = blk_file_preadv(s->b->file, host, sub, cnt, err);
+				pthread_mutex_lock(&s->lock);
+				done += run;
+				continue;
+			}
+		}
+		enum qcow2_cluster_type t = classify(s, m.entry);
+		if (!s->extended_l2 && t != QCOW2_NORMAL && t != QCOW2_COMPRESSED) {
+			/* Zeros or the backing file, over the whole run of such clusters. */
+			uint64_t run;
+			if ((r = same_type_run(s, g, t, total - done, &run, err)) < 0)
+				break;
+			if (t != QCOW2_UNALLOCATED) {
+				blk_iov_memset(iov, iovcnt, done, 0, run);
+				done += run;
+				continue;
+			}
+			pthread_mutex_unlock(&s->lock);
+			r = read_backing_run(s, g, iov, iovcnt, done, run, err);
+			pthread_mutex_lock(&s->lock);
+			if (r != -E2BIG) {
+				done += run;
+				continue;
+			}
+			r = 0; /* too scattered a buffer: one cluster at a time below */
+		}
+		if (!buf && !(buf = cluster_buf(s))) {
+			r = vt_error_set(err, ENOMEM, b->filename, "read", NULL);
+			break;
+		}
+		if (!s->extended_l2 && classify(s, m.entry) == QCOW2_NORMAL) {
 			uint64_t host = (m.entry & QCOW2_OFFSET_MASK) + in;
 			pthread_mutex_unlock(&s->lock);
 			r = blk_file_pread(s->b->file, host, buf, n, err);
@@ -390,6 +522,51 @@ static int write_cluster(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_t n,
 	return release_mapping(s, m.entry, err);
 }
 
+/* Whole clusters that have no host cluster yet (unallocated, or zero without one), in one
+ * L2 table: allocated together, their data written with one call straight from the
+ * caller's buffers, their L2 entries with one more. Order as for single clusters
+ * (refcounts, data, then the mapping): a crash leaks, never corrupts. *done = 0 when the
+ * cluster at g does not start such a run of at least two. */
+static int write_new_run(struct qcow2 *s, uint64_t g, const struct iovec *iov, int iovcnt,
+                         size_t skip, uint64_t max, uint64_t *done, struct vt_error *err)
+{
+	uint64_t limit = s->rb_entries / 2 < 256 ? s->rb_entries / 2 : 256, l2_off, k = 0, nw;
+	uint64_t first = (g >> s->cluster_bits) & (s->l2_entries - 1);
+	struct iovec sub[READ_IOV_MAX];
+	uint8_t *l2;
+	int r;
+
+	*done = 0;
+	if (s->extended_l2 || (g & (s->cs - 1)) || max < 2 * s->cs || limit < 2)
+		return 0;
+	if ((r = l2_for_write(s, g >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0)
+		return r;
+	while (k < limit && (k + 1) * s->cs <= max && first + k < s->l2_entries) {
+		struct mapping m;
+		if ((r = lookup(s, g + k * s->cs, &m, err)) < 0 ||
+		    (r = validate_entry(s, g + k * s->cs, &m, err)) < 0)
+			return r;
+		enum qcow2_cluster_type t = classify(s, m.entry);
+		if ((t != QCOW2_UNALLOCATED && t != QCOW2_ZERO_PLAIN) || (m.entry & QCOW2_OFFSET_MASK))
+			break;
+		k++;
+	}
+	int cnt = k >= 2 ? iov_slice(iov, iovcnt, skip, k * s->cs, sub, READ_IOV_MAX) : -1;
+	if (cnt < 0)
+		return 0;
+	if ((r = qcow2_alloc_clusters(s, k, &nw, err)) < 0 ||
+	    (r = blk_file_pwritev(s->b->file, nw, sub, cnt, err)) < 0 ||
+	    (r = l2_load(s, l2_off, &l2, err)) < 0)
+		return r;
+	for (uint64_t i = 0; i < k; i++)
+		qcow2_put_be64(l2 + (first + i) * s->l2_entry_size, (nw + i * s->cs) | QCOW2_OFLAG_COPIED);
+	r = blk_file_pwrite(s->b->file, l2_off + first * s->l2_entry_size,
+	                    l2 + first * s->l2_entry_size, k * s->l2_entry_size, err);
+	if (r == 0)
+		*done = k * s->cs;
+	return r;
+}
+
 int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                   struct vt_error *err)
 {
@@ -405,7 +582,13 @@ int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovc
 	}
 	pthread_mutex_lock(&s->lock);
 	while (done < total && r == 0) {
-		uint64_t g = off + done, in = g & (s->cs - 1);
+		uint64_t g = off + done, in = g & (s->cs - 1), run;
+		if ((r = write_new_run(s, g, iov, iovcnt, done, total - done, &run, err)) < 0)
+			break;
+		if (run) {
+			done += run;
+			continue;
+		}
 		uint64_t n = s->cs - in < total - done ? s->cs - in : total - done;
 		blk_iov_to_buf(iov, iovcnt, done, buf, n);
 		r = write_cluster(s, g - in, in, n, buf, scratch, err);

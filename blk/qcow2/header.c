@@ -249,6 +249,48 @@ int qcow2_read_snapshots(struct qcow2 *s, struct blk_info *info, struct vt_error
 	return 0;
 }
 
+int qcow2_find_snapshot(struct qcow2 *s, const char *id, const char *name, const char *either,
+                        uint64_t *l1_off, uint32_t *l1_size, uint64_t *disk_size,
+                        struct vt_error *err)
+{
+	uint64_t off = s->snapshots_offset;
+
+	for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+		uint8_t h[40], ex[1024];
+		char sid[256] = "", sname[1024] = "";
+		int r = blk_file_pread(s->b->file, off, h, sizeof(h), err);
+		if (r < 0)
+			return r;
+		uint16_t id_len = (uint16_t)(h[12] << 8 | h[13]);
+		uint16_t name_len = (uint16_t)(h[14] << 8 | h[15]);
+		uint32_t extra = qcow2_be32(h + 36);
+		if (extra > sizeof(ex) || id_len >= sizeof(sid) || name_len >= sizeof(sname))
+			return qcow2_signal_corruption(s, err, "snapshot %u: header fields too large", i);
+		if ((extra && (r = blk_file_pread(s->b->file, off + 40, ex, extra, err)) < 0) ||
+		    (r = blk_file_pread(s->b->file, off + 40 + extra, sid, id_len, err)) < 0 ||
+		    (r = blk_file_pread(s->b->file, off + 40 + extra + id_len, sname, name_len, err)) < 0)
+			return r;
+		off = (off + 40 + extra + id_len + name_len + 7) & ~7ull;
+		bool match = either ? (!strcmp(sid, either) || !strcmp(sname, either))
+		                    : (!id || !strcmp(sid, id)) && (!name || !strcmp(sname, name));
+		if (!match)
+			continue;
+		*l1_off = qcow2_be64(h);
+		*l1_size = qcow2_be32(h + 8);
+		*disk_size = extra >= 16 ? qcow2_be64(ex + 8) : s->b->size;
+		if ((uint64_t)*l1_size * 8 > QCOW2_MAX_L1_BYTES || *l1_off % s->cs ||
+		    *l1_off > INT64_MAX - (uint64_t)*l1_size * 8)
+			return qcow2_signal_corruption(s, err, "snapshot %s: invalid L1 table", sid);
+		/* The L1 table must cover the snapshot's disk. */
+		uint64_t per_l1 = s->cs / 8 * s->cs;
+		if (*disk_size / per_l1 + (*disk_size % per_l1 != 0) > *l1_size)
+			return qcow2_signal_corruption(s, err, "snapshot %s: L1 table too small", sid);
+		return 0;
+	}
+	return vt_error_set(err, ENOENT, s->b->filename, "Failed to load snapshot",
+	                    "Can't find snapshot");
+}
+
 /* ---- creation -------------------------------------------------------------------- */
 
 const struct blk_optdesc qcow2_create_opts[] = {

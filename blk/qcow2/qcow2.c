@@ -90,9 +90,37 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 	return r;
 }
 
+/* Reading a snapshot: its L1 table replaces the current one in this (read-only) handle. */
+static int qcow2_load_snapshot(struct blk *b, const struct blk_open_opts *o, struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	uint64_t l1_off, disk_size, *l1;
+	uint32_t l1_size;
+	int r;
+
+	if (b->writable)
+		return vt_error_set(err, EINVAL, b->filename, "open snapshot",
+		                    "snapshots can only be opened read-only");
+	if ((r = qcow2_find_snapshot(s, o->snapshot_id, o->snapshot_name, o->snapshot, &l1_off,
+	                             &l1_size, &disk_size, err)) < 0 ||
+	    (r = load_table(s, l1_off, l1_size, &l1, err)) < 0)
+		return r;
+	free(s->l1);
+	s->l1 = l1;
+	s->l1_size = l1_size;
+	s->l1_offset = l1_off;
+	b->size = disk_size;
+	return 0;
+}
+
 static int qcow2_open(struct blk *b, const struct blk_open_opts *o, struct vt_error *err)
 {
-	return qcow2_open_internal(b, err);
+	int r = qcow2_open_internal(b, err);
+
+	if (r == 0 && (o->snapshot || o->snapshot_id || o->snapshot_name) &&
+	    (r = qcow2_load_snapshot(b, o, err)) < 0)
+		qcow2_close_internal(b);
+	return r;
 }
 
 static int qcow2_flush(struct blk *b, struct vt_error *err)

@@ -175,6 +175,10 @@ int qcow2_signal_corruption(struct qcow2 *s, struct vt_error *err, const char *f
 int qcow2_create(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
                  const struct blk_optlist *opts, char **formatting, struct vt_error *err);
 int qcow2_read_snapshots(struct qcow2 *s, struct blk_info *info, struct vt_error *err);
+/* The L1 table and size of the snapshot with that ID and/or name (or either == ID or name). */
+int qcow2_find_snapshot(struct qcow2 *s, const char *id, const char *name, const char *either,
+                        uint64_t *l1_off, uint32_t *l1_size, uint64_t *disk_size,
+                        struct vt_error *err);
 extern const struct blk_optdesc qcow2_create_opts[];
 
 /* refcount.c */

@@ -146,52 +146,56 @@ static int write_rt_entry(struct qcow2 *s, uint64_t idx, struct vt_error *err)
 	return blk_file_pwrite(s->b->file, s->rt_offset + idx * 8, buf, 8, err);
 }
 
-/* A bigger refcount table, placed with one new refcount block in a range of clusters no
- * existing block covers (so nothing there is in use): the block first, the table after
- * it, the block counting both. */
+/* A bigger refcount table, placed with as many new refcount blocks as it takes to count
+ * themselves and it, in the range of clusters that no existing block covers (so nothing
+ * there is in use): the blocks first, the table after them. Tiny clusters with wide
+ * refcounts need several blocks; the usual images need one. */
 static int grow_reftable(struct qcow2 *s, uint64_t min_entries, struct vt_error *err)
 {
-	uint64_t new_idx = s->rt_entries;
-	uint64_t entries = s->rt_entries * 2;
-	if (entries < min_entries)
-		entries = min_entries;
-	if (entries < new_idx + 1)
-		entries = new_idx + 1;
-	uint64_t per_cluster = s->cs / 8;
-	uint64_t clusters = (entries + per_cluster - 1) / per_cluster;
-	entries = clusters * per_cluster;
-	if (clusters * s->cs > QCOW2_MAX_REFTABLE_BYTES)
-		return vt_error_set(err, EFBIG, s->b->filename, "grow refcount table",
-		                    "Reference count table too large");
-	if (1 + clusters > s->rb_entries)
-		return vt_error_set(err, EFBIG, s->b->filename, "grow refcount table",
-		                    "cluster size too small for a refcount table of %llu clusters",
-		                    (unsigned long long)clusters);
-	uint64_t block_cluster = new_idx * s->rb_entries;
-	uint64_t block_off = block_cluster * s->cs;
-	uint64_t table_off = block_off + s->cs;
+	uint64_t new_idx = s->rt_entries, per_cluster = s->cs / 8, nblocks = 1, entries, clusters;
 
-	int r = qcow2_check_overlap(s, block_off, (1 + clusters) * s->cs, err);
+	for (;;) {
+		entries = s->rt_entries * 2;
+		if (entries < min_entries)
+			entries = min_entries;
+		if (entries < new_idx + nblocks)
+			entries = new_idx + nblocks;
+		clusters = (entries + per_cluster - 1) / per_cluster;
+		entries = clusters * per_cluster;
+		if (clusters * s->cs > QCOW2_MAX_REFTABLE_BYTES)
+			return vt_error_set(err, EFBIG, s->b->filename, "grow refcount table",
+			                    "Reference count table too large");
+		if (nblocks + clusters <= nblocks * s->rb_entries)
+			break;
+		nblocks++;
+	}
+	uint64_t used = nblocks + clusters;
+	uint64_t block_off = new_idx * s->rb_entries * s->cs;
+	uint64_t table_off = block_off + nblocks * s->cs;
+
+	int r = qcow2_check_overlap(s, block_off, used * s->cs, err);
 	if (r < 0)
 		return r;
-	uint8_t *block = calloc(1, s->cs);
+	uint8_t *blocks = calloc(nblocks, s->cs);
 	uint64_t *rt = calloc(entries, 8);
 	uint8_t *raw = calloc(clusters, s->cs);
-	if (!block || !rt || !raw) {
+	if (!blocks || !rt || !raw) {
 		r = vt_error_set(err, ENOMEM, s->b->filename, "grow refcount table", NULL);
 		goto out;
 	}
-	for (uint64_t i = 0; i < 1 + clusters; i++) {
+	/* Clusters [0, used) of the new range are in use; block j counts [j*rb, (j+1)*rb). */
+	for (uint64_t i = 0; i < used; i++) {
 		uint64_t bo;
 		unsigned bl;
-		rb_entry_set(s, block, i, 1, &bo, &bl);
+		rb_entry_set(s, blocks + (i / s->rb_entries) * s->cs, i % s->rb_entries, 1, &bo, &bl);
 	}
 	memcpy(rt, s->rt, s->rt_entries * 8);
-	rt[new_idx] = block_off;
+	for (uint64_t j = 0; j < nblocks; j++)
+		rt[new_idx + j] = block_off + j * s->cs;
 	for (uint64_t i = 0; i < entries; i++)
 		qcow2_put_be64(raw + i * 8, rt[i]);
-	/* Block and table first, header pointer last: a crash before the switch leaks. */
-	if ((r = blk_file_pwrite(s->b->file, block_off, block, s->cs, err)) < 0 ||
+	/* Blocks and table first, header pointer last: a crash before the switch leaks. */
+	if ((r = blk_file_pwrite(s->b->file, block_off, blocks, nblocks * s->cs, err)) < 0 ||
 	    (r = blk_file_pwrite(s->b->file, table_off, raw, clusters * s->cs, err)) < 0 ||
 	    (r = blk_file_flush(s->b->file, err)) < 0)
 		goto out;
@@ -209,7 +213,7 @@ static int grow_reftable(struct qcow2 *s, uint64_t min_entries, struct vt_error 
 	s->rt_entries = entries;
 	r = qcow2_free_range(s, old_off, old_clusters * s->cs, err);
 out:
-	free(block);
+	free(blocks);
 	free(rt);
 	free(raw);
 	return r;
@@ -282,6 +286,35 @@ int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct v
 	return r;
 }
 
+/* Refcount 0 -> 1 for clusters [first, first+n), whose refcount blocks all exist: each
+ * block's changed bytes are written once. */
+static int claim_range(struct qcow2 *s, uint64_t first, uint64_t n, struct vt_error *err)
+{
+	while (n) {
+		uint64_t idx = first / s->rb_entries, i = first % s->rb_entries, boff;
+		uint64_t k = s->rb_entries - i < n ? s->rb_entries - i : n;
+		uint8_t *rb;
+		int r;
+		if ((r = rt_block(s, idx, &boff, err)) < 0 || (r = rb_get(s, boff, &rb, err)) < 0)
+			return r;
+		uint64_t lo = UINT64_MAX, hi = 0, bo;
+		unsigned bl;
+		for (uint64_t j = 0; j < k; j++) {
+			if (rb_entry_get(s, rb, i + j))
+				return qcow2_signal_corruption(s, err, "cluster %llu allocated twice",
+				                               (unsigned long long)(first + j));
+			rb_entry_set(s, rb, i + j, 1, &bo, &bl);
+			lo = bo < lo ? bo : lo;
+			hi = bo + bl > hi ? bo + bl : hi;
+		}
+		if ((r = blk_file_pwrite(s->b->file, boff + lo, rb + lo, hi - lo, err)) < 0)
+			return r;
+		first += k;
+		n -= k;
+	}
+	return 0;
+}
+
 int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_error *err)
 {
 	int r;
@@ -317,11 +350,9 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_e
 		}
 		if (made)
 			continue;
-		if ((r = qcow2_check_overlap(s, start * s->cs, n * s->cs, err)) < 0)
+		if ((r = qcow2_check_overlap(s, start * s->cs, n * s->cs, err)) < 0 ||
+		    (r = claim_range(s, start, n, err)) < 0)
 			return r;
-		for (uint64_t i = 0; i < n; i++)
-			if ((r = qcow2_update_refcount(s, start + i, 1, err)) < 0)
-				return r;
 		/* Everything before the first free cluster we saw is in use. */
 		s->free_hint = first_free < start ? first_free : start + n;
 		*off = start * s->cs;

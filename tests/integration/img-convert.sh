@@ -112,6 +112,40 @@ if [ "$rc" -eq 130 ]; then
   if ls -A | grep -q 'int.qcow2'; then fail "SIGINT left $(ls -A | grep int.qcow2)"; else pass; fi
 fi
 [ -e gone.qcow2 ] && fail "a failed convert left gone.qcow2" || pass
+
+# -l: convert from an internal snapshot (made by qemu-img), every spelling qemu takes;
+# the raw output equals qemu-img's byte for byte
+qemu-img create -q -f qcow2 snap.qcow2 64M
+qemu-io -c "write -P 0x11 0 4M" snap.qcow2 >/dev/null
+qemu-img snapshot -c first snap.qcow2
+qemu-io -c "write -P 0x22 1M 4M" snap.qcow2 >/dev/null
+qemu-img snapshot -c second snap.qcow2
+qemu-io -c "write -P 0x33 2M 1M" snap.qcow2 >/dev/null
+for l in first second 1 2 snapshot.name=first snapshot.id=2 snapshot.id=1,snapshot.name=first; do
+  rm -f sq.raw sv.raw sv.qcow2
+  qemu-img convert -O raw -l "$l" snap.qcow2 sq.raw
+  expect_rc 0 "$VTOOL" img convert -O raw -l "$l" snap.qcow2 sv.raw
+  if cmp -s sq.raw sv.raw; then pass; else fail "convert -l $l: raw output differs from qemu-img's"; fi
+  expect_rc 0 "$VTOOL" img convert -O qcow2 -l "$l" snap.qcow2 sv.qcow2
+  if qemu-img compare -q sq.raw sv.qcow2; then pass; else fail "convert -l $l -O qcow2 differs"; fi
+done
+expect_rc 1 "$VTOOL" img convert -O raw -l nosuch snap.qcow2 sv.raw
+expect_grep "^vtool: snap.qcow2: Failed to load snapshot: Can't find snapshot$" "$T/err"
+expect_rc 1 "$VTOOL" img convert -O raw -l first snap.qcow2 snap.qcow2 sv.raw
+expect_grep 'No support for concatenating multiple snapshot' "$T/err"
+expect_rc 1 "$VTOOL" img convert -O raw -l first sq.raw sv2.raw
+expect_grep 'internal snapshots exist only in qcow2 images' "$T/err"
+
+# Large writes on geometries where one refcount block covers few clusters: the refcount
+# table grows by several blocks at once, runs of new clusters are allocated together.
+head -c 40M /dev/urandom >geo.raw
+for o in cluster_size=512,refcount_bits=64 cluster_size=1024,refcount_bits=16 \
+         cluster_size=2M,refcount_bits=1 cluster_size=16384,extended_l2=on; do
+  rm -f geo.qcow2
+  expect_rc 0 "$VTOOL" img convert -O qcow2 -o "$o" geo.raw geo.qcow2
+  if qemu-img compare -q geo.raw geo.qcow2; then pass; else fail "convert -o $o: contents differ"; fi
+  if qemu-img check -q geo.qcow2; then pass; else fail "convert -o $o: qemu-img check: $(qemu-img check geo.qcow2 2>&1 | head -3)"; fi
+done
 ls -A | grep -q '\.vtool-' && fail "temporary files left: $(ls -A | grep vtool-)" || pass
 
 finish
