@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <zlib.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 static int inflate_cluster(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
 {
@@ -96,6 +97,22 @@ long qcow2_compress(struct qcow2 *s, const uint8_t *in, uint8_t *out, size_t out
 		if (ZSTD_isError(r) || r != 0)
 			return 0; /* does not fit (or failed): the cluster is stored plain */
 		return (long)ob.pos;
+	}
+	/* Deflate spends as long failing on incompressible data as it does succeeding on text.
+	 * A cheap zstd pass (its fastest level, ~10x deflate's speed) says when there is
+	 * nothing to win: if it cannot save even 1/64 of the cluster, deflate with its 4 KiB
+	 * window cannot get under the cluster size either, and the cluster is stored plain. */
+	if (!zstd_cctx) {
+		pthread_once(&zstd_once, zstd_key_init);
+		if ((zstd_cctx = ZSTD_createCCtx()))
+			pthread_setspecific(zstd_key, zstd_cctx);
+	}
+	if (zstd_cctx) {
+		size_t room = s->cs - s->cs / 64;
+		size_t probe = ZSTD_compressCCtx(zstd_cctx, out, room < out_cap ? room : out_cap, in,
+		                                 s->cs, 1);
+		if (ZSTD_isError(probe) && ZSTD_getErrorCode(probe) == ZSTD_error_dstSize_tooSmall)
+			return 0;
 	}
 	z_stream z = { 0 };
 	/* Raw deflate with a 4 KiB window: what qemu writes and reads. */
