@@ -77,43 +77,36 @@ static void zstd_key_init(void)
 	pthread_key_create(&zstd_key, zstd_cctx_free); /* frees each thread's context at exit */
 }
 
+/* Deflate spends as long failing on incompressible data as it does succeeding on text.
+ * zstd's fastest level (about ten times faster) says when there is nothing to win: if it cannot save even 1/64 of the cluster, the real compressor cannot get under
+ * the cluster size either, and the cluster is stored plain. */
+static bool not_worth_compressing(struct qcow2 *s, const uint8_t *in, uint8_t *out,
+                                  size_t out_cap)
+{
+	size_t room = s->cs - s->cs / 64;
+	size_t probe = ZSTD_compressCCtx(zstd_cctx, out, room < out_cap ? room : out_cap, in,
+	                                 s->cs, 1);
+	return ZSTD_isError(probe) && ZSTD_getErrorCode(probe) == ZSTD_error_dstSize_tooSmall;
+}
+
 long qcow2_compress(struct qcow2 *s, const uint8_t *in, uint8_t *out, size_t out_cap)
 {
-	if (s->compression_type == 1) {
-		if (!zstd_cctx) {
-			pthread_once(&zstd_once, zstd_key_init);
-			if (!(zstd_cctx = ZSTD_createCCtx()))
-				return -ENOMEM;
-			pthread_setspecific(zstd_key, zstd_cctx);
-		}
-		/* Streaming with no size pledged, as qemu does: zstd then picks the parameters
-		 * for input of unknown size, which compress clusters a little better than the
-		 * ones it tunes for a known 64 KiB. */
-		ZSTD_CCtx_reset(zstd_cctx, ZSTD_reset_session_and_parameters);
-		ZSTD_CCtx_setParameter(zstd_cctx, ZSTD_c_compressionLevel, ZSTD_CLEVEL_DEFAULT);
-		ZSTD_inBuffer ib = { in, s->cs, 0 };
-		ZSTD_outBuffer ob = { out, out_cap, 0 };
-		size_t r = ZSTD_compressStream2(zstd_cctx, &ob, &ib, ZSTD_e_end);
-		if (ZSTD_isError(r) || r != 0)
-			return 0; /* does not fit (or failed): the cluster is stored plain */
-		return (long)ob.pos;
-	}
-	/* Deflate spends as long failing on incompressible data as it does succeeding on text.
-	 * A cheap zstd pass (its fastest level, ~10x deflate's speed) says when there is
-	 * nothing to win: if it cannot save even 1/64 of the cluster, deflate with its 4 KiB
-	 * window cannot get under the cluster size either, and the cluster is stored plain. */
 	if (!zstd_cctx) {
 		pthread_once(&zstd_once, zstd_key_init);
-		if ((zstd_cctx = ZSTD_createCCtx()))
-			pthread_setspecific(zstd_key, zstd_cctx);
+		if (!(zstd_cctx = ZSTD_createCCtx()))
+			return -ENOMEM;
+		pthread_setspecific(zstd_key, zstd_cctx);
 	}
-	if (zstd_cctx) {
-		size_t room = s->cs - s->cs / 64;
-		size_t probe = ZSTD_compressCCtx(zstd_cctx, out, room < out_cap ? room : out_cap, in,
-		                                 s->cs, 1);
-		if (ZSTD_isError(probe) && ZSTD_getErrorCode(probe) == ZSTD_error_dstSize_tooSmall)
-			return 0;
+	if (s->compression_type == 1) {
+		/* One-shot with the cluster size known: zstd sizes its tables for 64 KiB input,
+		 * which is faster than qemu's streaming call and compresses the same. */
+		size_t n = ZSTD_compressCCtx(zstd_cctx, out, out_cap, in, s->cs, ZSTD_CLEVEL_DEFAULT);
+		if (ZSTD_isError(n))
+			return 0; /* does not fit (or failed): the cluster is stored plain */
+		return (long)n;
 	}
+	if (not_worth_compressing(s, in, out, out_cap))
+		return 0;
 	z_stream z = { 0 };
 	/* Raw deflate with a 4 KiB window: what qemu writes and reads. */
 	if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)

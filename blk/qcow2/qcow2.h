@@ -134,7 +134,11 @@ struct qcow2 {
 	struct qcow2_cache_slot l2_cache[QCOW2_L2_CACHE_SLOTS];
 	struct qcow2_cache_slot rb_cache[QCOW2_RB_CACHE_SLOTS];
 	uint8_t *cbuf;               /* two clusters of scratch for (de)compression */
-	uint64_t compressed_next;    /* where the next compressed stream may go; 0 = none */
+	/* Partly filled host clusters of compressed streams: the next free byte in each
+	 * (0 = slot unused). Streams go first-fit into them, so a stream that does not fit
+	 * one does not waste the rest of it. */
+#define QCOW2_COMPRESSED_SLOTS 8
+	uint64_t compressed_next[QCOW2_COMPRESSED_SLOTS];
 };
 
 /* Buffers for file I/O are page aligned: with O_DIRECT that spares a bounce copy. */

@@ -275,8 +275,9 @@ int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct v
 		                    (unsigned long long)cluster, (unsigned long long)s->refcount_max);
 	v += (uint64_t)(int64_t)delta;
 	/* A freed cluster may be reused for anything: stop appending compressed data to it. */
-	if (delta < 0 && cluster == s->compressed_next >> s->cluster_bits)
-		s->compressed_next = 0;
+	for (int k = 0; delta < 0 && k < QCOW2_COMPRESSED_SLOTS; k++)
+		if (s->compressed_next[k] && cluster == s->compressed_next[k] >> s->cluster_bits)
+			s->compressed_next[k] = 0;
 	uint64_t bo;
 	unsigned bl;
 	rb_entry_set(s, rb, i, v, &bo, &bl);
