@@ -85,6 +85,7 @@ if [ "$rc" -eq 124 ] && [ "$starts" -ge 2 ]; then pass; else fail "reset without
 
 # SIGTERM / SIGINT: clean shutdown, exit 0, qemu's message
 for sig in TERM INT; do
+  rm -f "$T/spin.out"
   "$VTOOL" run -kernel "$TGUEST" -append "test=spin" -serial "file:$T/spin.out" 2>"$T/sig.err" &
   pid=$!
   for _ in $(seq 50); do grep -q TG-SPIN "$T/spin.out" 2>/dev/null && break; sleep 0.1; done
