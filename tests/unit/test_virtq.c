@@ -84,13 +84,12 @@ START_TEST(test_buffer_outside_ram)
 		{ 0x100000000ull, 1 },             /* the hole/high RAM that is not there */
 	};
 	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		teardown(); /* a fresh queue for each case; the fixture frees the last */
 		setup();
 		*desc(0) = (struct virtq_desc){ bad[i][0], (uint32_t)bad[i][1], 0, 0 };
 		offer(0);
 		ck_assert_int_eq(virtq_pop(&q, &el, &e), -EFAULT);
-		teardown();
 	}
-	setup(); /* for the fixture's teardown */
 }
 END_TEST
 
