@@ -52,6 +52,10 @@ expect_grep '^TG-DISK msix status=0 interrupts=[1-9]' "$T/msix"
 expect_grep '^TG-DISK serial=x\.qcow2$' "$T/msix"
 expect_grep '^TG-DISK write-zeroes ok discard ok discard-with-flags status=2$' "$T/msix"
 qio_read "$T/x.qcow2" qcow2 0 $((64 * 512)) $((64 * 512))
+# INTx when the driver does not enable MSI-X: the ISR reports the queue interrupt once
+vt intx -drive "file=$T/x.qcow2,if=virtio" -append "test=disk dev=vblk irq=intx"
+want_rc 1 "virtio-blk INTx/ISR" intx
+expect_grep '^TG-DISK intx status=0 isr=1 then 0$' "$T/intx"
 clean "$T/x.qcow2"
 # the same guest code passes under qemu-system-x86_64 (the peer)
 if timeout 60 qemu-system-x86_64 -enable-kvm -cpu qemu64,-cx16 -nodefaults -display none \
