@@ -18,6 +18,10 @@ struct blk_file {
 	bool direct;
 	bool writable;
 	pthread_mutex_t rmw_lock; /* unaligned O_DIRECT writes read-modify-write a block */
+	/* With O_DIRECT: a second, buffered descriptor for requests that are not aligned
+	 * (qcow2's metadata updates of a few bytes). Linux keeps the two coherent: a direct
+	 * read or write first writes back and drops cached pages of its range. -1 if none. */
+	int bfd;
 };
 
 const char *blk_file_name(const struct blk_file *f)
@@ -115,6 +119,7 @@ int blk_file_open(const char *path, unsigned flags, enum blk_cache cache,
 		return vt_error_set(err, EISDIR, path, "open", "is a directory");
 	}
 	pthread_mutex_init(&f->rmw_lock, NULL);
+	f->bfd = f->direct ? open(path, oflags & ~(O_CREAT | O_TRUNC), 0644) : -1;
 	if (!(flags & BLK_FILE_NOLOCK)) {
 		int r = take_locks(f, err);
 		if (r < 0) {
@@ -131,6 +136,8 @@ void blk_file_close(struct blk_file *f)
 	if (!f)
 		return;
 	close(f->fd); /* drops the OFD locks too */
+	if (f->bfd >= 0)
+		close(f->bfd);
 	pthread_mutex_destroy(&f->rmw_lock);
 	free(f->path);
 	free(f);
@@ -142,12 +149,12 @@ static bool aligned(uint64_t off, const void *buf, size_t len)
 	       (uintptr_t)buf % DIRECT_ALIGN == 0;
 }
 
-static int full_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,
-                      struct vt_error *err)
+static int full_pread_fd(struct blk_file *f, int fd, uint64_t off, void *buf, size_t len,
+                         struct vt_error *err)
 {
 	char *p = buf;
 	while (len) {
-		ssize_t n = pread(f->fd, p, len, (off_t)off);
+		ssize_t n = pread(fd, p, len, (off_t)off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -164,12 +171,12 @@ static int full_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,
 	return 0;
 }
 
-static int full_pwrite(struct blk_file *f, uint64_t off, const void *buf, size_t len,
-                       struct vt_error *err)
+static int full_pwrite_fd(struct blk_file *f, int fd, uint64_t off, const void *buf,
+                          size_t len, struct vt_error *err)
 {
 	const char *p = buf;
 	while (len) {
-		ssize_t n = pwrite(f->fd, p, len, (off_t)off);
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -182,7 +189,20 @@ static int full_pwrite(struct blk_file *f, uint64_t off, const void *buf, size_t
 	return 0;
 }
 
-/* O_DIRECT with an unaligned request: go through an aligned bounce buffer. */
+static int full_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,
+                      struct vt_error *err)
+{
+	return full_pread_fd(f, f->fd, off, buf, len, err);
+}
+
+static int full_pwrite(struct blk_file *f, uint64_t off, const void *buf, size_t len,
+                       struct vt_error *err)
+{
+	return full_pwrite_fd(f, f->fd, off, buf, len, err);
+}
+
+/* O_DIRECT with an unaligned request and no buffered descriptor: go through an aligned
+ * bounce buffer. */
 static int bounce_io(struct blk_file *f, uint64_t off, void *rbuf, const void *wbuf,
                      size_t len, struct vt_error *err)
 {
@@ -219,7 +239,8 @@ int blk_file_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,
                    struct vt_error *err)
 {
 	if (f->direct && !aligned(off, buf, len))
-		return bounce_io(f, off, buf, NULL, len, err);
+		return f->bfd >= 0 ? full_pread_fd(f, f->bfd, off, buf, len, err)
+		                   : bounce_io(f, off, buf, NULL, len, err);
 	return full_pread(f, off, buf, len, err);
 }
 
@@ -227,7 +248,8 @@ int blk_file_pwrite(struct blk_file *f, uint64_t off, const void *buf, size_t le
                     struct vt_error *err)
 {
 	if (f->direct && !aligned(off, buf, len))
-		return bounce_io(f, off, NULL, buf, len, err);
+		return f->bfd >= 0 ? full_pwrite_fd(f, f->bfd, off, buf, len, err)
+		                   : bounce_io(f, off, NULL, buf, len, err);
 	return full_pwrite(f, off, buf, len, err);
 }
 

@@ -459,9 +459,28 @@ static int owned(struct qcow2 *s, const struct mapping *m, bool *yes, struct vt_
 	return r;
 }
 
-/* Write data (n bytes at in) into the guest cluster at gc; data == NULL writes zeros. */
-static int write_cluster(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_t n,
-                         const uint8_t *data, uint8_t *scratch, struct vt_error *err)
+/* -EAGAIN if the guest cluster at gc is no longer mapped by l2_off as *m says (another
+ * request changed it while we wrote data unlocked). Called with the lock held. */
+static int still_mapped_as(struct qcow2 *s, uint64_t gc, uint64_t l2_off,
+                           const struct mapping *m, struct vt_error *err)
+{
+	uint64_t l2_now;
+	struct mapping now;
+	int r;
+
+	if ((r = l2_offset(s, gc >> (s->cluster_bits + s->l2_bits), &l2_now, err)) < 0 ||
+	    (r = lookup(s, gc, &now, err)) < 0)
+		return r;
+	if (l2_now != l2_off || now.entry != m->entry || now.bitmap != m->bitmap)
+		return -EAGAIN;
+	return 0;
+}
+
+/* Write data (n bytes at in) into the guest cluster at gc; data == NULL writes zeros.
+ * -EAGAIN: the cluster's mapping changed while data was written unlocked; nothing was
+ * done (the caller tries again). */
+static int write_cluster_once(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_t n,
+                              const uint8_t *data, uint8_t *scratch, struct vt_error *err)
 {
 	uint64_t l1i = gc >> (s->cluster_bits + s->l2_bits), l2_off;
 	struct mapping m;
@@ -515,11 +534,35 @@ static int write_cluster(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_t n,
 	else
 		memset(scratch + in, 0, n);
 	uint64_t nw;
-	if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0 ||
-	    (r = blk_file_pwrite(s->b->file, nw, scratch, s->cs, err)) < 0 ||
-	    (r = set_entry(s, l2_off, m.l2_index, nw | QCOW2_OFLAG_COPIED, bitmap, err)) < 0)
+	if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0)
+		return r;
+	/* The new cluster is ours alone until it is mapped: fill it without the lock, so
+	 * that other requests allocate and write meanwhile. */
+	pthread_mutex_unlock(&s->lock);
+	r = blk_file_pwrite(s->b->file, nw, scratch, s->cs, err);
+	pthread_mutex_lock(&s->lock);
+	if (r == 0)
+		r = still_mapped_as(s, gc, l2_off, &m, err);
+	if (r < 0) {
+		/* Failed, or the guest cluster changed meanwhile (-EAGAIN: start over). */
+		struct vt_error ignored;
+		qcow2_update_refcount(s, nw >> s->cluster_bits, -1, &ignored);
+		return r;
+	}
+	if ((r = set_entry(s, l2_off, m.l2_index, nw | QCOW2_OFLAG_COPIED, bitmap, err)) < 0)
 		return r;
 	return release_mapping(s, m.entry, err);
+}
+
+/* Retry while another request changed the cluster's mapping under an unlocked write. */
+static int write_cluster(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_t n,
+                         const uint8_t *data, uint8_t *scratch, struct vt_error *err)
+{
+	int r;
+
+	while ((r = write_cluster_once(s, gc, in, n, data, scratch, err)) == -EAGAIN)
+		;
+	return r;
 }
 
 /* Whole clusters that have no host cluster yet (unallocated, or zero without one), in one
@@ -554,9 +597,31 @@ static int write_new_run(struct qcow2 *s, uint64_t g, const struct iovec *iov, i
 	int cnt = k >= 2 ? iov_slice(iov, iovcnt, skip, k * s->cs, sub, READ_IOV_MAX) : -1;
 	if (cnt < 0)
 		return 0;
-	if ((r = qcow2_alloc_clusters(s, k, &nw, err)) < 0 ||
-	    (r = blk_file_pwritev(s->b->file, nw, sub, cnt, err)) < 0 ||
-	    (r = l2_load(s, l2_off, &l2, err)) < 0)
+	if ((r = qcow2_alloc_clusters(s, k, &nw, err)) < 0)
+		return r;
+	/* Ours alone until mapped: written without the lock (see write_cluster_once). */
+	pthread_mutex_unlock(&s->lock);
+	r = blk_file_pwritev(s->b->file, nw, sub, cnt, err);
+	pthread_mutex_lock(&s->lock);
+	uint64_t l2_now = 0;
+	if (r == 0)
+		r = l2_offset(s, g >> (s->cluster_bits + s->l2_bits), &l2_now, err);
+	for (uint64_t i = 0; r == 0 && i < k; i++) {
+		struct mapping m;
+		if ((r = lookup(s, g + i * s->cs, &m, err)) == 0 &&
+		    (l2_now != l2_off || (m.entry & QCOW2_OFFSET_MASK) ||
+		     (classify(s, m.entry) != QCOW2_UNALLOCATED && classify(s, m.entry) != QCOW2_ZERO_PLAIN)))
+			r = -EAGAIN;
+	}
+	if (r < 0) {
+		/* Failed, or another request mapped part of the run meanwhile: give the
+		 * clusters back; -EAGAIN lets the caller go cluster by cluster. */
+		struct vt_error ignored;
+		for (uint64_t i = 0; i < k; i++)
+			qcow2_update_refcount(s, (nw >> s->cluster_bits) + i, -1, &ignored);
+		return r == -EAGAIN ? 0 : r;
+	}
+	if ((r = l2_load(s, l2_off, &l2, err)) < 0)
 		return r;
 	for (uint64_t i = 0; i < k; i++)
 		qcow2_put_be64(l2 + (first + i) * s->l2_entry_size, (nw + i * s->cs) | QCOW2_OFLAG_COPIED);
