@@ -448,7 +448,7 @@ static int convert_main(int argc, char **argv)
 	/* A fresh image reads zeros, except through a backing file (-B). */
 	cv.target_zero = no_create ? target_is_zero : !backing;
 	uint64_t cs = blk_cluster_size(cv.dst);
-	cv.chunk = compress ? cs : (cs > (1u << 20) ? cs : 1u << 20);
+	cv.chunk = cs > (1u << 20) ? cs : 1u << 20;
 
 	struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
 	sigaction(SIGINT, &sa, &old_int);

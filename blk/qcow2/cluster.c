@@ -738,7 +738,13 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
 		s->compressed_next[slot] = (last & (s->cs - 1)) ? last : 0;
 		uint64_t extra = ((coff + (uint64_t)clen - 1) >> 9) - (coff >> 9);
 		uint64_t entry = QCOW2_OFLAG_COMPRESSED | extra << s->csize_shift | coff;
-		if ((r = blk_file_pwrite(s->b->file, coff, out, (size_t)clen, err)) < 0 ||
+		/* The bytes are reserved (counted) and mapped by nobody yet: write them without
+		 * the lock, then map them. Whatever maps the guest cluster by then is replaced. */
+		pthread_mutex_unlock(&s->lock);
+		r = blk_file_pwrite(s->b->file, coff, out, (size_t)clen, err);
+		pthread_mutex_lock(&s->lock);
+		if (r < 0 ||
+		    (r = l2_for_write(s, off >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0 ||
 		    (r = lookup(s, off, &m, err)) < 0 ||
 		    (r = set_entry(s, l2_off, m.l2_index, entry, 0, err)) < 0)
 			goto unlock;
