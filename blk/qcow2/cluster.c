@@ -689,53 +689,31 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
 	} else {
 		uint64_t l2_off, coff = 0, last;
 		struct mapping m;
-		int slot = -1;
 		if ((r = l2_for_write(s, off >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0)
 			goto unlock;
-		/* First fit into a partly filled host cluster; it gains one reference per
-		 * compressed cluster that uses it. */
-		for (int k = 0; k < QCOW2_COMPRESSED_SLOTS && slot < 0; k++) {
-			uint64_t c = s->compressed_next[k];
-			if (c && (c & (s->cs - 1)) + (uint64_t)clen <= s->cs)
-				slot = k;
-		}
-		if (slot >= 0) {
-			coff = s->compressed_next[slot];
-			if ((r = qcow2_update_refcount(s, coff >> s->cluster_bits, 1, err)) < 0)
-				goto unlock;
-		} else {
+		/* Next in the arena; more arena when it is full (contiguous if we can). */
+		if (s->carena_next + (uint64_t)clen > s->carena_end) {
 			uint64_t nw;
-			if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0)
+			if ((r = qcow2_alloc_clusters(s, QCOW2_ARENA_CLUSTERS, &nw, err)) < 0)
 				goto unlock;
-			/* A stream may run on into the new cluster from the end of the one just
-			 * before it: no bytes are wasted there. */
-			for (int k = 0; k < QCOW2_COMPRESSED_SLOTS && slot < 0; k++) {
-				uint64_t c = s->compressed_next[k];
-				if (c && nw == (c & ~(s->cs - 1)) + s->cs)
-					slot = k;
-			}
-			if (slot >= 0) {
-				coff = s->compressed_next[slot];
-				if ((r = qcow2_update_refcount(s, coff >> s->cluster_bits, 1, err)) < 0)
-					goto unlock;
+			if (s->carena_end && nw == s->carena_end) {
+				s->carena_end += QCOW2_ARENA_CLUSTERS * s->cs;
 			} else {
-				/* A new partial cluster takes a free slot, or the fullest one's. */
-				coff = nw;
-				uint64_t least = UINT64_MAX;
-				for (int k = 0; k < QCOW2_COMPRESSED_SLOTS; k++) {
-					uint64_t c = s->compressed_next[k];
-					uint64_t room = c ? s->cs - (c & (s->cs - 1)) : UINT64_MAX - 1;
-					if (!c || room < least) {
-						least = c ? room : 0;
-						slot = k;
-						if (!c)
-							break;
-					}
-				}
+				if ((r = qcow2_arena_release(s, err)) < 0)
+					goto unlock;
+				s->carena_next = nw;
+				s->carena_end = nw + QCOW2_ARENA_CLUSTERS * s->cs;
 			}
 		}
+		coff = s->carena_next;
+		/* A stream starting in a cluster another stream already uses adds a reference;
+		 * one starting a fresh cluster (or running into the next) takes its
+		 * reservation. */
+		if ((coff & (s->cs - 1)) &&
+		    (r = qcow2_update_refcount(s, coff >> s->cluster_bits, 1, err)) < 0)
+			goto unlock;
 		last = coff + (uint64_t)clen;
-		s->compressed_next[slot] = (last & (s->cs - 1)) ? last : 0;
+		s->carena_next = last;
 		uint64_t extra = ((coff + (uint64_t)clen - 1) >> 9) - (coff >> 9);
 		uint64_t entry = QCOW2_OFLAG_COMPRESSED | extra << s->csize_shift | coff;
 		/* The bytes are reserved (counted) and mapped by nobody yet: write them without

@@ -125,8 +125,17 @@ static int qcow2_open(struct blk *b, const struct blk_open_opts *o, struct vt_er
 
 static int qcow2_flush(struct blk *b, struct vt_error *err)
 {
-	/* Metadata is written through; durability is the file's flush. */
-	return blk_file_flush(b->file, err);
+	struct qcow2 *s = b->opaque;
+	int r = 0;
+
+	/* Metadata is written through; the compressed arena's unused reservation goes back
+	 * (so a closed image has no leaks); durability is the file's flush. */
+	if (b->writable) {
+		pthread_mutex_lock(&s->lock);
+		r = qcow2_arena_release(s, err);
+		pthread_mutex_unlock(&s->lock);
+	}
+	return r ? r : blk_file_flush(b->file, err);
 }
 
 static int qcow2_get_info(struct blk *b, struct blk_info *info, struct vt_error *err)

@@ -134,11 +134,12 @@ struct qcow2 {
 	struct qcow2_cache_slot l2_cache[QCOW2_L2_CACHE_SLOTS];
 	struct qcow2_cache_slot rb_cache[QCOW2_RB_CACHE_SLOTS];
 	uint8_t *cbuf;               /* two clusters of scratch for (de)compression */
-	/* Partly filled host clusters of compressed streams: the next free byte in each
-	 * (0 = slot unused). Streams go first-fit into them, so a stream that does not fit
-	 * one does not waste the rest of it. */
-#define QCOW2_COMPRESSED_SLOTS 8
-	uint64_t compressed_next[QCOW2_COMPRESSED_SLOTS];
+	/* Compressed streams are packed back to back into an arena of host clusters reserved
+	 * for them (each with refcount 1 until a stream uses it), so plain clusters written
+	 * meanwhile never cut a stream's way: [carena_next, carena_end). Untouched clusters
+	 * of the arena are given back at flush; a crash leaks them. */
+	uint64_t carena_next, carena_end;
+#define QCOW2_ARENA_CLUSTERS 16
 };
 
 /* Buffers for file I/O are page aligned: with O_DIRECT that spares a bounce copy. */
@@ -190,6 +191,8 @@ int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *rc, struct v
 int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct vt_error *err);
 /* Allocate n contiguous clusters (refcount 1); returns the host offset in *off. */
 int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_error *err);
+/* Give back the compressed arena's untouched clusters. */
+int qcow2_arena_release(struct qcow2 *s, struct vt_error *err);
 /* Drop one reference from each cluster in [off, off+len). */
 int qcow2_free_range(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err);
 void qcow2_refcount_cache_drop(struct qcow2 *s);

@@ -274,10 +274,11 @@ int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct v
 		                    "refcount of cluster %llu would exceed %llu",
 		                    (unsigned long long)cluster, (unsigned long long)s->refcount_max);
 	v += (uint64_t)(int64_t)delta;
-	/* A freed cluster may be reused for anything: stop appending compressed data to it. */
-	for (int k = 0; delta < 0 && k < QCOW2_COMPRESSED_SLOTS; k++)
-		if (s->compressed_next[k] && cluster == s->compressed_next[k] >> s->cluster_bits)
-			s->compressed_next[k] = 0;
+	/* A freed cluster may be reused for anything: stop appending compressed data to it
+	 * (the arena goes on at the next cluster, which is still reserved). */
+	if (delta < 0 && v == 0 && (s->carena_next & (s->cs - 1)) &&
+	    cluster == s->carena_next >> s->cluster_bits)
+		s->carena_next = (s->carena_next | (s->cs - 1)) + 1;
 	uint64_t bo;
 	unsigned bl;
 	rb_entry_set(s, rb, i, v, &bo, &bl);
@@ -370,4 +371,15 @@ int qcow2_free_range(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_erro
 			return r;
 	}
 	return 0;
+}
+
+int qcow2_arena_release(struct qcow2 *s, struct vt_error *err)
+{
+	uint64_t first = (s->carena_next + s->cs - 1) & ~(s->cs - 1);
+	int r = 0;
+
+	for (uint64_t c = first; r == 0 && c < s->carena_end; c += s->cs)
+		r = qcow2_update_refcount(s, c >> s->cluster_bits, -1, err);
+	s->carena_next = s->carena_end = 0;
+	return r;
 }
