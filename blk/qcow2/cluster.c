@@ -693,18 +693,23 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
 			goto unlock;
 		/* Next in the arena; more arena when it is full (contiguous if we can). */
 		if (s->carena_next + (uint64_t)clen > s->carena_end) {
-			uint64_t nw;
-			if ((r = qcow2_alloc_clusters(s, QCOW2_ARENA_CLUSTERS, &nw, err)) < 0)
+			/* Arenas grow with the stream count: a small image reserves (and may leave
+			 * unused) little, a big one keeps plain clusters out of the way. Below 64 KiB
+			 * clusters a stream rarely shares a cluster: one at a time. */
+			uint64_t n = s->cs < 65536 ? 1 : s->cstreams / 8, nw;
+			n = n < 1 ? 1 : n > QCOW2_ARENA_CLUSTERS ? QCOW2_ARENA_CLUSTERS : n;
+			if ((r = qcow2_alloc_clusters(s, n, &nw, err)) < 0)
 				goto unlock;
 			if (s->carena_end && nw == s->carena_end) {
-				s->carena_end += QCOW2_ARENA_CLUSTERS * s->cs;
+				s->carena_end += n * s->cs;
 			} else {
 				if ((r = qcow2_arena_release(s, err)) < 0)
 					goto unlock;
 				s->carena_next = nw;
-				s->carena_end = nw + QCOW2_ARENA_CLUSTERS * s->cs;
+				s->carena_end = nw + n * s->cs;
 			}
 		}
+		s->cstreams++;
 		coff = s->carena_next;
 		/* A stream starting in a cluster another stream already uses adds a reference;
 		 * one starting a fresh cluster (or running into the next) takes its

@@ -139,6 +139,7 @@ struct qcow2 {
 	 * meanwhile never cut a stream's way: [carena_next, carena_end). Untouched clusters
 	 * of the arena are given back at flush; a crash leaks them. */
 	uint64_t carena_next, carena_end;
+	uint64_t cstreams;           /* compressed streams written: sizes the next arena */
 #define QCOW2_ARENA_CLUSTERS 16
 };
 
