@@ -6,7 +6,8 @@
 #   bench/convert.sh [VTOOL] [SIZE_MiB]
 #
 # The input mixes ~40% zeros (half holes, half written zeros), ~30% compressible text and
-# ~30% random bytes in 1 MiB extents, from a fixed seed.
+# ~30% random bytes in 1 MiB extents, from a fixed seed; the "sparse" rows use an input
+# with 5% data (random 1 MiB extents) and 95% holes.
 set -euo pipefail
 vtool=${1:-build/cli/vtool}
 size_mib=${2:-1024}
@@ -35,11 +36,24 @@ with open(path, "wb") as f:
         else:
             f.write(rng.randbytes(1 << 20))
 PY
+# A sparse input too: 5% data (1 MiB extents of random bytes), the rest holes.
+python3 - "$dir/sparse.raw" "$size_mib" <<'PY'
+import random, sys
+path, mib = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+with open(path, "wb") as f:
+    f.truncate(mib << 20)
+    for i in range(mib):
+        if rng.random() < 0.05:
+            f.seek(i << 20)
+            f.write(rng.randbytes(1 << 20))
+PY
+qemu-img convert -O qcow2 "$dir/sparse.raw" "$dir/sparse.qcow2"
 qemu-img convert -O qcow2 "$dir/in.raw" "$dir/in.qcow2"
 qemu-img create -q -f qcow2 -b in.qcow2 -F qcow2 "$dir/top.qcow2"
 qemu-io -c "write -P 0x42 100M 50M" "$dir/top.qcow2" >/dev/null
 
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print(f'{$e-$s:.2f}')"; }
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print(f'{$e-$s:.3f}')"; }
 row() { # name, qemu args..., --, vtool args...
   local name=$1; shift
   local qa=() va=()
@@ -55,11 +69,13 @@ row() { # name, qemu args..., --, vtool args...
     x=$(t "$vtool" img convert "${va[@]}" "$dir/v.out"); tv=$(python3 -c "print(min($tv, $x))")
   done
   printf '%-28s %8s %8s %7s %12s %12s\n' "$name" "$tq" "$tv" \
-    "$(python3 -c "print(f'{$tq/max($tv,0.01):.2f}')")" "$(stat -c %s "$dir/q.out")" "$(stat -c %s "$dir/v.out")"
+    "$(python3 -c "print(f'{$tq/max($tv,0.001):.2f}')")" "$(stat -c %s "$dir/q.out")" "$(stat -c %s "$dir/v.out")"
 }
 printf '%-28s %8s %8s %7s %12s %12s\n' case "qemu s" "vtool s" ratio "qemu bytes" "vtool bytes"
 row "raw->qcow2 -c zlib" -c -m 8 -W -O qcow2 "$dir/in.raw" -- -c -O qcow2 "$dir/in.raw"
 row "raw->qcow2 -c zstd" -c -m 8 -W -O qcow2 -o compression_type=zstd "$dir/in.raw" -- -c -O qcow2 -o compression_type=zstd "$dir/in.raw"
 row "raw->qcow2" -m 8 -W -O qcow2 "$dir/in.raw" -- -O qcow2 "$dir/in.raw"
 row "qcow2->raw" -m 8 -W -O raw "$dir/in.qcow2" -- -O raw "$dir/in.qcow2"
+row "sparse raw->qcow2" -m 8 -W -O qcow2 "$dir/sparse.raw" -- -O qcow2 "$dir/sparse.raw"
+row "sparse qcow2->raw" -m 8 -W -O raw "$dir/sparse.qcow2" -- -O raw "$dir/sparse.qcow2"
 row "chain->qcow2 (flatten)" -m 8 -W -O qcow2 "$dir/top.qcow2" -- -O qcow2 "$dir/top.qcow2"
