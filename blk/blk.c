@@ -1,6 +1,7 @@
 /* The generic half of the block layer: format probing, opening a backing chain,
  * dispatch to the format driver, and the operations every driver shares. */
 #include "blk/driver.h"
+#include "blk/probe.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -40,25 +41,6 @@ int blk_cache_parse(const char *name, enum blk_cache *out)
 		}
 	}
 	return -EINVAL;
-}
-
-/* The one place formats are detected: by magic, never raw for a known magic. */
-static const struct blk_driver *probe(struct blk_file *f, struct vt_error *err)
-{
-	uint8_t buf[512];
-	const struct blk_driver *best = &blk_driver_raw;
-	int best_score = 0;
-
-	if (blk_file_pread(f, 0, buf, sizeof(buf), err) < 0)
-		return NULL;
-	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++) {
-		int s = drivers[i]->probe ? drivers[i]->probe(buf, sizeof(buf)) : 0;
-		if (s > best_score) {
-			best_score = s;
-			best = drivers[i];
-		}
-	}
-	return best;
 }
 
 /* Backing names are relative to the directory of the image that names them. */
@@ -145,15 +127,29 @@ static int open_depth(const char *filename, const struct blk_open_opts *o, int d
 			goto fail;
 		}
 	} else {
-		b->drv = probe(b->file, err);
+		const char *name;
+		if ((r = blk_probe(b->file, &name, err)) < 0)
+			goto fail;
+		b->drv = find_driver(name);
 		if (!b->drv) {
-			r = -EIO;
+			/* Known, but no driver: refusing beats treating it as a raw disk. */
+			r = vt_error_set(err, ENOTSUP, filename, "open",
+			                 "a %s image: vtool cannot read this format yet "
+			                 "(qemu-img convert -O qcow2 can convert it)",
+			                 blk_probe_describe(name));
 			goto fail;
 		}
 	}
 	if ((o->snapshot || o->snapshot_id || o->snapshot_name) && b->drv != &blk_driver_qcow2) {
 		r = vt_error_set(err, ENOTSUP, filename, "open snapshot",
 		                 "internal snapshots exist only in qcow2 images");
+		b->drv = NULL;
+		goto fail;
+	}
+	if (o->writable && !b->drv->pwritev) {
+		r = vt_error_set(err, ENOTSUP, filename, "open",
+		                 "vtool can read %s images but not write them",
+		                 blk_probe_describe(b->drv->name));
 		b->drv = NULL;
 		goto fail;
 	}
@@ -339,7 +335,7 @@ int blk_flush(struct blk *b, struct vt_error *err)
 {
 	if (!b->writable)
 		return 0;
-	return b->drv->flush(b, err);
+	return b->drv->flush ? b->drv->flush(b, err) : blk_file_flush(b->file, err);
 }
 
 int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
@@ -348,7 +344,24 @@ int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
 	int r = check_writable(b, "write zeroes", err);
 	if (r == 0)
 		r = check_range(b, off, len, "write zeroes", err);
-	return r < 0 ? r : b->drv->write_zeroes(b, off, len, flags, err);
+	if (r < 0)
+		return r;
+	if (b->drv->write_zeroes)
+		return b->drv->write_zeroes(b, off, len, flags, err);
+	/* No cheaper way: write zeros, a megabyte at a time. */
+	size_t chunk = len < (1u << 20) ? (size_t)len : 1u << 20;
+	void *z = chunk ? calloc(1, chunk) : NULL;
+	if (chunk && !z)
+		return vt_error_set(err, ENOMEM, b->filename, "write zeroes", NULL);
+	while (len && r == 0) {
+		size_t n = len < chunk ? (size_t)len : chunk;
+		struct iovec iov = { z, n };
+		r = b->drv->pwritev(b, off, &iov, 1, err);
+		off += n;
+		len -= n;
+	}
+	free(z);
+	return r;
 }
 
 int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
@@ -373,7 +386,9 @@ int blk_discard(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err)
 	int r = check_writable(b, "discard", err);
 	if (r == 0)
 		r = check_range(b, off, len, "discard", err);
-	return r < 0 ? r : b->drv->discard(b, off, len, err);
+	if (r < 0 || !b->drv->discard)
+		return r;
+	return b->drv->discard(b, off, len, err);
 }
 
 int blk_block_status_layer(struct blk *b, uint64_t off, uint64_t len,
@@ -385,7 +400,12 @@ int blk_block_status_layer(struct blk *b, uint64_t off, uint64_t len,
 	if (len == 0)
 		return vt_error_set(err, EINVAL, b->filename, "block status", "empty range");
 	memset(st, 0, sizeof(*st));
-	r = b->drv->block_status(b, off, len, st, err);
+	if (b->drv->block_status) {
+		r = b->drv->block_status(b, off, len, st, err);
+	} else {
+		st->len = len;
+		st->flags = BLK_STATUS_ALLOCATED | BLK_STATUS_DATA;
+	}
 	if (r == 0) {
 		st->layer = b;
 		if (st->len == 0 || st->len > len)
@@ -437,6 +457,9 @@ int blk_get_info(struct blk *b, struct blk_info *info, struct vt_error *err)
 		         b->backing_format);
 	}
 	int r = b->drv->get_info ? b->drv->get_info(b, info, err) : 0;
+	if (r == 0 && b->drv->format_specific &&
+	    !(info->format_specific = b->drv->format_specific(b)))
+		r = vt_error_set(err, ENOMEM, b->filename, "info", NULL);
 	if (r < 0)
 		blk_info_free(info); /* nothing for the caller to free on failure */
 	return r;
@@ -446,6 +469,8 @@ void blk_info_free(struct blk_info *info)
 {
 	free(info->snapshots);
 	info->snapshots = NULL;
+	vt_json_free(info->format_specific);
+	info->format_specific = NULL;
 }
 
 int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err)
@@ -517,7 +542,12 @@ int blk_create(const char *filename, const struct blk_create_opts *co, char **fo
 		                 "Backing file specified without backing format");
 		goto out;
 	}
-	if (o.backing_file && d == &blk_driver_raw) {
+	if (!d->create) {
+		r = vt_error_set(err, ENOTSUP, filename, "create",
+		                 "Driver '%s' does not support image creation", fmt);
+		goto out;
+	}
+	if (o.backing_file && !d->supports_backing) {
 		r = vt_error_set(err, ENOTSUP, filename, "create",
 		                 "Backing file not supported for file format '%s'", fmt);
 		goto out;
@@ -600,6 +630,9 @@ int blk_measure(const char *format, const char *options, uint64_t size, struct b
 	memset(m, 0, sizeof(*m));
 	if (!d)
 		return vt_error_set(err, EINVAL, "", "measure", "Unknown file format '%s'", format);
+	if (!d->measure)
+		return vt_error_set(err, ENOTSUP, "", "measure",
+		                    "Format driver '%s' does not support measure", format);
 	int r = blk_opts_parse(options, d->create_opts, &opts, err);
 	if (r == 0)
 		r = d->measure(&opts, src ? blk_size(src) : size, src, m, err);

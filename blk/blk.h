@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 
 #include "util/error.h"
+#include "util/json.h"
 
 struct blk;
 
@@ -113,15 +114,9 @@ struct blk_info {
 	char backing_file[1024];       /* as stored in the image */
 	char full_backing_file[4096];  /* resolved relative to the image */
 	char backing_format[32];       /* empty when not recorded */
-	bool is_qcow2;
-	struct {
-		int version;            /* 2 or 3 */
-		const char *compression_type;
-		bool lazy_refcounts;
-		int refcount_bits;
-		bool corrupt;
-		bool extended_l2;
-	} qcow2;
+	/* qemu's "format-specific" data object, for formats that have one (qcow2, vmdk,
+	 * ...): the members in qemu's names. blk_info_free() releases it. */
+	struct vt_json *format_specific;
 	int nb_snapshots;
 	struct blk_snapshot_info *snapshots; /* malloc'd; blk_info_free() releases */
 };

@@ -24,36 +24,55 @@ struct blk {
 	char backing_format[32];
 };
 
+/* A format driver. blk.c checks every request (range, writability) before it reaches a
+ * driver, and fills in for the optional operations as noted; a driver never sees a
+ * request past the end of the image or a write on a read-only handle.
+ * Required: name, open, close, preadv, and pwritev + flush for formats that can be
+ * opened read-write (blk.c refuses a read-write open when pwritev is NULL). */
 struct blk_driver {
 	const char *name;
-	/* Score how sure we are that this header is ours (0 = not ours). */
-	int (*probe)(const uint8_t *buf, size_t len);
 	int (*open)(struct blk *b, const struct blk_open_opts *o, struct vt_error *err);
 	void (*close)(struct blk *b);
 	int (*preadv)(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
 	              struct vt_error *err);
 	int (*pwritev)(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
 	               struct vt_error *err);
+	/* Optional: without it, blk_flush flushes the image file. */
 	int (*flush)(struct blk *b, struct vt_error *err);
+	/* Optional: without it, zeros are written through pwritev. */
 	int (*write_zeroes)(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
 	                    struct vt_error *err);
+	/* Optional: without it, discard does nothing (it is advisory). */
 	int (*discard)(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err);
+	/* Optional: without it, blk_write_compressed fails with -ENOTSUP. */
 	int (*write_compressed)(struct blk *b, uint64_t off, const void *buf, size_t len,
 	                        struct vt_error *err);
+	/* Optional: the allocation unit (0 without it). */
 	uint32_t (*cluster_size)(struct blk *b);
+	/* Optional: without it, every byte is allocated data at depth 0. */
 	int (*block_status)(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
 	                    struct vt_error *err);
+	/* Optional: fields of struct blk_info beyond what blk.c fills (format, sizes,
+	 * backing file), e.g. cluster size, dirty flag, snapshots. */
 	int (*get_info)(struct blk *b, struct blk_info *info, struct vt_error *err);
+	/* Optional: qemu's "format-specific" data object for `img info` (the members of
+	 * ImageInfoSpecific<Format>, in qemu's names). NULL on allocation failure. */
+	struct vt_json *(*format_specific)(struct blk *b);
+	/* Optional: without it, resizing fails with -ENOTSUP. */
 	int (*truncate)(struct blk *b, uint64_t size, struct vt_error *err);
-	/* Create the image in an already created, empty file. */
+	/* Optional (formats vtool can only read): create the image in an already created,
+	 * empty file. */
 	int (*create)(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
 	              const struct blk_optlist *opts, char **formatting, struct vt_error *err);
+	/* Optional: without it, blk_check fails with -ENOTSUP ("does not support checks"). */
 	int (*check)(struct blk *b, unsigned fix, struct blk_check *res,
 	             void (*report)(void *opaque, const char *line), void *opaque,
 	             struct vt_error *err);
+	/* Optional: without it, measure fails with -ENOTSUP. */
 	int (*measure)(const struct blk_optlist *opts, uint64_t size, struct blk *src,
 	               struct blk_measure *m, struct vt_error *err);
 	const struct blk_optdesc *create_opts; /* terminated by a NULL name */
+	bool supports_backing;                 /* create accepts -b/-F */
 };
 
 extern const struct blk_driver blk_driver_raw;

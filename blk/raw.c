@@ -6,11 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int raw_probe(const uint8_t *buf, size_t len)
-{
-	return 1; /* anything is a raw image; every real format scores higher */
-}
-
 static int raw_open(struct blk *b, const struct blk_open_opts *o, struct vt_error *err)
 {
 	return blk_file_size(b->file, &b->size, err);
@@ -115,7 +110,6 @@ static int raw_create(struct blk_file *f, const char *filename,
 
 const struct blk_driver blk_driver_raw = {
 	.name = "raw",
-	.probe = raw_probe,
 	.open = raw_open,
 	.close = raw_close,
 	.preadv = raw_preadv,

@@ -38,7 +38,8 @@ static struct vt_json *snapshot_json(const struct blk_snapshot_info *sn)
 	return o;
 }
 
-static struct vt_json *info_json(const char *filename, const struct blk_info *in)
+/* Takes the format-specific object out of *in. */
+static struct vt_json *info_json(const char *filename, struct blk_info *in)
 {
 	struct vt_json *o = vt_json_object();
 	if (in->nb_snapshots) {
@@ -53,20 +54,11 @@ static struct vt_json *info_json(const char *filename, const struct blk_info *in
 		vt_json_set_int(o, "cluster-size", in->cluster_size);
 	vt_json_set_str(o, "format", in->format);
 	vt_json_set_int(o, "actual-size", (int64_t)in->actual_size);
-	if (in->is_qcow2) {
-		struct vt_json *fs = vt_json_object(), *d = vt_json_object();
-		bool v3 = in->qcow2.version >= 3;
-		vt_json_set_str(d, "compat", v3 ? "1.1" : "0.10");
-		vt_json_set_str(d, "compression-type", in->qcow2.compression_type);
-		if (v3)
-			vt_json_set_bool(d, "lazy-refcounts", in->qcow2.lazy_refcounts);
-		vt_json_set_int(d, "refcount-bits", in->qcow2.refcount_bits);
-		if (v3) {
-			vt_json_set_bool(d, "corrupt", in->qcow2.corrupt);
-			vt_json_set_bool(d, "extended-l2", in->qcow2.extended_l2);
-		}
-		vt_json_set_str(fs, "type", "qcow2");
-		vt_json_set(fs, "data", d);
+	if (in->format_specific) {
+		struct vt_json *fs = vt_json_object();
+		vt_json_set_str(fs, "type", in->format);
+		vt_json_set(fs, "data", in->format_specific);
+		in->format_specific = NULL;
 		vt_json_set(o, "format-specific", fs);
 	}
 	if (in->has_backing) {
@@ -123,17 +115,10 @@ static void print_human(const char *filename, const struct blk_info *in)
 	}
 	if (in->nb_snapshots)
 		print_snapshots(in);
-	if (in->is_qcow2) {
-		bool v3 = in->qcow2.version >= 3;
-		printf("Format specific information:\n    compat: %s\n    compression type: %s\n",
-		       v3 ? "1.1" : "0.10", in->qcow2.compression_type);
-		if (v3)
-			printf("    lazy refcounts: %s\n", in->qcow2.lazy_refcounts ? "true" : "false");
-		printf("    refcount bits: %d\n", in->qcow2.refcount_bits);
-		if (v3)
-			printf("    corrupt: %s\n    extended l2: %s\n",
-			       in->qcow2.corrupt ? "true" : "false",
-			       in->qcow2.extended_l2 ? "true" : "false");
+	if (in->format_specific) {
+		char *text = vt_json_to_qemu_human(in->format_specific, 1);
+		printf("Format specific information:\n%s", text ? text : "");
+		free(text);
 	}
 }
 

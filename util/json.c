@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -412,4 +413,87 @@ int vt_json_print(FILE *f, const struct vt_json *v, enum vt_json_style style)
 	int r = fprintf(f, "%s\n", s) < 0 ? -EIO : 0;
 	free(s);
 	return r;
+}
+
+/* qemu's human dump of a QAPI object (qemu-img info's "Format specific information"):
+ * one member per line in the same order as the JSON, dashes in keys shown as spaces,
+ * nested objects and lists indented 4 more, list elements as [i], scalars unquoted. */
+static void render_human(struct vt_strbuf *sb, const struct vt_json *v, int level);
+
+static void human_scalar(struct vt_strbuf *sb, const struct vt_json *v)
+{
+	switch (v->kind) {
+	case J_STRING: vt_strbuf_addf(sb, "%s", v->str); break;
+	case J_INT: vt_strbuf_addf(sb, "%lld", (long long)v->i); break;
+	case J_UINT: vt_strbuf_addf(sb, "%llu", (unsigned long long)v->u); break;
+	case J_DOUBLE: vt_strbuf_addf(sb, "%.17g", v->d); break;
+	case J_BOOL: vt_strbuf_addf(sb, "%s", v->b ? "true" : "false"); break;
+	default: vt_strbuf_addf(sb, "null"); break;
+	}
+}
+
+static void human_entry(struct vt_strbuf *sb, const char *label, const struct vt_json *v,
+                        int level)
+{
+	indent(sb, level);
+	vt_strbuf_addf(sb, "%s:", label);
+	if (v->kind == J_OBJECT || v->kind == J_ARRAY) {
+		vt_strbuf_add(sb, "\n", 1);
+		render_human(sb, v, level + 1);
+	} else {
+		vt_strbuf_add(sb, " ", 1);
+		human_scalar(sb, v);
+		vt_strbuf_add(sb, "\n", 1);
+	}
+}
+
+static void render_human(struct vt_strbuf *sb, const struct vt_json *v, int level)
+{
+	if (v->oom)
+		sb->oom = true;
+	if (v->kind == J_ARRAY) {
+		for (size_t i = 0; i < v->arr.n; i++) {
+			char label[32];
+			snprintf(label, sizeof(label), "[%zu]", i);
+			human_entry(sb, label, v->arr.items[i], level);
+		}
+		return;
+	}
+	if (v->kind != J_OBJECT)
+		return;
+	const struct member **order = malloc((v->obj.n + 1) * sizeof(*order));
+	if (!order) {
+		sb->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < v->obj.n; i++)
+		order[i] = &v->obj.items[i];
+	qsort(order, v->obj.n, sizeof(*order), qemu_order_cmp);
+	for (size_t i = 0; i < v->obj.n; i++) {
+		char *label = strdup(order[i]->key);
+		if (!label) {
+			sb->oom = true;
+			break;
+		}
+		for (char *c = label; *c; c++)
+			if (*c == '-')
+				*c = ' ';
+		human_entry(sb, label, order[i]->val, level);
+		free(label);
+	}
+	free(order);
+}
+
+char *vt_json_to_qemu_human(const struct vt_json *v, int level)
+{
+	struct vt_strbuf sb = { 0 };
+
+	if (!v)
+		return NULL;
+	render_human(&sb, v, level);
+	if (sb.oom) {
+		free(sb.buf);
+		return NULL;
+	}
+	return sb.buf ? sb.buf : strdup("");
 }

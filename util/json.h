@@ -50,6 +50,12 @@ int vt_json_print(FILE *f, const struct vt_json *v, enum vt_json_style style);
 
 void vt_json_free(struct vt_json *v);
 
+/* qemu's human rendering of an object (qemu-img info's "Format specific information"
+ * block): "key: value" lines in VT_JSON_QEMU order, key dashes as spaces, nested values
+ * and list elements ("[0]:") indented by 4 per level, starting at `level`. Malloc'd;
+ * NULL on ENOMEM. */
+char *vt_json_to_qemu_human(const struct vt_json *v, int level);
+
 /* Append the escaped, quoted form of s to out (for hand-formatted JSON such as
  * `map --output=json`, whose layout is not the pretty printer's). A failed allocation
  * sets sb->oom and later additions are dropped. */

@@ -610,11 +610,8 @@ int qcow2_measure(const struct blk_optlist *opts, uint64_t size, struct blk *src
 		m->required = m->fully_allocated - vsize + data;
 	}
 	if (src && p.version >= 3 && !strcmp(blk_format(src), "qcow2")) {
-		struct blk_info in;
-		if ((r = blk_get_info(src, &in, err)) < 0)
-			return r;
-		m->has_bitmaps = in.qcow2.version >= 3; /* vtool never writes bitmaps: size 0 */
-		blk_info_free(&in);
+		const struct qcow2 *ss = src->opaque;
+		m->has_bitmaps = ss->version >= 3; /* vtool never writes bitmaps: size 0 */
 	}
 	return 0;
 }

@@ -5,12 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int qcow2_probe(const uint8_t *buf, size_t len)
-{
-	return len >= 8 && qcow2_be32(buf) == QCOW2_MAGIC &&
-	       (qcow2_be32(buf + 4) == 2 || qcow2_be32(buf + 4) == 3) ? 100 : 0;
-}
-
 static int load_table(struct qcow2 *s, uint64_t off, uint64_t n, uint64_t **out,
                       struct vt_error *err)
 {
@@ -143,17 +137,28 @@ static int qcow2_get_info(struct blk *b, struct blk_info *info, struct vt_error 
 	struct qcow2 *s = b->opaque;
 	info->cluster_size = (uint32_t)s->cs;
 	info->dirty = s->incompat & QCOW2_INCOMPAT_DIRTY;
-	info->is_qcow2 = true;
-	info->qcow2.version = s->version;
-	info->qcow2.compression_type = s->compression_type ? "zstd" : "zlib";
-	info->qcow2.lazy_refcounts = s->compat & QCOW2_COMPAT_LAZY;
-	info->qcow2.refcount_bits = (int)s->refcount_bits;
-	info->qcow2.corrupt = s->incompat & QCOW2_INCOMPAT_CORRUPT;
-	info->qcow2.extended_l2 = s->extended_l2;
 	pthread_mutex_lock(&s->lock);
 	int r = qcow2_read_snapshots(s, info, err);
 	pthread_mutex_unlock(&s->lock);
 	return r;
+}
+
+/* ImageInfoSpecificQCow2: v2 images have no lazy-refcounts, corrupt or extended-l2. */
+static struct vt_json *qcow2_format_specific(struct blk *b)
+{
+	const struct qcow2 *s = b->opaque;
+	bool v3 = s->version >= 3;
+	struct vt_json *d = vt_json_object();
+	vt_json_set_str(d, "compat", v3 ? "1.1" : "0.10");
+	vt_json_set_str(d, "compression-type", s->compression_type ? "zstd" : "zlib");
+	if (v3)
+		vt_json_set_bool(d, "lazy-refcounts", s->compat & QCOW2_COMPAT_LAZY);
+	vt_json_set_int(d, "refcount-bits", (int64_t)s->refcount_bits);
+	if (v3) {
+		vt_json_set_bool(d, "corrupt", s->incompat & QCOW2_INCOMPAT_CORRUPT);
+		vt_json_set_bool(d, "extended-l2", s->extended_l2);
+	}
+	return d;
 }
 
 static int qcow2_truncate(struct blk *b, uint64_t size, struct vt_error *err)
@@ -191,7 +196,6 @@ const struct blk_driver blk_driver_qcow2 = {
 	.write_compressed = qcow2_write_compressed,
 	.cluster_size = qcow2_cluster_size,
 	.name = "qcow2",
-	.probe = qcow2_probe,
 	.open = qcow2_open,
 	.close = qcow2_close_internal,
 	.preadv = qcow2_preadv,
@@ -201,6 +205,8 @@ const struct blk_driver blk_driver_qcow2 = {
 	.discard = qcow2_discard,
 	.block_status = qcow2_block_status,
 	.get_info = qcow2_get_info,
+	.format_specific = qcow2_format_specific,
+	.supports_backing = true,
 	.truncate = qcow2_truncate,
 	.create = qcow2_create,
 	.create_opts = qcow2_create_opts,
