@@ -292,7 +292,7 @@ static int rebuild_refcounts(struct walk *w, struct vt_error *err)
 		s->rt_offset = toff;
 		s->rt_clusters = (uint32_t)table;
 		s->rt_entries = table * s->cs / 8;
-		qcow2_refcount_cache_drop(s);
+		qcow2_cache_forget_all(s->rbc);
 		s->free_hint = 0;
 	}
 out:
@@ -351,7 +351,7 @@ static int check_copied(struct walk *w, unsigned fix, struct vt_error *err)
 		}
 		if (r == 0 && dirty) {
 			r = blk_file_pwrite(s->b->file, off, l2, s->cs, err);
-			qcow2_l2_cache_drop(s);
+			qcow2_cache_forget_all(s->l2c);
 		}
 		free(l2);
 		if (r < 0)
@@ -365,8 +365,14 @@ int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
 {
 	struct qcow2 *s = b->opaque;
 	uint64_t fsize;
-	int r = blk_file_size(b->file, &fsize, err);
-	if (r < 0)
+	int r = 0;
+	if (b->writable) {
+		/* The check reads tables from the file: write back what the caches hold. */
+		pthread_mutex_lock(&s->lock);
+		r = qcow2_flush_metadata(s, err);
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (r < 0 || (r = blk_file_size(b->file, &fsize, err)) < 0)
 		return r;
 	struct walk w = { .s = s, .res = res, .report = report, .opaque = opaque,
 	                  .nclusters = (fsize + s->cs - 1) / s->cs };

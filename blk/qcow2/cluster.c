@@ -1,7 +1,9 @@
 /* qcow2 guest-to-host mapping: L1/L2 lookup, reads, writes with copy-on-write, zeroing,
  * discard, block status, L1 growth and metadata preallocation. Every entry point takes
- * s->lock for its whole duration. L2 tables are cached and written through entry by entry;
- * a data cluster is written and counted before the L2 entry that points at it. */
+ * s->lock and drops it only around data transfers. L2 tables live in the L2 cache; an L2
+ * entry that maps a new cluster is written back only after the cluster's refcount and
+ * contents are durable (the cache dependencies set in set_entry), and a replaced
+ * mapping's clusters are freed only after the flush that makes the replacement durable. */
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
@@ -17,45 +19,9 @@ static void *cluster_buf(const struct qcow2 *s)
 	return qcow2_alloc_buf(s->cs);
 }
 
-void qcow2_l2_cache_drop(struct qcow2 *s)
-{
-	for (int i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
-		free(s->l2_cache[i].data);
-		s->l2_cache[i] = (struct qcow2_cache_slot){ 0 };
-	}
-}
-
 static int l2_load(struct qcow2 *s, uint64_t off, uint8_t **data, struct vt_error *err)
 {
-	struct qcow2_cache_slot *victim = &s->l2_cache[0];
-	for (int i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
-		struct qcow2_cache_slot *c = &s->l2_cache[i];
-		if (c->data && c->offset == off) {
-			c->lru = ++s->lru_clock;
-			*data = c->data;
-			return 0;
-		}
-		if (!c->data || c->lru < victim->lru)
-			victim = c;
-	}
-	if (!victim->data && !(victim->data = qcow2_alloc_buf(s->cs)))
-		return vt_error_set(err, ENOMEM, s->b->filename, "load L2 table", NULL);
-	victim->offset = 0;
-	int r = blk_file_pread(s->b->file, off, victim->data, s->cs, err);
-	if (r < 0)
-		return r;
-	victim->offset = off;
-	victim->lru = ++s->lru_clock;
-	*data = victim->data;
-	return 0;
-}
-
-/* Forget a cached L2 table whose cluster is being freed or replaced. */
-static void l2_forget(struct qcow2 *s, uint64_t off)
-{
-	for (int i = 0; i < QCOW2_L2_CACHE_SLOTS; i++)
-		if (s->l2_cache[i].offset == off)
-			s->l2_cache[i].offset = 0, s->l2_cache[i].lru = 0;
+	return qcow2_cache_get(s->l2c, off, data, err);
 }
 
 /* The L2 table for l1 index i, or *l2_off = 0 if there is none. */
@@ -320,8 +286,10 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 				break;
 			int cnt = iov_slice(iov, iovcnt, done, run, sub, READ_IOV_MAX);
 			if (cnt > 0) {
+				uint64_t epoch = qcow2_io_begin(s);
 				pthread_mutex_unlock(&s->lock);
 				r = blk_file_preadv(s->b->file, host, sub, cnt, err);
+				qcow2_io_end(s, epoch);
 				pthread_mutex_lock(&s->lock);
 				done += run;
 				continue;
@@ -353,8 +321,10 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 		}
 		if (!s->extended_l2 && classify(s, m.entry) == QCOW2_NORMAL) {
 			uint64_t host = (m.entry & QCOW2_OFFSET_MASK) + in;
+			uint64_t epoch = qcow2_io_begin(s);
 			pthread_mutex_unlock(&s->lock);
 			r = blk_file_pread(s->b->file, host, buf, n, err);
+			qcow2_io_end(s, epoch);
 			pthread_mutex_lock(&s->lock);
 		} else {
 			r = read_mapped(s, g - in, &m, in, n, buf, err);
@@ -370,27 +340,68 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 
 /* ---- writing ---------------------------------------------------------------------- */
 
+/* Change an L2 entry in the cache. A mapping of a cluster that was just allocated (or
+ * whose contents were just written: zero-allocated made real) must not reach the file
+ * before the cluster's refcount and contents are durable. */
 static int set_entry(struct qcow2 *s, uint64_t l2_off, uint64_t idx, uint64_t entry,
-                     uint64_t bitmap, struct vt_error *err)
+                     uint64_t bitmap, bool new_data, struct vt_error *err)
 {
 	uint8_t *l2;
-	int r = l2_load(s, l2_off, &l2, err);
-	if (r < 0)
+	int r;
+	if (new_data) {
+		/* Lazy refcounts: the L2 table may go first, with the dirty bit telling a
+		 * later open to recount. */
+		if ((r = s->lazy_refcounts ? qcow2_mark_dirty(s, err)
+		                           : qcow2_cache_set_dependency(s->l2c, s->rbc, err)) < 0)
+			return r;
+		qcow2_cache_depends_on_flush(s->l2c);
+	}
+	if ((r = l2_load(s, l2_off, &l2, err)) < 0)
 		return r;
 	uint8_t *p = l2 + idx * s->l2_entry_size;
 	qcow2_put_be64(p, entry);
 	if (s->extended_l2)
 		qcow2_put_be64(p + 8, bitmap);
-	return blk_file_pwrite(s->b->file, l2_off + idx * s->l2_entry_size, p, s->l2_entry_size,
-	                       err);
+	qcow2_cache_mark_dirty(s->l2c, l2_off);
+	return 0;
 }
 
-static int write_l1_entry(struct qcow2 *s, uint64_t i, struct vt_error *err)
+void qcow2_l1_mark_dirty(struct qcow2 *s, uint64_t i)
 {
-	return qcow2_write_be64_field(s, s->l1_offset + i * 8, s->l1[i], err);
+	s->l1_dirty[i] = true;
+	s->l1_any_dirty = true;
 }
 
-/* An L2 table for l1 index i that we own (refcount 1), copying a shared one. */
+/* Write the changed L1 entries (the caller has made their L2 tables durable). Runs of
+ * adjacent entries go out together, never across a 512-byte sector. */
+int qcow2_write_l1(struct qcow2 *s, struct vt_error *err)
+{
+	if (!s->l1_any_dirty)
+		return 0;
+	for (uint64_t i = 0; i < s->l1_size;) {
+		if (!s->l1_dirty[i]) {
+			i++;
+			continue;
+		}
+		uint64_t end = i + 1;
+		while (end < s->l1_size && s->l1_dirty[end] && end % 64)
+			end++;
+		uint8_t buf[512];
+		for (uint64_t k = i; k < end; k++) {
+			qcow2_put_be64(buf + (k - i) * 8, s->l1[k]);
+			s->l1_dirty[k] = false;
+		}
+		int r = blk_file_pwrite(s->b->file, s->l1_offset + i * 8, buf, (end - i) * 8, err);
+		if (r < 0)
+			return r;
+		i = end;
+	}
+	s->l1_any_dirty = false;
+	return 0;
+}
+
+/* An L2 table for l1 index i that we own (refcount 1), copying a shared one. The new
+ * table is made in the cache; its L1 entry is written at the flush, after the table. */
 static int l2_for_write(struct qcow2 *s, uint64_t i, uint64_t *l2_off, struct vt_error *err)
 {
 	uint64_t old;
@@ -401,30 +412,31 @@ static int l2_for_write(struct qcow2 *s, uint64_t i, uint64_t *l2_off, struct vt
 		*l2_off = old;
 		return 0;
 	}
-	uint64_t nw;
-	if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0)
+	if (s->lazy_refcounts && (r = qcow2_mark_dirty(s, err)) < 0)
 		return r;
-	uint8_t *tab = calloc(1, s->cs);
-	if (!tab)
-		return vt_error_set(err, ENOMEM, s->b->filename, "allocate L2 table", NULL);
+	uint8_t *copy = NULL, *tab;
 	if (old) {
 		uint8_t *src;
-		if ((r = l2_load(s, old, &src, err)) == 0)
-			memcpy(tab, src, s->cs);
-	}
-	if (r == 0)
-		r = blk_file_pwrite(s->b->file, nw, tab, s->cs, err);
-	free(tab);
-	if (r < 0)
-		return r;
-	s->l1[i] = nw | QCOW2_OFLAG_COPIED;
-	if ((r = write_l1_entry(s, i, err)) < 0)
-		return r;
-	if (old) {
-		l2_forget(s, old);
-		if ((r = qcow2_free_range(s, old, s->cs, err)) < 0)
+		if ((r = l2_load(s, old, &src, err)) < 0)
 			return r;
+		if (!(copy = qcow2_alloc_buf(s->cs)))
+			return vt_error_set(err, ENOMEM, s->b->filename, "allocate L2 table", NULL);
+		memcpy(copy, src, s->cs);
 	}
+	uint64_t nw;
+	if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0 ||
+	    (!s->lazy_refcounts && (r = qcow2_cache_set_dependency(s->l2c, s->rbc, err)) < 0) ||
+	    (r = qcow2_cache_get_empty(s->l2c, nw, &tab, err)) < 0) {
+		free(copy);
+		return r;
+	}
+	if (copy)
+		memcpy(tab, copy, s->cs);
+	free(copy);
+	s->l1[i] = nw | QCOW2_OFLAG_COPIED;
+	qcow2_l1_mark_dirty(s, i);
+	if (old && (r = qcow2_free_later(s, old, s->cs, err)) < 0)
+		return r;
 	*l2_off = nw;
 	return 0;
 }
@@ -437,11 +449,11 @@ static int release_mapping(struct qcow2 *s, uint64_t entry, struct vt_error *err
 		uint64_t coff = entry & ((1ull << s->csize_shift) - 1);
 		uint64_t nsect = ((entry >> s->csize_shift) & s->csize_mask) + 1;
 		uint64_t first = coff & ~511ull;
-		return qcow2_free_range(s, first, nsect * 512, err);
+		return qcow2_free_later(s, first, nsect * 512, err);
 	}
 	uint64_t host = entry & QCOW2_OFFSET_MASK;
 	if (host && (t == QCOW2_NORMAL || t == QCOW2_ZERO_ALLOC))
-		return qcow2_free_range(s, host, s->cs, err);
+		return qcow2_free_later(s, host, s->cs, err);
 	return 0;
 }
 
@@ -502,11 +514,13 @@ static int write_cluster_once(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_
 		if (simple || full) {
 			/* The cluster is ours and stays mapped; write without the lock so that
 			 * other requests proceed (overlapping requests are unordered anyway). */
+			uint64_t epoch = qcow2_io_begin(s);
 			pthread_mutex_unlock(&s->lock);
 			if (data)
 				r = blk_file_pwrite(s->b->file, host + in, data, n, err);
 			else
 				r = blk_file_zero(s->b->file, host + in, n, false, err);
+			qcow2_io_end(s, epoch);
 			pthread_mutex_lock(&s->lock);
 		} else {
 			/* Zero-allocated or partly allocated: the rest of the cluster must be made
@@ -519,8 +533,10 @@ static int write_cluster_once(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_
 		if (r < 0)
 			return r;
 		uint64_t want = host | QCOW2_OFLAG_COPIED;
+		/* Zero-allocated or partly allocated clusters become plain data: the new
+		 * contents must be durable before the entry says so. */
 		if (m.entry != want || (s->extended_l2 && m.bitmap != bitmap))
-			r = set_entry(s, l2_off, m.l2_index, want, bitmap, err);
+			r = set_entry(s, l2_off, m.l2_index, want, bitmap, true, err);
 		return r;
 	}
 
@@ -549,7 +565,7 @@ static int write_cluster_once(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_
 		qcow2_update_refcount(s, nw >> s->cluster_bits, -1, &ignored);
 		return r;
 	}
-	if ((r = set_entry(s, l2_off, m.l2_index, nw | QCOW2_OFLAG_COPIED, bitmap, err)) < 0)
+	if ((r = set_entry(s, l2_off, m.l2_index, nw | QCOW2_OFLAG_COPIED, bitmap, true, err)) < 0)
 		return r;
 	return release_mapping(s, m.entry, err);
 }
@@ -621,15 +637,15 @@ static int write_new_run(struct qcow2 *s, uint64_t g, const struct iovec *iov, i
 			qcow2_update_refcount(s, (nw >> s->cluster_bits) + i, -1, &ignored);
 		return r == -EAGAIN ? 0 : r;
 	}
-	if ((r = l2_load(s, l2_off, &l2, err)) < 0)
+	if ((!s->lazy_refcounts && (r = qcow2_cache_set_dependency(s->l2c, s->rbc, err)) < 0) ||
+	    (r = l2_load(s, l2_off, &l2, err)) < 0)
 		return r;
+	qcow2_cache_depends_on_flush(s->l2c);
 	for (uint64_t i = 0; i < k; i++)
 		qcow2_put_be64(l2 + (first + i) * s->l2_entry_size, (nw + i * s->cs) | QCOW2_OFLAG_COPIED);
-	r = blk_file_pwrite(s->b->file, l2_off + first * s->l2_entry_size,
-	                    l2 + first * s->l2_entry_size, k * s->l2_entry_size, err);
-	if (r == 0)
-		*done = k * s->cs;
-	return r;
+	qcow2_cache_mark_dirty(s->l2c, l2_off);
+	*done = k * s->cs;
+	return 0;
 }
 
 int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
@@ -729,7 +745,7 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
 		if (r < 0 ||
 		    (r = l2_for_write(s, off >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0 ||
 		    (r = lookup(s, off, &m, err)) < 0 ||
-		    (r = set_entry(s, l2_off, m.l2_index, entry, 0, err)) < 0)
+		    (r = set_entry(s, l2_off, m.l2_index, entry, 0, true, err)) < 0)
 			goto unlock;
 		r = release_mapping(s, m.entry, err);
 	}
@@ -770,7 +786,7 @@ static int zero_whole_cluster(struct qcow2 *s, uint64_t gc, bool unmap, bool dis
 	uint64_t l2_off;
 	if ((r = l2_for_write(s, gc >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0 ||
 	    (r = lookup(s, gc, &m, err)) < 0 ||
-	    (r = set_entry(s, l2_off, m.l2_index, entry, bitmap, err)) < 0)
+	    (r = set_entry(s, l2_off, m.l2_index, entry, bitmap, false, err)) < 0)
 		return r;
 	return keep ? 0 : release_mapping(s, m.entry, err);
 }
@@ -898,35 +914,46 @@ int qcow2_grow_l1(struct qcow2 *s, uint64_t n, bool exact, struct vt_error *err)
 	uint64_t clusters = (size * 8 + s->cs - 1) / s->cs, off;
 	uint64_t *l1 = calloc(size, 8);
 	uint8_t *raw = calloc(size, 8);
+	bool *dirty = calloc(size, sizeof(bool));
 	int r;
-	if (!l1 || !raw) {
-		free(l1);
-		free(raw);
-		return vt_error_set(err, ENOMEM, s->b->filename, "grow L1 table", NULL);
+	if (!l1 || !raw || !dirty) {
+		r = vt_error_set(err, ENOMEM, s->b->filename, "grow L1 table", NULL);
+		goto out;
 	}
+	/* The copy is made of durable entries only: everything the current L1 points at is
+	 * written first. Then the new table and its refcounts, durable before the header
+	 * switches to it. */
+	if ((r = qcow2_flush_metadata(s, err)) < 0)
+		goto out;
 	memcpy(l1, s->l1, (size_t)s->l1_size * 8);
 	for (uint64_t i = 0; i < size; i++)
 		qcow2_put_be64(raw + i * 8, l1[i]);
 	if ((r = qcow2_alloc_clusters(s, clusters, &off, err)) < 0 ||
 	    (r = blk_file_pwrite(s->b->file, off, raw, size * 8, err)) < 0 ||
+	    (r = qcow2_cache_write(s->rbc, err)) < 0 ||
 	    (r = blk_file_flush(s->b->file, err)) < 0)
 		goto out;
 	uint8_t hdr[12];
 	qcow2_put_be32(hdr, (uint32_t)size);
 	qcow2_put_be64(hdr + 4, off);
-	if ((r = blk_file_pwrite(s->b->file, QCOW2_OFF_L1_SIZE, hdr, 12, err)) < 0)
+	if ((r = blk_file_pwrite(s->b->file, QCOW2_OFF_L1_SIZE, hdr, 12, err)) < 0 ||
+	    (r = blk_file_flush(s->b->file, err)) < 0)
 		goto out;
 	uint64_t old_off = s->l1_offset, old_size = s->l1_size;
 	free(s->l1);
+	free(s->l1_dirty);
 	s->l1 = l1;
+	s->l1_dirty = dirty;
 	l1 = NULL;
+	dirty = NULL;
 	s->l1_offset = off;
 	s->l1_size = (uint32_t)size;
 	if (old_size)
-		r = qcow2_free_range(s, old_off, old_size * 8, err);
+		r = qcow2_free_later(s, old_off, old_size * 8, err);
 out:
 	free(l1);
 	free(raw);
+	free(dirty);
 	return r;
 }
 
@@ -945,7 +972,7 @@ int qcow2_preallocate(struct qcow2 *s, uint64_t size, uint64_t *data_end, struct
 			break;
 		for (uint64_t i = 0; i < n && r == 0; i++) {
 			uint64_t idx = (c + i) & (s->l2_entries - 1);
-			r = set_entry(s, l2_off, idx, (data + i * s->cs) | QCOW2_OFLAG_COPIED, 0, err);
+			r = set_entry(s, l2_off, idx, (data + i * s->cs) | QCOW2_OFLAG_COPIED, 0, true, err);
 		}
 		if (data + n * s->cs > *data_end)
 			*data_end = data + n * s->cs;

@@ -1,4 +1,5 @@
-/* The qcow2 driver: open/close, flush, info, resize, and the vtable blk.c dispatches to. */
+/* The qcow2 driver: open/close, flush (the crash-safe write-back order of qcow2.h), info,
+ * resize, and the vtable blk.c dispatches to. */
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
@@ -26,20 +27,113 @@ static int load_table(struct qcow2 *s, uint64_t off, uint64_t n, uint64_t **out,
 	return 0;
 }
 
+uint64_t qcow2_io_begin(struct qcow2 *s)
+{
+	pthread_mutex_lock(&s->io_lock);
+	uint64_t epoch = s->io_epoch;
+	s->io_count[epoch & 1]++;
+	pthread_mutex_unlock(&s->io_lock);
+	return epoch;
+}
+
+void qcow2_io_end(struct qcow2 *s, uint64_t epoch)
+{
+	pthread_mutex_lock(&s->io_lock);
+	if (--s->io_count[epoch & 1] == 0)
+		pthread_cond_broadcast(&s->io_done);
+	pthread_mutex_unlock(&s->io_lock);
+}
+
+/* Wait for the unlocked transfers that started before now (they may still target a
+ * cluster that is about to be released). Later ones looked the mapping up after the
+ * frees were made, so they cannot. The previous epoch was drained by the last call. */
+static void io_drain(struct qcow2 *s)
+{
+	pthread_mutex_lock(&s->io_lock);
+	uint64_t old = s->io_epoch++;
+	while (s->io_count[old & 1])
+		pthread_cond_wait(&s->io_done, &s->io_lock);
+	pthread_mutex_unlock(&s->io_lock);
+}
+
+int qcow2_mark_dirty(struct qcow2 *s, struct vt_error *err)
+{
+	if (s->incompat & QCOW2_INCOMPAT_DIRTY)
+		return 0;
+	s->incompat |= QCOW2_INCOMPAT_DIRTY;
+	int r = qcow2_write_be64_field(s, QCOW2_OFF_INCOMPAT, s->incompat, err);
+	return r < 0 ? r : blk_file_flush(s->b->file, err);
+}
+
+/* Ends with the file synced, whatever there was to write. */
+int qcow2_flush_metadata(struct qcow2 *s, struct vt_error *err)
+{
+	int r;
+	if (!qcow2_cache_dirty(s->l2c) && !qcow2_cache_dirty(s->rbc) && !s->l1_any_dirty &&
+	    !s->nfrees)
+		return blk_file_flush(s->b->file, err);
+	/* Refcounts and data, then L2 tables (the cache dependencies order these two), then
+	 * the L1 entries of new L2 tables. */
+	if ((r = qcow2_cache_write(s->l2c, err)) < 0 || (r = qcow2_cache_write(s->rbc, err)) < 0)
+		return r;
+	if (s->l1_any_dirty &&
+	    ((r = blk_file_flush(s->b->file, err)) < 0 || (r = qcow2_write_l1(s, err)) < 0))
+		return r;
+	if ((r = blk_file_flush(s->b->file, err)) < 0 || !s->nfrees)
+		return r;
+	/* Nothing durable points at the freed clusters any more: release them. */
+	io_drain(s);
+	if ((r = qcow2_release_frees(s, err)) < 0 || (r = qcow2_cache_write(s->rbc, err)) < 0)
+		return r;
+	return blk_file_flush(s->b->file, err);
+}
+
+/* Lazy refcounts: the refcounts are durable now, so the image is clean again. */
+static int mark_clean(struct qcow2 *s, struct vt_error *err)
+{
+	if (!(s->incompat & QCOW2_INCOMPAT_DIRTY))
+		return 0;
+	int r = qcow2_flush_metadata(s, err);
+	if (r == 0) {
+		s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+		r = qcow2_write_be64_field(s, QCOW2_OFF_INCOMPAT, s->incompat, err);
+	}
+	return r < 0 ? r : blk_file_flush(s->b->file, err);
+}
+
 void qcow2_close_internal(struct blk *b);
 void qcow2_close_internal(struct blk *b)
 {
 	struct qcow2 *s = b->opaque;
 	if (!s)
 		return;
-	qcow2_l2_cache_drop(s);
-	qcow2_refcount_cache_drop(s);
+	if (s->lazy_refcounts && b->writable)
+		mark_clean(s, NULL);
+	qcow2_cache_destroy(s->l2c);
+	qcow2_cache_destroy(s->rbc);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->io_lock);
+	pthread_cond_destroy(&s->io_done);
 	free(s->l1);
+	free(s->l1_dirty);
 	free(s->rt);
 	free(s->cbuf);
+	free(s->frees);
 	free(s);
 	b->opaque = NULL;
+}
+
+/* qemu's default: enough L2 cache to map the whole disk, up to 32 MiB; a quarter of
+ * that for refcount blocks. Slots get memory when first used. */
+static int make_caches(struct qcow2 *s, struct vt_error *err)
+{
+	uint64_t per_table = s->cs * s->l2_entries;
+	uint64_t tables = (s->b->size + per_table - 1) / per_table;
+	uint64_t max = (32u << 20) / s->cs;
+	uint64_t l2 = tables < 16 ? 16 : tables > max ? max : tables;
+	uint64_t rb = l2 / 4 < 16 ? 16 : l2 / 4;
+	int r = qcow2_cache_create(s, (uint32_t)l2, "L2 table", &s->l2c, err);
+	return r < 0 ? r : qcow2_cache_create(s, (uint32_t)rb, "refcount block", &s->rbc, err);
 }
 
 int qcow2_open_internal(struct blk *b, struct vt_error *err);
@@ -51,9 +145,15 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 	s->b = b;
 	b->opaque = s;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->io_lock, NULL);
+	pthread_cond_init(&s->io_done, NULL);
 	int r = qcow2_read_header(s, err);
 	if (r == 0)
 		r = load_table(s, s->l1_offset, s->l1_size, &s->l1, err);
+	if (r == 0 && !(s->l1_dirty = calloc(s->l1_size + 1, sizeof(bool))))
+		r = vt_error_set(err, ENOMEM, b->filename, "open", NULL);
+	if (r == 0)
+		r = make_caches(s, err);
 	if (r == 0) {
 		s->rt_entries = (uint64_t)s->rt_clusters * s->cs / 8;
 		r = load_table(s, s->rt_offset, s->rt_entries, &s->rt, err);
@@ -73,6 +173,9 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 				                 "repairing the dirty image left %llu corruptions",
 				                 (unsigned long long)res.corruptions);
 		}
+		s->lazy_refcounts = s->compat & QCOW2_COMPAT_LAZY;
+		s->writethrough = b->cache == BLK_CACHE_WRITETHROUGH ||
+		                  b->cache == BLK_CACHE_DIRECTSYNC;
 		if (r == 0 && s->autoclear && s->version >= 3) {
 			/* We do not maintain bitmaps or anything else autoclear guards. */
 			s->autoclear = 0;
@@ -122,14 +225,17 @@ static int qcow2_flush(struct blk *b, struct vt_error *err)
 	struct qcow2 *s = b->opaque;
 	int r = 0;
 
-	/* Metadata is written through; the compressed arena's unused reservation goes back
-	 * (so a closed image has no leaks); durability is the file's flush. */
+	/* The compressed arena's unused reservation goes back (so a closed image has no
+	 * leaks), then all metadata in its crash-safe order; the last step is the sync. */
 	if (b->writable) {
 		pthread_mutex_lock(&s->lock);
 		r = qcow2_arena_release(s, err);
+		if (r == 0)
+			r = qcow2_flush_metadata(s, err);
 		pthread_mutex_unlock(&s->lock);
+		return r;
 	}
-	return r ? r : blk_file_flush(b->file, err);
+	return 0;
 }
 
 static int qcow2_get_info(struct blk *b, struct blk_info *info, struct vt_error *err)

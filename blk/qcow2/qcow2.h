@@ -1,11 +1,23 @@
 /* qcow2 driver internals, shared by the files of blk/qcow2/. Format facts: specs/qcow2.md.
  *
- * Concurrency: one mutex per image guards all metadata (L1, L2 and refcount caches, the
- * allocator, header fields). Reads of plain data clusters and in-place writes to clusters
- * the image owns drop it during the data transfer; like a disk, requests that overlap in
- * time and space complete in no particular order. Metadata writes are write-through and ordered so that a
- * killed process leaves at worst leaked clusters: a new cluster's refcount and contents
- * reach the file before the L2/L1 entry that points to it. */
+ * Concurrency: one mutex per image (s->lock) guards all metadata (L1, the L2 and refcount
+ * caches, the allocator, header fields). Data transfers to and from clusters run without
+ * it; like a disk, requests that overlap in time and space complete in no particular
+ * order. A transfer that runs unlocked is counted (io_begin/io_end) so that a cluster
+ * freed meanwhile is not handed out again before the transfer is over.
+ *
+ * Crash consistency (a killed process or a power cut, where writes after the last flush
+ * land in any order): L2 tables and refcount blocks live in write-back caches (cache.c)
+ * and reach the file in this order, each step durable (fdatasync) before the next:
+ *   1. a new cluster's refcount, and the cluster's data (guest data or COW copy);
+ *   2. the L2 entry that maps it;
+ *   3. the L1 entry of a new L2 table.
+ * Clusters that lose a reference (discard, COW of a shared cluster, a replaced L2 table)
+ * are not released at once: their refcounts drop only after the metadata that no longer
+ * points at them is durable (the next flush), so until then they cannot be reused and no
+ * durable table can point at a cluster that holds something else. Structural changes
+ * (new refcount blocks, a bigger refcount table or L1 table) are written and synced
+ * before anything points at them. The worst a crash leaves is leaked clusters. */
 #ifndef VTOOL_BLK_QCOW2_H
 #define VTOOL_BLK_QCOW2_H
 
@@ -88,13 +100,11 @@ enum qcow2_cluster_type {
 	QCOW2_COMPRESSED,
 };
 
-#define QCOW2_L2_CACHE_SLOTS 16
-#define QCOW2_RB_CACHE_SLOTS 8
+struct qcow2_cache;
 
-struct qcow2_cache_slot {
-	uint64_t offset;   /* host offset of the cached cluster; 0 = empty */
-	uint64_t lru;
-	uint8_t *data;
+/* A range of host clusters each losing one reference at the next flush. */
+struct qcow2_free {
+	uint64_t off, len;
 };
 
 struct qcow2 {
@@ -130,9 +140,19 @@ struct qcow2 {
 	uint64_t snapshots_offset;
 
 	uint64_t free_hint;          /* cluster index where free-cluster search starts */
-	uint64_t lru_clock;
-	struct qcow2_cache_slot l2_cache[QCOW2_L2_CACHE_SLOTS];
-	struct qcow2_cache_slot rb_cache[QCOW2_RB_CACHE_SLOTS];
+	struct qcow2_cache *l2c;     /* L2 tables */
+	struct qcow2_cache *rbc;     /* refcount blocks */
+	bool *l1_dirty;              /* L1 entries changed in memory, written at flush */
+	bool l1_any_dirty;
+	bool lazy_refcounts;         /* refcounts may lag (dirty bit set while they do) */
+	bool writethrough;           /* metadata written back after every request */
+	struct qcow2_free *frees;    /* references to drop at the next flush */
+	size_t nfrees, frees_cap;
+	/* Unlocked data transfers in flight, by epoch (see io_begin). */
+	pthread_mutex_t io_lock;
+	pthread_cond_t io_done;
+	uint64_t io_epoch;
+	unsigned io_count[2];
 	uint8_t *cbuf;               /* two clusters of scratch for (de)compression */
 	/* Compressed streams are packed back to back into an arena of host clusters reserved
 	 * for them (each with refcount 1 until a stream uses it), so plain clusters written
@@ -172,6 +192,41 @@ static inline void qcow2_put_be32(uint8_t *p, uint32_t v)
 		p[i] = (uint8_t)v;
 }
 
+/* cache.c: write-back caches of L2 tables and refcount blocks (see the top of cache.c). */
+int qcow2_cache_create(struct qcow2 *s, uint32_t nslots, const char *what,
+                       struct qcow2_cache **out, struct vt_error *err);
+void qcow2_cache_destroy(struct qcow2_cache *c);
+int qcow2_cache_get(struct qcow2_cache *c, uint64_t off, uint8_t **table, struct vt_error *err);
+/* A table being created at off: zero-filled, dirty, not read from the file. */
+int qcow2_cache_get_empty(struct qcow2_cache *c, uint64_t off, uint8_t **table,
+                          struct vt_error *err);
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, uint64_t off);
+void qcow2_cache_pin(struct qcow2_cache *c, const uint8_t *table);
+void qcow2_cache_unpin(struct qcow2_cache *c, const uint8_t *table);
+/* Before any table of c is written, dep's dirty tables must be durable. */
+int qcow2_cache_set_dependency(struct qcow2_cache *c, struct qcow2_cache *dep,
+                               struct vt_error *err);
+/* Before any table of c is written, the file must be synced (data written so far). */
+void qcow2_cache_depends_on_flush(struct qcow2_cache *c);
+/* Write every dirty table (after what they depend on); no sync at the end. */
+int qcow2_cache_write(struct qcow2_cache *c, struct vt_error *err);
+bool qcow2_cache_dirty(const struct qcow2_cache *c);
+/* Forget a table whose cluster is no longer metadata (its changes are dropped). */
+void qcow2_cache_discard(struct qcow2_cache *c, uint64_t off);
+/* Forget every table (after check rewrote tables behind the cache's back). */
+void qcow2_cache_forget_all(struct qcow2_cache *c);
+int qcow2_cache_sync_file(struct qcow2 *s, struct vt_error *err);
+
+/* qcow2.c */
+/* Write back all metadata in crash-safe order and sync, then release the clusters freed
+ * since the last flush. */
+int qcow2_flush_metadata(struct qcow2 *s, struct vt_error *err);
+/* Before the first metadata change of a lazy-refcounts image: set the dirty bit, durably. */
+int qcow2_mark_dirty(struct qcow2 *s, struct vt_error *err);
+/* Count an unlocked transfer to or from a cluster that some L2 entry maps. */
+uint64_t qcow2_io_begin(struct qcow2 *s);
+void qcow2_io_end(struct qcow2 *s, uint64_t epoch);
+
 /* header.c */
 int qcow2_read_header(struct qcow2 *s, struct vt_error *err);
 int qcow2_write_be64_field(struct qcow2 *s, uint64_t off, uint64_t v, struct vt_error *err);
@@ -194,9 +249,14 @@ int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct v
 int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_error *err);
 /* Give back the compressed arena's untouched clusters. */
 int qcow2_arena_release(struct qcow2 *s, struct vt_error *err);
-/* Drop one reference from each cluster in [off, off+len). */
+/* Drop one reference from each cluster in [off, off+len) now: only for clusters no
+ * table has ever pointed at (an allocation given back). */
 int qcow2_free_range(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err);
-void qcow2_refcount_cache_drop(struct qcow2 *s);
+/* Drop one reference from each cluster in [off, off+len) once the metadata that stopped
+ * pointing at them is durable (the next flush). */
+int qcow2_free_later(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err);
+/* Apply the deferred frees (called by the flush once the metadata is durable). */
+int qcow2_release_frees(struct qcow2 *s, struct vt_error *err);
 /* Refuse (and mark the image corrupt) when [off, off+len) overlaps metadata we know of:
  * the header, L1, refcount table and blocks, L2 tables, snapshot table. A hostile or
  * damaged image can make free-looking clusters or L2 entries point there. */
@@ -217,7 +277,9 @@ int qcow2_grow_l1(struct qcow2 *s, uint64_t n, bool exact, struct vt_error *err)
 /* Allocate every L2 table and data cluster of [0, size) (preallocation=metadata). */
 int qcow2_preallocate(struct qcow2 *s, uint64_t size, uint64_t *data_end,
                       struct vt_error *err);
-void qcow2_l2_cache_drop(struct qcow2 *s);
+/* The L1 entry i changed in memory: written at the next flush. */
+void qcow2_l1_mark_dirty(struct qcow2 *s, uint64_t i);
+int qcow2_write_l1(struct qcow2 *s, struct vt_error *err);
 
 int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
                            struct vt_error *err);

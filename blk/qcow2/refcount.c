@@ -1,45 +1,16 @@
-/* qcow2 reference counts: the two-level refcount table, the cluster allocator, and
- * growing the table. Callers hold s->lock. Refcount blocks are cached and written through
- * (only the bytes that change), so an allocation's refcount is in the file before any
- * pointer to the cluster is. */
+/* qcow2 reference counts: the two-level refcount table, the cluster allocator, growing
+ * the table, and deferred frees. Callers hold s->lock. Refcount blocks live in the
+ * refcount cache (written back in order, see qcow2.h); new refcount blocks and a new
+ * refcount table are written and synced before the table (or header) points at them. */
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-void qcow2_refcount_cache_drop(struct qcow2 *s)
-{
-	for (int i = 0; i < QCOW2_RB_CACHE_SLOTS; i++) {
-		free(s->rb_cache[i].data);
-		s->rb_cache[i] = (struct qcow2_cache_slot){ 0 };
-	}
-}
-
-/* The cached refcount block at host offset off (loading it if needed). */
 static int rb_get(struct qcow2 *s, uint64_t off, uint8_t **data, struct vt_error *err)
 {
-	struct qcow2_cache_slot *victim = &s->rb_cache[0];
-	for (int i = 0; i < QCOW2_RB_CACHE_SLOTS; i++) {
-		struct qcow2_cache_slot *c = &s->rb_cache[i];
-		if (c->offset == off && c->data) {
-			c->lru = ++s->lru_clock;
-			*data = c->data;
-			return 0;
-		}
-		if (!c->data || c->lru < victim->lru)
-			victim = c;
-	}
-	if (!victim->data && !(victim->data = qcow2_alloc_buf(s->cs)))
-		return vt_error_set(err, ENOMEM, s->b->filename, "load refcount block", NULL);
-	victim->offset = 0;
-	int r = blk_file_pread(s->b->file, off, victim->data, s->cs, err);
-	if (r < 0)
-		return r;
-	victim->offset = off;
-	victim->lru = ++s->lru_clock;
-	*data = victim->data;
-	return 0;
+	return qcow2_cache_get(s->rbc, off, data, err);
 }
 
 static uint64_t rb_entry_get(const struct qcow2 *s, const uint8_t *rb, uint64_t i)
@@ -202,7 +173,8 @@ static int grow_reftable(struct qcow2 *s, uint64_t min_entries, struct vt_error 
 	uint8_t hdr[12];
 	qcow2_put_be64(hdr, table_off);
 	qcow2_put_be32(hdr + 8, (uint32_t)clusters);
-	if ((r = blk_file_pwrite(s->b->file, QCOW2_OFF_REFTABLE, hdr, 12, err)) < 0)
+	if ((r = blk_file_pwrite(s->b->file, QCOW2_OFF_REFTABLE, hdr, 12, err)) < 0 ||
+	    (r = blk_file_flush(s->b->file, err)) < 0)
 		goto out;
 	uint64_t old_off = s->rt_offset, old_clusters = s->rt_clusters;
 	free(s->rt);
@@ -211,7 +183,9 @@ static int grow_reftable(struct qcow2 *s, uint64_t min_entries, struct vt_error 
 	s->rt_offset = table_off;
 	s->rt_clusters = (uint32_t)clusters;
 	s->rt_entries = entries;
-	r = qcow2_free_range(s, old_off, old_clusters * s->cs, err);
+	/* The old table's clusters are reusable once the header switch is durable (it is:
+	 * synced above); still, release them with the other frees at the next flush. */
+	r = qcow2_free_later(s, old_off, old_clusters * s->cs, err);
 out:
 	free(blocks);
 	free(rt);
@@ -239,9 +213,10 @@ static int create_refblock(struct qcow2 *s, uint64_t idx, struct vt_error *err)
 	uint64_t bo;
 	unsigned bl;
 	rb_entry_set(s, block, 0, 1, &bo, &bl);
+	/* The block durable before the table entry that points at it. */
 	r = blk_file_pwrite(s->b->file, off, block, s->cs, err);
 	free(block);
-	if (r < 0)
+	if (r < 0 || (r = blk_file_flush(s->b->file, err)) < 0)
 		return r;
 	s->rt[idx] = off;
 	return write_rt_entry(s, idx, err);
@@ -282,10 +257,14 @@ int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct v
 	uint64_t bo;
 	unsigned bl;
 	rb_entry_set(s, rb, i, v, &bo, &bl);
-	r = blk_file_pwrite(s->b->file, boff + bo, rb + bo, bl, err);
-	if (r == 0 && v == 0 && cluster < s->free_hint)
-		s->free_hint = cluster;
-	return r;
+	qcow2_cache_mark_dirty(s->rbc, boff);
+	if (v == 0) {
+		/* Nothing may still hold a table of the freed cluster. */
+		qcow2_cache_discard(s->l2c, cluster << s->cluster_bits);
+		if (cluster < s->free_hint)
+			s->free_hint = cluster;
+	}
+	return 0;
 }
 
 /* Refcount 0 -> 1 for clusters [first, first+n), whose refcount blocks all exist: each
@@ -299,18 +278,15 @@ static int claim_range(struct qcow2 *s, uint64_t first, uint64_t n, struct vt_er
 		int r;
 		if ((r = rt_block(s, idx, &boff, err)) < 0 || (r = rb_get(s, boff, &rb, err)) < 0)
 			return r;
-		uint64_t lo = UINT64_MAX, hi = 0, bo;
+		uint64_t bo;
 		unsigned bl;
 		for (uint64_t j = 0; j < k; j++) {
 			if (rb_entry_get(s, rb, i + j))
 				return qcow2_signal_corruption(s, err, "cluster %llu allocated twice",
 				                               (unsigned long long)(first + j));
 			rb_entry_set(s, rb, i + j, 1, &bo, &bl);
-			lo = bo < lo ? bo : lo;
-			hi = bo + bl > hi ? bo + bl : hi;
 		}
-		if ((r = blk_file_pwrite(s->b->file, boff + lo, rb + lo, hi - lo, err)) < 0)
-			return r;
+		qcow2_cache_mark_dirty(s->rbc, boff);
 		first += k;
 		n -= k;
 	}
@@ -371,6 +347,36 @@ int qcow2_free_range(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_erro
 			return r;
 	}
 	return 0;
+}
+
+int qcow2_free_later(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err)
+{
+	if (!len)
+		return 0;
+	if (s->nfrees == s->frees_cap) {
+		size_t cap = s->frees_cap ? s->frees_cap * 2 : 64;
+		struct qcow2_free *f = realloc(s->frees, cap * sizeof(*f));
+		if (!f)
+			return vt_error_set(err, ENOMEM, s->b->filename, "free clusters", NULL);
+		s->frees = f;
+		s->frees_cap = cap;
+	}
+	s->frees[s->nfrees++] = (struct qcow2_free){ off, len };
+	/* Keep the backlog (and the space it holds) bounded without a guest flush. */
+	if (s->nfrees >= 4096)
+		return qcow2_flush_metadata(s, err);
+	return 0;
+}
+
+int qcow2_release_frees(struct qcow2 *s, struct vt_error *err)
+{
+	int r = 0;
+	size_t i;
+	for (i = 0; i < s->nfrees && r == 0; i++)
+		r = qcow2_free_range(s, s->frees[i].off, s->frees[i].len, err);
+	/* On failure the rest leak; they can no longer be referenced anyway. */
+	s->nfrees = 0;
+	return r;
 }
 
 int qcow2_arena_release(struct qcow2 *s, struct vt_error *err)
