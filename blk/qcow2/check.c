@@ -289,6 +289,7 @@ static int rebuild_refcounts(struct walk *w, struct vt_error *err)
 			rt[i] = qcow2_be64(tab + i * 8);
 		free(s->rt);
 		s->rt = rt;
+		qcow2_meta_changed(s);
 		s->rt_offset = toff;
 		s->rt_clusters = (uint32_t)table;
 		s->rt_entries = table * s->cs / 8;

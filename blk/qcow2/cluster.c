@@ -435,6 +435,7 @@ static int l2_for_write(struct qcow2 *s, uint64_t i, uint64_t *l2_off, struct vt
 	free(copy);
 	s->l1[i] = nw | QCOW2_OFLAG_COPIED;
 	qcow2_l1_mark_dirty(s, i);
+	qcow2_meta_changed(s);
 	if (old && (r = qcow2_free_later(s, old, s->cs, err)) < 0)
 		return r;
 	*l2_off = nw;
@@ -648,33 +649,92 @@ static int write_new_run(struct qcow2 *s, uint64_t g, const struct iovec *iov, i
 	return 0;
 }
 
+/* Is the guest cluster at g plain data that this image alone owns, so that it can be
+ * overwritten in place? Its host offset in *host. */
+static int overwritable(struct qcow2 *s, uint64_t g, uint64_t *host, bool *yes,
+                        struct vt_error *err)
+{
+	struct mapping m;
+	int r;
+	*yes = false;
+	if ((r = lookup(s, g, &m, err)) < 0 || (r = validate_entry(s, g, &m, err)) < 0)
+		return r;
+	if (classify(s, m.entry) != QCOW2_NORMAL ||
+	    (s->extended_l2 && (uint32_t)m.bitmap != 0xffffffffu) ||
+	    (r = owned(s, &m, yes, err)) < 0 || !*yes)
+		return r;
+	*host = m.entry & QCOW2_OFFSET_MASK;
+	return 0;
+}
+
+/* Overwrites of clusters the image owns, the common case once a disk is allocated: no
+ * metadata changes, so the bytes go straight from the caller's buffers to the file, over
+ * every host-contiguous owned cluster that follows, without the lock. *done = 0 when the
+ * cluster at g is not such a cluster. */
+static int write_in_place_run(struct qcow2 *s, uint64_t g, const struct iovec *iov,
+                              int iovcnt, size_t skip, uint64_t max, uint64_t *done,
+                              struct vt_error *err)
+{
+	uint64_t in = g & (s->cs - 1), host, next, len;
+	struct iovec sub[READ_IOV_MAX];
+	bool yes;
+	int r;
+
+	*done = 0;
+	if ((r = overwritable(s, g - in, &host, &yes, err)) < 0 || !yes)
+		return r;
+	len = s->cs - in < max ? s->cs - in : max;
+	while (len < max && len < READ_RUN_MAX) {
+		if ((r = overwritable(s, g + len, &next, &yes, err)) < 0)
+			return r;
+		if (!yes || next != host + in + len)
+			break;
+		len += s->cs < max - len ? s->cs : max - len;
+	}
+	if ((r = qcow2_check_overlap(s, host, in + len, err)) < 0)
+		return r;
+	int cnt = iov_slice(iov, iovcnt, skip, len, sub, READ_IOV_MAX);
+	if (cnt < 0)
+		return 0; /* too scattered: the cluster-by-cluster path copies */
+	uint64_t epoch = qcow2_io_begin(s);
+	pthread_mutex_unlock(&s->lock);
+	r = blk_file_pwritev(s->b->file, host + in, sub, cnt, err);
+	qcow2_io_end(s, epoch);
+	pthread_mutex_lock(&s->lock);
+	if (r == 0)
+		*done = len;
+	return r;
+}
+
 int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                   struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
 	size_t total = blk_iov_size(iov, iovcnt), done = 0;
-	uint8_t *buf = cluster_buf(s), *scratch = cluster_buf(s);
+	uint8_t *buf = NULL, *scratch = NULL;
 	int r = 0;
 
-	if (!buf || !scratch) {
-		free(buf);
-		free(scratch);
-		return vt_error_set(err, ENOMEM, b->filename, "write", NULL);
-	}
 	pthread_mutex_lock(&s->lock);
 	while (done < total && r == 0) {
 		uint64_t g = off + done, in = g & (s->cs - 1), run;
-		if ((r = write_new_run(s, g, iov, iovcnt, done, total - done, &run, err)) < 0)
+		if ((r = write_in_place_run(s, g, iov, iovcnt, done, total - done, &run, err)) < 0 ||
+		    (!run && (r = write_new_run(s, g, iov, iovcnt, done, total - done, &run, err)) < 0))
 			break;
 		if (run) {
 			done += run;
 			continue;
+		}
+		if (!buf && (!(buf = cluster_buf(s)) || !(scratch = cluster_buf(s)))) {
+			r = vt_error_set(err, ENOMEM, b->filename, "write", NULL);
+			break;
 		}
 		uint64_t n = s->cs - in < total - done ? s->cs - in : total - done;
 		blk_iov_to_buf(iov, iovcnt, done, buf, n);
 		r = write_cluster(s, g - in, in, n, buf, scratch, err);
 		done += n;
 	}
+	if (r == 0 && s->writethrough)
+		r = qcow2_flush_metadata(s, err);
 	pthread_mutex_unlock(&s->lock);
 	free(buf);
 	free(scratch);
@@ -749,6 +809,8 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
 			goto unlock;
 		r = release_mapping(s, m.entry, err);
 	}
+	if (r == 0 && s->writethrough)
+		r = qcow2_flush_metadata(s, err);
 unlock:
 	pthread_mutex_unlock(&s->lock);
 out:
@@ -814,6 +876,8 @@ static int zero_or_discard(struct blk *b, uint64_t off, uint64_t len, bool unmap
 		off += n;
 		len -= n;
 	}
+	if (r == 0 && s->writethrough)
+		r = qcow2_flush_metadata(s, err);
 	pthread_mutex_unlock(&s->lock);
 	free(scratch);
 	return r;
@@ -944,6 +1008,7 @@ int qcow2_grow_l1(struct qcow2 *s, uint64_t n, bool exact, struct vt_error *err)
 	free(s->l1_dirty);
 	s->l1 = l1;
 	s->l1_dirty = dirty;
+	qcow2_meta_changed(s);
 	l1 = NULL;
 	dirty = NULL;
 	s->l1_offset = off;

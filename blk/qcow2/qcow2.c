@@ -119,6 +119,7 @@ void qcow2_close_internal(struct blk *b)
 	free(s->rt);
 	free(s->cbuf);
 	free(s->frees);
+	free(s->meta);
 	free(s);
 	b->opaque = NULL;
 }
@@ -144,6 +145,7 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 		return vt_error_set(err, ENOMEM, b->filename, "open", NULL);
 	s->b = b;
 	b->opaque = s;
+	s->meta_stale = true;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->io_lock, NULL);
 	pthread_cond_init(&s->io_done, NULL);
@@ -204,6 +206,7 @@ static int qcow2_load_snapshot(struct blk *b, const struct blk_open_opts *o, str
 		return r;
 	free(s->l1);
 	s->l1 = l1;
+	qcow2_meta_changed(s);
 	s->l1_size = l1_size;
 	s->l1_offset = l1_off;
 	b->size = disk_size;

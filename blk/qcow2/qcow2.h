@@ -148,6 +148,9 @@ struct qcow2 {
 	bool writethrough;           /* metadata written back after every request */
 	struct qcow2_free *frees;    /* references to drop at the next flush */
 	size_t nfrees, frees_cap;
+	uint64_t *meta;              /* sorted clusters of L2 tables and refcount blocks */
+	size_t nmeta;
+	bool meta_stale;             /* rebuild before the next overlap check */
 	/* Unlocked data transfers in flight, by epoch (see io_begin). */
 	pthread_mutex_t io_lock;
 	pthread_cond_t io_done;
@@ -261,6 +264,8 @@ int qcow2_release_frees(struct qcow2 *s, struct vt_error *err);
  * the header, L1, refcount table and blocks, L2 tables, snapshot table. A hostile or
  * damaged image can make free-looking clusters or L2 entries point there. */
 int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err);
+/* The L1 or refcount table changed: the overlap check's index is rebuilt. */
+void qcow2_meta_changed(struct qcow2 *s);
 
 /* cluster.c */
 int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,

@@ -49,9 +49,45 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 	return blen && a < b + blen && b < a + alen;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The host clusters holding L2 tables and refcount blocks, sorted, so that the check
+ * below (run for every allocation and in-place write) is a binary search instead of a
+ * walk over both tables. Rebuilt after the tables change (qcow2_meta_changed). */
+static int meta_index(struct qcow2 *s, struct vt_error *err)
+{
+	if (!s->meta_stale)
+		return 0;
+	size_t n = 0, cap = (size_t)s->rt_entries + s->l1_size + 1;
+	uint64_t *m = realloc(s->meta, cap * sizeof(*m));
+	if (!m)
+		return vt_error_set(err, ENOMEM, s->b->filename, "index metadata", NULL);
+	for (uint64_t i = 0; i < s->rt_entries; i++)
+		if (s->rt[i] & QCOW2_REFT_OFFSET_MASK)
+			m[n++] = (s->rt[i] & QCOW2_REFT_OFFSET_MASK) >> s->cluster_bits;
+	for (uint64_t i = 0; i < s->l1_size; i++)
+		if (s->l1[i] & QCOW2_OFFSET_MASK)
+			m[n++] = (s->l1[i] & QCOW2_OFFSET_MASK) >> s->cluster_bits;
+	qsort(m, n, sizeof(*m), cmp_u64);
+	s->meta = m;
+	s->nmeta = n;
+	s->meta_stale = false;
+	return 0;
+}
+
+void qcow2_meta_changed(struct qcow2 *s)
+{
+	s->meta_stale = true;
+}
+
 int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err)
 {
 	const char *what = NULL;
+	int r;
 	if (overlaps(off, len, 0, s->cs))
 		what = "qcow2_header";
 	else if (overlaps(off, len, s->l1_offset, (uint64_t)s->l1_size * 8))
@@ -60,13 +96,26 @@ int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_e
 		what = "refcount table";
 	else if (s->nb_snapshots && overlaps(off, len, s->snapshots_offset, s->cs))
 		what = "snapshot table";
-	for (uint64_t i = 0; !what && i < s->rt_entries; i++)
-		if (overlaps(off, len, s->rt[i] & QCOW2_REFT_OFFSET_MASK, s->rt[i] ? s->cs : 0))
+	if (!what && len) {
+		if ((r = meta_index(s, err)) < 0)
+			return r;
+		uint64_t first = off >> s->cluster_bits, last = (off + len - 1) >> s->cluster_bits;
+		size_t lo = 0, hi = s->nmeta;
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			if (s->meta[mid] < first)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < s->nmeta && s->meta[lo] <= last) {
+			uint64_t c = s->meta[lo] << s->cluster_bits;
 			what = "refcount block";
-	for (uint64_t i = 0; !what && i < s->l1_size; i++)
-		if (overlaps(off, len, s->l1[i] & QCOW2_OFFSET_MASK,
-		             (s->l1[i] & QCOW2_OFFSET_MASK) ? s->cs : 0))
-			what = "active L2 table";
+			for (uint64_t i = 0; i < s->l1_size; i++)
+				if ((s->l1[i] & QCOW2_OFFSET_MASK) == c)
+					what = "active L2 table";
+		}
+	}
 	if (what)
 		return qcow2_signal_corruption(s, err, "Preventing invalid write on metadata "
 		                               "(overlaps with %s)", what);
@@ -180,6 +229,7 @@ static int grow_reftable(struct qcow2 *s, uint64_t min_entries, struct vt_error 
 	free(s->rt);
 	s->rt = rt;
 	rt = NULL;
+	qcow2_meta_changed(s);
 	s->rt_offset = table_off;
 	s->rt_clusters = (uint32_t)clusters;
 	s->rt_entries = entries;
@@ -219,6 +269,7 @@ static int create_refblock(struct qcow2 *s, uint64_t idx, struct vt_error *err)
 	if (r < 0 || (r = blk_file_flush(s->b->file, err)) < 0)
 		return r;
 	s->rt[idx] = off;
+	qcow2_meta_changed(s);
 	return write_rt_entry(s, idx, err);
 }
 
