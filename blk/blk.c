@@ -338,6 +338,12 @@ int blk_flush(struct blk *b, struct vt_error *err)
 	return b->drv->flush ? b->drv->flush(b, err) : blk_file_flush(b->file, err);
 }
 
+int blk_sync(struct blk *b, struct vt_error *err)
+{
+	int r = blk_flush(b, err);
+	return r < 0 ? r : blk_file_sync(b->file, err);
+}
+
 int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
                      struct vt_error *err)
 {

@@ -60,6 +60,9 @@ int blk_pread(struct blk *b, uint64_t off, void *buf, size_t len, struct vt_erro
 int blk_pwrite(struct blk *b, uint64_t off, const void *buf, size_t len,
                struct vt_error *err);
 int blk_flush(struct blk *b, struct vt_error *err);
+/* Flush, and make the result durable even in cache mode unsafe: for a new image written
+ * without intermediate syncs that is about to be renamed into place. */
+int blk_sync(struct blk *b, struct vt_error *err);
 
 #define BLK_MAY_UNMAP 1u  /* write_zeroes may deallocate instead of writing zeros */
 int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,

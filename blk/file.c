@@ -281,6 +281,13 @@ int blk_file_flush(struct blk_file *f, struct vt_error *err)
 {
 	if (f->cache == BLK_CACHE_UNSAFE || !f->writable)
 		return 0;
+	return blk_file_sync(f, err);
+}
+
+int blk_file_sync(struct blk_file *f, struct vt_error *err)
+{
+	if (!f->writable)
+		return 0;
 	if (fdatasync(f->fd) < 0)
 		return vt_error_set(err, errno, f->path, "flush", NULL);
 	return 0;

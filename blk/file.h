@@ -32,6 +32,8 @@ int blk_file_pwritev(struct blk_file *f, uint64_t off, const struct iovec *iov,
                      int iovcnt, struct vt_error *err);
 /* Durable to disk, unless the cache mode is unsafe. */
 int blk_file_flush(struct blk_file *f, struct vt_error *err);
+/* Durable to disk whatever the cache mode (a new file about to get its final name). */
+int blk_file_sync(struct blk_file *f, struct vt_error *err);
 int blk_file_size(struct blk_file *f, uint64_t *size, struct vt_error *err);
 int blk_file_truncate(struct blk_file *f, uint64_t size, struct vt_error *err);
 /* Reserve (posix_fallocate) or write zeros into [off, off+len). */

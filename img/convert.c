@@ -49,7 +49,9 @@ static const char convert_help[] =
 	"  --target-is-zero  with -n: the output already reads as zeros\n"
 	"  -m num            parallel workers, 1 to 16 (default 8)\n"
 	"  -W                allow out-of-order writes (vtool always writes out of order)\n"
-	"  -t cache          output cache mode (default unsafe, as qemu-img)\n"
+	"  -t cache          output cache mode (default: no syncs while copying, then one\n"
+	"                    sync before the output appears under its name; -t unsafe skips\n"
+	"                    that sync too, which is qemu-img's default)\n"
 	"  -T src_cache      source cache mode (default writeback)\n"
 	"  -U, --force-share read sources even if another process writes them\n"
 	"  -l snapshot_param convert the source's internal snapshot, given as\n"
@@ -280,6 +282,7 @@ static int convert_main(int argc, char **argv)
 	};
 	const char *fmt = NULL, *out_fmt = "raw", *backing = NULL, *backing_fmt = NULL;
 	const char *cache = "unsafe", *src_cache = "writeback";
+	bool explicit_unsafe = false;
 	char *options = NULL;
 	enum vt_progress_mode pmode = VT_PROGRESS_NONE;
 	bool compress = false, quiet = false, no_create = false, target_is_zero = false;
@@ -322,7 +325,7 @@ static int convert_main(int argc, char **argv)
 			}
 			break;
 		case 'W': break;
-		case 't': cache = optarg; break;
+		case 't': cache = optarg; explicit_unsafe = !strcmp(optarg, "unsafe"); break;
 		case 'T': src_cache = optarg; break;
 		case 'U': share = true; break;
 		case 'Z': target_is_zero = true; break;
@@ -475,6 +478,11 @@ static int convert_main(int argc, char **argv)
 		rc = 130;
 		goto fail;
 	}
+	/* The new image must be durable before it replaces anything under the name, or a
+	 * power cut could leave an empty or half-written file there; the rename itself is
+	 * durable once the directory is synced. -t unsafe asks for neither. */
+	if (tmp && !explicit_unsafe && blk_sync(cv.dst, &err) < 0)
+		goto fail;
 	if (blk_close(cv.dst, &err) < 0) {
 		cv.dst = NULL;
 		goto fail;
@@ -483,6 +491,12 @@ static int convert_main(int argc, char **argv)
 	if (tmp && rename(tmp, target) < 0) {
 		vt_error_set(&err, errno, target, "rename", NULL);
 		goto fail;
+	}
+	if (tmp && !explicit_unsafe && img_sync_dir(target, &err) < 0) {
+		/* The output is complete and in place; only its name may not survive a crash. */
+		char line[1200];
+		vt_error_format(&err, line, sizeof(line));
+		fprintf(stderr, "vtool: warning: %s\n", line);
 	}
 	vt_progress_finish(&cv.progress);
 	rc = 0;

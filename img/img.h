@@ -18,5 +18,7 @@ extern const struct vt_command vt_cmd_img_check;
 
 /* Print e as "vtool: <file>: <what>: <why>" and return 1 (the generic failure status). */
 int img_fail(const struct vt_error *e);
+/* Sync the directory holding path, so that a rename or create there is durable. */
+int img_sync_dir(const char *path, struct vt_error *err);
 
 #endif
