@@ -146,6 +146,14 @@ static int open_depth(const char *filename, const struct blk_open_opts *o, int d
 		b->drv = NULL;
 		goto fail;
 	}
+	/* A raw image has no metadata to go stale under a reader; every other format does,
+	 * so its readers keep writers out, and so do the users of a backing file of any
+	 * format (qemu's rules). */
+	if (!o->writable && (b->drv != &blk_driver_raw || depth > 0) &&
+	    (r = blk_file_deny_writers(b->file, err)) < 0) {
+		b->drv = NULL;
+		goto fail;
+	}
 	if (o->writable && !b->drv->pwritev) {
 		r = vt_error_set(err, ENOTSUP, filename, "open",
 		                 "vtool can read %s images but not write them",
@@ -336,6 +344,32 @@ int blk_flush(struct blk *b, struct vt_error *err)
 	if (!b->writable)
 		return 0;
 	return b->drv->flush ? b->drv->flush(b, err) : blk_file_flush(b->file, err);
+}
+
+struct blk_file_lock {
+	struct blk_file *f;
+};
+
+int blk_lock_file(const char *filename, struct blk_file_lock **out, struct vt_error *err)
+{
+	struct blk_file_lock *l = calloc(1, sizeof(*l));
+	if (!l)
+		return vt_error_set(err, ENOMEM, filename, "lock", NULL);
+	int r = blk_file_open(filename, BLK_FILE_WRITE, BLK_CACHE_WRITEBACK, &l->f, err);
+	if (r < 0) {
+		free(l);
+		return r;
+	}
+	*out = l;
+	return 0;
+}
+
+void blk_unlock_file(struct blk_file_lock *l)
+{
+	if (l) {
+		blk_file_close(l->f);
+		free(l);
+	}
 }
 
 int blk_sync(struct blk *b, struct vt_error *err)

@@ -171,6 +171,13 @@ struct blk_measure {
 int blk_measure(const char *format, const char *options, uint64_t size, struct blk *src,
                 struct blk_measure *m, struct vt_error *err);
 
+/* Take (and hold until blk_unlock_file) the locks a writer of an existing file takes,
+ * without reading it: a command that is about to replace the file (convert's output)
+ * is refused when another process uses it, as qemu-img is. */
+struct blk_file_lock;
+int blk_lock_file(const char *filename, struct blk_file_lock **out, struct vt_error *err);
+void blk_unlock_file(struct blk_file_lock *l);
+
 /* Format names we know, for messages and probing. */
 bool blk_format_known(const char *format);
 

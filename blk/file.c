@@ -17,6 +17,7 @@ struct blk_file {
 	enum blk_cache cache;
 	bool direct;
 	bool writable;
+	bool nolock;              /* force share (-U): no locks taken or checked */
 	pthread_mutex_t rmw_lock; /* unaligned O_DIRECT writes read-modify-write a block */
 	/* With O_DIRECT: a second, buffered descriptor for requests that are not aligned
 	 * (qcow2's metadata updates of a few bytes). Linux keeps the two coherent: a direct
@@ -31,8 +32,10 @@ const char *blk_file_name(const struct blk_file *f)
 
 /* qemu's lock protocol: byte 100+n held shared = "I use permission n", byte 200+n held
  * shared = "nobody else may use permission n". Permissions: 0 consistent read, 1 write,
- * 3 resize. */
-enum { PERM_READ = 0, PERM_WRITE = 1, PERM_RESIZE = 3 };
+ * 2 write unchanged, 3 resize. */
+enum { PERM_READ = 0, PERM_WRITE = 1, PERM_RESIZE = 3, PERM_COUNT = 4 };
+static const char *const perm_names[PERM_COUNT] = { "consistent read", "write",
+                                                    "write unchanged", "resize" };
 
 static int lock_byte(int fd, off_t byte)
 {
@@ -48,39 +51,40 @@ static bool byte_locked_by_other(int fd, off_t byte)
 	return fl.l_type != F_UNLCK;
 }
 
-static int take_locks(struct blk_file *f, struct vt_error *err)
+/* Use the permissions in `use` and deny those in `deny` to everyone else (bit masks of
+ * 1 << PERM_*), refusing if another process denies what we use or uses what we deny.
+ * Locks only ever get added: a handle's permissions grow (see blk_file_deny_writers). */
+static int take_locks(struct blk_file *f, unsigned use, unsigned deny, struct vt_error *err)
 {
-	static const char *const names[] = { "consistent read", "write", "write unchanged",
-	                                     "resize" };
-	int used[] = { PERM_READ, PERM_WRITE, PERM_RESIZE };
-	int nused = f->writable ? 3 : 1;
-
-	for (int i = 0; i < nused; i++) {
-		if (byte_locked_by_other(f->fd, 200 + used[i]))
+	for (int p = 0; p < PERM_COUNT; p++) {
+		if ((use >> p & 1) && byte_locked_by_other(f->fd, 200 + p))
 			return vt_error_set(err, EAGAIN, f->path, "open",
 			                    "Failed to get \"%s\" lock; is another process using the "
-			                    "image?", names[used[i]]);
+			                    "image?", perm_names[p]);
+		if ((deny >> p & 1) && byte_locked_by_other(f->fd, 100 + p))
+			return vt_error_set(err, EAGAIN, f->path, "open",
+			                    "Failed to get shared \"%s\" lock; is another process "
+			                    "using the image?", perm_names[p]);
 	}
-	if (f->writable) {
-		/* We do not share write and resize: nobody may hold them now. */
-		for (int p = PERM_WRITE; p <= PERM_RESIZE; p += 2)
-			if (byte_locked_by_other(f->fd, 100 + p))
-				return vt_error_set(err, EAGAIN, f->path, "open",
-				                    "Failed to get shared \"%s\" lock; is another "
-				                    "process using the image?", names[p]);
-	}
-	for (int i = 0; i < nused; i++) {
-		int r = lock_byte(f->fd, 100 + used[i]);
-		if (r == -EINVAL || r == -EOPNOTSUPP)
-			return 0; /* file system without OFD locks: proceed like qemu does */
-		if (r < 0)
-			return vt_error_set(err, -r, f->path, "lock", NULL);
-	}
-	if (f->writable) {
-		if (lock_byte(f->fd, 200 + PERM_WRITE) < 0 || lock_byte(f->fd, 200 + PERM_RESIZE) < 0)
-			return vt_error_set(err, errno, f->path, "lock", NULL);
+	for (int p = 0; p < PERM_COUNT; p++) {
+		for (int kind = 0; kind < 2; kind++) {
+			if (!((kind ? deny : use) >> p & 1))
+				continue;
+			int r = lock_byte(f->fd, (kind ? 200 : 100) + p);
+			if (r == -EINVAL || r == -EOPNOTSUPP)
+				return 0; /* file system without OFD locks: proceed like qemu does */
+			if (r < 0)
+				return vt_error_set(err, -r, f->path, "lock", NULL);
+		}
 	}
 	return 0;
+}
+
+int blk_file_deny_writers(struct blk_file *f, struct vt_error *err)
+{
+	if (f->nolock)
+		return 0;
+	return take_locks(f, 0, 1u << PERM_WRITE | 1u << PERM_RESIZE, err);
 }
 
 int blk_file_open(const char *path, unsigned flags, enum blk_cache cache,
@@ -120,8 +124,13 @@ int blk_file_open(const char *path, unsigned flags, enum blk_cache cache,
 	}
 	pthread_mutex_init(&f->rmw_lock, NULL);
 	f->bfd = f->direct ? open(path, oflags & ~(O_CREAT | O_TRUNC), 0644) : -1;
-	if (!(flags & BLK_FILE_NOLOCK)) {
-		int r = take_locks(f, err);
+	f->nolock = flags & BLK_FILE_NOLOCK;
+	if (!f->nolock) {
+		/* A writer uses read, write and resize and shares neither write nor resize. */
+		unsigned use = f->writable ? 1u << PERM_READ | 1u << PERM_WRITE | 1u << PERM_RESIZE
+		                           : 1u << PERM_READ;
+		unsigned deny = f->writable ? 1u << PERM_WRITE | 1u << PERM_RESIZE : 0;
+		int r = take_locks(f, use, deny, err);
 		if (r < 0) {
 			blk_file_close(f);
 			return r;

@@ -20,6 +20,10 @@ struct blk_file;
 int blk_file_open(const char *path, unsigned flags, enum blk_cache cache,
                   struct blk_file **out, struct vt_error *err);
 void blk_file_close(struct blk_file *f);
+/* Readers of formats with metadata (everything but raw) must not let anyone write or
+ * resize the file under them: take that lock too, as qemu does ("Failed to get shared
+ * \"write\" lock" when someone writes). Nothing with BLK_FILE_NOLOCK. */
+int blk_file_deny_writers(struct blk_file *f, struct vt_error *err);
 const char *blk_file_name(const struct blk_file *f);
 
 int blk_file_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "img/img.h"
@@ -366,6 +367,7 @@ static int convert_main(int argc, char **argv)
 	struct convert cv = { .nsrc = argc - optind - 1, .compress = compress, .sparse = sparse };
 	struct vt_error err = { 0 };
 	char *tmp = NULL;
+	struct blk_file_lock *out_lock = NULL;
 	pthread_mutex_init(&cv.lock, NULL);
 	cv.src = calloc((size_t)cv.nsrc, sizeof(*cv.src));
 	cv.src_start = calloc((size_t)cv.nsrc + 1, sizeof(*cv.src_start));
@@ -394,6 +396,25 @@ static int convert_main(int argc, char **argv)
 		vt_error_set(&err, EINVAL, target, "convert",
 		             "No support for concatenating multiple snapshot");
 		goto fail;
+	}
+	/* Writing over an input would destroy what is being read (and, renamed over it, its
+	 * snapshots and everything else the copy does not carry). */
+	struct stat tst;
+	if (stat(target, &tst) == 0) {
+		for (int k = 0; k < cv.nsrc; k++) {
+			struct stat sst;
+			if (stat(argv[optind + k], &sst) == 0 && sst.st_dev == tst.st_dev &&
+			    sst.st_ino == tst.st_ino) {
+				vt_error_set(&err, EINVAL, target, "convert",
+				             "the output is also an input (%s); write to another file",
+				             argv[optind + k]);
+				goto fail;
+			}
+		}
+		/* A file another process uses (a running VM's disk) is not replaced under it:
+		 * hold the writer's locks on it until it is. */
+		if (!no_create && S_ISREG(tst.st_mode) && blk_lock_file(target, &out_lock, &err) < 0)
+			goto fail;
 	}
 	for (int k = 0; k < cv.nsrc; k++) {
 		struct blk_open_opts so = { .format = fmt, .cache = scache, .force_share = share };
@@ -517,6 +538,7 @@ out:
 			blk_close(cv.src[k], NULL);
 	if (cv.backing)
 		blk_close(cv.backing, NULL);
+	blk_unlock_file(out_lock);
 	free(cv.src);
 	free(cv.src_start);
 	free(tmp);

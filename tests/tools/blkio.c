@@ -6,7 +6,8 @@
  *   blkio dump IMG FMT OUT [MAX]            read the image (up to MAX bytes) into OUT
  *   blkio writec IMG FMT SHADOW SEED COUNT  compressed whole-cluster writes (half of them
  *                                           compressible) through blk_write_compressed
- *   blkio hold IMG FMT SECONDS              keep the image open read-write for a while
+ *   blkio hold IMG FMT SECONDS [ro]         keep the image open (read-write, or read-only)
+ *                                           for a while
  *   blkio crash IMG FMT SEED                write forever (until killed); used to test
  *                                           what a SIGKILL at a random point leaves
  *
@@ -159,9 +160,9 @@ static int do_writec(const char *img, const char *fmt, const char *shadow, uint6
 	return rc;
 }
 
-static int do_hold(const char *img, const char *fmt, int seconds)
+static int do_hold(const char *img, const char *fmt, int seconds, bool ro)
 {
-	struct blk_open_opts o = { .format = fmt, .writable = true };
+	struct blk_open_opts o = { .format = fmt, .writable = !ro };
 	struct vt_error err = { 0 };
 	struct blk *b;
 	if (blk_open(img, &o, &b, &err) < 0)
@@ -176,8 +177,8 @@ int main(int argc, char **argv)
 {
 	if (argc == 7 && !strcmp(argv[1], "writec"))
 		return do_writec(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 0), atoi(argv[6]));
-	if (argc == 5 && !strcmp(argv[1], "hold"))
-		return do_hold(argv[2], argv[3], atoi(argv[4]));
+	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "hold"))
+		return do_hold(argv[2], argv[3], atoi(argv[4]), argc == 6 && !strcmp(argv[5], "ro"));
 	if (argc == 5 && !strcmp(argv[1], "crash"))
 		return do_write(argv[2], argv[3], "/dev/null", strtoull(argv[4], NULL, 0), 1 << 30);
 	if (argc == 7 && !strcmp(argv[1], "write"))
