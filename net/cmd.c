@@ -1,4 +1,5 @@
-/* The `vtool net` commands: a thin front over net/. */
+/* The single-step `vtool net` commands (bridge, tap, addr, nat), and the argument helpers
+ * every `vtool net` command shares. A thin front over net/. */
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
@@ -9,16 +10,14 @@
 
 #include "net/cmd.h"
 #include "net/net.h"
-#include "net/setup.h"
-#include "util/json.h"
 
-static int fail_with(const struct vt_error *err)
+int net_cmd_fail(const struct vt_error *err)
 {
 	vt_error_print(err, stderr);
 	return 1;
 }
 
-static long parse_user(const char *s, bool group)
+long net_cmd_user(const char *s, bool group)
 {
 	char *end;
 	long v = strtol(s, &end, 10);
@@ -33,7 +32,7 @@ static long parse_user(const char *s, bool group)
 	return p ? (long)p->pw_uid : -2;
 }
 
-static int cidr_arg(const char *argv0, const char *s, struct net_cidr *c)
+int net_cmd_cidr(const char *argv0, const char *s, struct net_cidr *c)
 {
 	if (net_cidr_parse(s, c)) {
 		fprintf(stderr, "vtool: %s: invalid address: expected ADDRESS/PREFIX such as "
@@ -44,7 +43,7 @@ static int cidr_arg(const char *argv0, const char *s, struct net_cidr *c)
 	return 0;
 }
 
-static const char *mac_str(const uint8_t m[6], char *buf)
+const char *net_cmd_mac_str(const uint8_t m[6], char *buf)
 {
 	sprintf(buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
 	return buf;
@@ -102,7 +101,7 @@ static int bridge_main(int argc, char **argv)
 		struct net_link *v;
 		int n;
 		if (net_link_list(&v, &n, &err))
-			return fail_with(&err);
+			return net_cmd_fail(&err);
 		for (int i = 0; i < n; i++) {
 			if (strcmp(v[i].kind, "bridge"))
 				continue;
@@ -145,7 +144,7 @@ static int bridge_main(int argc, char **argv)
 	} else {
 		return vt_usage_error(argv[0], "unknown action '%s'", verb);
 	}
-	return ret ? fail_with(&err) : 0;
+	return ret ? net_cmd_fail(&err) : 0;
 }
 
 /* --- vtool net tap --------------------------------------------------------------------- */
@@ -178,11 +177,11 @@ static int tap_main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
-			if ((owner = parse_user(optarg, false)) < 0)
+			if ((owner = net_cmd_user(optarg, false)) < 0)
 				return vt_usage_error(argv[0], "unknown user '%s'", optarg);
 			break;
 		case 'g':
-			if ((group = parse_user(optarg, true)) < 0)
+			if ((group = net_cmd_user(optarg, true)) < 0)
 				return vt_usage_error(argv[0], "unknown group '%s'", optarg);
 			break;
 		case 'q': flags |= NET_TAP_MULTI_QUEUE; break;
@@ -196,7 +195,7 @@ static int tap_main(int argc, char **argv)
 		struct net_link *v;
 		int n;
 		if (net_link_list(&v, &n, &err))
-			return fail_with(&err);
+			return net_cmd_fail(&err);
 		for (int i = 0; i < n; i++)
 			if (net_link_is_tap(v[i].name))
 				printf("%s %s\n", v[i].name, v[i].up ? "up" : "down");
@@ -222,7 +221,7 @@ static int tap_main(int argc, char **argv)
 	} else {
 		return vt_usage_error(argv[0], "unknown action '%s'", verb);
 	}
-	return ret ? fail_with(&err) : 0;
+	return ret ? net_cmd_fail(&err) : 0;
 }
 
 /* --- vtool net addr -------------------------------------------------------------------- */
@@ -249,7 +248,7 @@ static int addr_main(int argc, char **argv)
 	if (argc - optind != 3)
 		return vt_usage_error(argv[0], "expected add|del IF ADDRESS/PREFIX");
 	const char *verb = argv[optind], *ifname = argv[optind + 1];
-	if (cidr_arg(argv[0], argv[optind + 2], &cidr))
+	if (net_cmd_cidr(argv[0], argv[optind + 2], &cidr))
 		return 1;
 	int ret;
 	if (!strcmp(verb, "add"))
@@ -258,7 +257,7 @@ static int addr_main(int argc, char **argv)
 		ret = net_addr_del(ifname, &cidr, &err);
 	else
 		return vt_usage_error(argv[0], "unknown action '%s'", verb);
-	return ret ? fail_with(&err) : 0;
+	return ret ? net_cmd_fail(&err) : 0;
 }
 
 /* --- vtool net nat --------------------------------------------------------------------- */
@@ -286,7 +285,7 @@ static int nat_opts(int argc, char **argv, struct net_nat *nat, bool *have_subne
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			if (cidr_arg(argv[0], optarg, &nat->subnet))
+			if (net_cmd_cidr(argv[0], optarg, &nat->subnet))
 				return 1;
 			*have_subnet = true;
 			break;
@@ -313,7 +312,7 @@ static int nat_main(int argc, char **argv)
 		int n;
 		char cidr[64];
 		if (net_nat_list(&v, &n, &err))
-			return fail_with(&err);
+			return net_cmd_fail(&err);
 		for (int i = 0; i < n; i++) {
 			net_cidr_format(&v[i].subnet, cidr, sizeof(cidr));
 			printf("%s out %s%s\n", cidr, v[i].out, v[i].forward ? " forward" : "");
@@ -330,210 +329,10 @@ static int nat_main(int argc, char **argv)
 		ret = net_nat_del(&nat, &err);
 	else
 		return vt_usage_error(argv[0], "unknown action '%s'", verb);
-	return ret ? fail_with(&err) : 0;
-}
-
-/* --- vtool net setup / teardown ---------------------------------------------------------- */
-
-static const char setup_help[] =
-	"Usage: vtool net setup --bridge BR [--addr CIDR] [--tap TAP] [--owner U] [--group G]\n"
-	"                       [--nat UPLINK] [--forward]\n"
-	"\n"
-	"The seed's manual steps in one idempotent command: create the bridge and set it up,\n"
-	"give it the address, create a persistent tap as a port of the bridge, masquerade\n"
-	"the bridge's subnet out of UPLINK with ip_forward on. Running it again changes\n"
-	"nothing and says so; if a step fails, what this run created is removed again.\n"
-	"'vtool net teardown' with the same options undoes it.\n"
-	"\n"
-	"Example:\n"
-	"  vtool net setup --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0\n";
-
-static const char teardown_help[] =
-	"Usage: vtool net teardown --bridge BR [--addr CIDR] [--tap TAP] [--nat UPLINK]\n"
-	"\n"
-	"Undo 'vtool net setup' with the same options: remove the NAT rule (restoring\n"
-	"ip_forward), the tap and the bridge (with its address). Objects that are not there\n"
-	"are skipped; names taken by something else are left alone with an error.\n"
-	"\n"
-	"Example:\n"
-	"  vtool net teardown --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0\n";
-
-static void print_line(void *arg, const char *line)
-{
-	(void)arg;
-	printf("%s\n", line);
-}
-
-static int setup_common(int argc, char **argv, bool teardown)
-{
-	static const struct option longopts[] = {
-		{ "bridge", required_argument, NULL, 'b' }, { "addr", required_argument, NULL, 'a' },
-		{ "tap", required_argument, NULL, 't' }, { "owner", required_argument, NULL, 'o' },
-		{ "group", required_argument, NULL, 'g' }, { "nat", required_argument, NULL, 'n' },
-		{ "forward", no_argument, NULL, 'f' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct net_setup s = { .owner = -1, .group = -1 };
-	struct vt_error err = { 0 };
-	int c, changes;
-
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'b': snprintf(s.bridge, sizeof(s.bridge), "%s", optarg); break;
-		case 'a':
-			if (cidr_arg(argv[0], optarg, &s.addr))
-				return 1;
-			break;
-		case 't': snprintf(s.tap, sizeof(s.tap), "%s", optarg); break;
-		case 'o':
-			if ((s.owner = parse_user(optarg, false)) < 0)
-				return vt_usage_error(argv[0], "unknown user '%s'", optarg);
-			break;
-		case 'g':
-			if ((s.group = parse_user(optarg, true)) < 0)
-				return vt_usage_error(argv[0], "unknown group '%s'", optarg);
-			break;
-		case 'n': snprintf(s.nat.out, sizeof(s.nat.out), "%s", optarg); break;
-		case 'f': s.nat.forward = true; break;
-		default: return vt_usage_hint(argv[0]);
-		}
-	}
-	if (optind < argc)
-		return vt_usage_error(argv[0], "unexpected argument '%s'", argv[optind]);
-	if (!s.bridge[0])
-		return vt_usage_error(argv[0], "--bridge is required");
-	if (s.nat.out[0]) {
-		if (!s.addr.family)
-			return vt_usage_error(argv[0], "--nat needs --addr (the subnet to masquerade)");
-		s.nat.subnet = net_cidr_network(&s.addr);
-		snprintf(s.nat.bridge, sizeof(s.nat.bridge), "%s", s.bridge);
-	}
-	int ret = teardown ? net_teardown(&s, &changes, print_line, NULL, &err)
-	                   : net_setup(&s, &changes, print_line, NULL, &err);
-	if (ret)
-		return fail_with(&err);
-	if (!changes)
-		printf(teardown ? "nothing to tear down\n" : "already set up: nothing to do\n");
-	return 0;
-}
-
-static int setup_main(int argc, char **argv) { return setup_common(argc, argv, false); }
-static int teardown_main(int argc, char **argv) { return setup_common(argc, argv, true); }
-
-/* --- vtool net show ---------------------------------------------------------------------- */
-
-static const char show_help[] =
-	"Usage: vtool net show [--output=human|json]\n"
-	"\n"
-	"Bridges with their ports and addresses, taps, and vtool's NAT rules.\n"
-	"\n"
-	"Example:\n"
-	"  vtool net show --output=json\n";
-
-static int show_main(int argc, char **argv)
-{
-	static const struct option longopts[] = {
-		{ "output", required_argument, NULL, 'O' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool json = false;
-	struct vt_error err = { 0 };
-	int c;
-
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		if (c != 'O')
-			return vt_usage_hint(argv[0]);
-		if (!strcmp(optarg, "json"))
-			json = true;
-		else if (strcmp(optarg, "human"))
-			return vt_usage_error(argv[0], "--output must be human or json");
-	}
-	struct net_link *links;
-	struct net_addr *addrs;
-	struct net_nat *nats;
-	int nl, na, nn;
-	if (net_link_list(&links, &nl, &err))
-		return fail_with(&err);
-	if (net_addr_list(&addrs, &na, &err) || net_nat_list(&nats, &nn, &err)) {
-		free(links);
-		return fail_with(&err);
-	}
-	struct vt_json *root = vt_json_object(), *jb = vt_json_array(), *jt = vt_json_array(),
-	               *jn = vt_json_array();
-	char buf[64], mac[24];
-	for (int i = 0; i < nl; i++) {
-		bool bridge = !strcmp(links[i].kind, "bridge"), tap = net_link_is_tap(links[i].name);
-		if (!bridge && !tap)
-			continue;
-		struct vt_json *o = vt_json_object(), *ports = vt_json_array(), *ads = vt_json_array();
-		vt_json_set_str(o, "name", links[i].name);
-		vt_json_set_bool(o, "up", links[i].up);
-		vt_json_set_int(o, "mtu", links[i].mtu);
-		vt_json_set_str(o, "mac", mac_str(links[i].mac, mac));
-		if (!json)
-			printf("%s %s %s mtu %u %s", bridge ? "bridge" : "tap", links[i].name,
-			       links[i].up ? "up" : "down", links[i].mtu, mac);
-		const char *master = NULL;
-		for (int k = 0; k < nl; k++) {
-			if (links[k].master == links[i].index) {
-				vt_json_append(ports, vt_json_string(links[k].name));
-				if (!json)
-					printf(" port %s", links[k].name);
-			}
-			if (links[k].index == links[i].master)
-				master = links[k].name;
-		}
-		if (master) {
-			vt_json_set_str(o, "bridge", master);
-			if (!json)
-				printf(" bridge %s", master);
-		}
-		for (int k = 0; k < na; k++) {
-			if (addrs[k].index != links[i].index)
-				continue;
-			net_cidr_format(&addrs[k].cidr, buf, sizeof(buf));
-			vt_json_append(ads, vt_json_string(buf));
-			if (!json)
-				printf(" addr %s", buf);
-		}
-		if (!json)
-			printf("\n");
-		if (bridge)
-			vt_json_set(o, "ports", ports);
-		else
-			vt_json_free(ports);
-		vt_json_set(o, "addresses", ads);
-		vt_json_append(bridge ? jb : jt, o);
-	}
-	for (int i = 0; i < nn; i++) {
-		struct vt_json *o = vt_json_object();
-		net_cidr_format(&nats[i].subnet, buf, sizeof(buf));
-		vt_json_set_str(o, "subnet", buf);
-		vt_json_set_str(o, "out", nats[i].out);
-		vt_json_set_bool(o, "forward", nats[i].forward);
-		vt_json_append(jn, o);
-		if (!json)
-			printf("nat %s out %s%s\n", buf, nats[i].out, nats[i].forward ? " forward" : "");
-	}
-	vt_json_set(root, "bridges", jb);
-	vt_json_set(root, "taps", jt);
-	vt_json_set(root, "nat", jn);
-	int ret = 0;
-	if (json) {
-		ret = vt_json_print(stdout, root, VT_JSON_COMPACT);
-		printf("\n");
-	}
-	vt_json_free(root);
-	free(links);
-	free(addrs);
-	free(nats);
-	return ret ? 1 : 0;
+	return ret ? net_cmd_fail(&err) : 0;
 }
 
 const struct vt_command vt_cmd_net_bridge = { "net", "bridge", "create, list and delete bridges; add ports", bridge_help, bridge_main };
 const struct vt_command vt_cmd_net_tap = { "net", "tap", "persistent tap devices for VMs", tap_help, tap_main };
 const struct vt_command vt_cmd_net_addr = { "net", "addr", "add or remove an interface address", addr_help, addr_main };
 const struct vt_command vt_cmd_net_nat = { "net", "nat", "masquerade a subnet out of an uplink (nftables)", nat_help, nat_main };
-const struct vt_command vt_cmd_net_setup = { "net", "setup", "bridge + address + tap + NAT in one idempotent step", setup_help, setup_main };
-const struct vt_command vt_cmd_net_teardown = { "net", "teardown", "undo 'vtool net setup'", teardown_help, teardown_main };
-const struct vt_command vt_cmd_net_show = { "net", "show", "bridges, taps, addresses and vtool's NAT rules", show_help, show_main };
