@@ -166,9 +166,11 @@ static int addr_request(const char *ifname, const struct net_cidr *c, uint16_t t
                         uint16_t flags, const char *what, struct vt_error *err)
 {
 	struct nl nl;
-	unsigned idx = if_nametoindex(ifname);
-	int ret;
+	int ret = net_name_check(ifname, err);
 
+	if (ret)
+		return ret;
+	unsigned idx = if_nametoindex(ifname);
 	if (!idx)
 		return vt_error_set(err, ENODEV, ifname, what, "no such interface");
 	if ((ret = nl_open(&nl, NETLINK_ROUTE, err)))

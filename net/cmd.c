@@ -43,6 +43,17 @@ int net_cmd_cidr(const char *argv0, const char *s, struct net_cidr *c)
 	return 0;
 }
 
+int net_cmd_name(const char *s, char *dst)
+{
+	struct vt_error err = { 0 };
+
+	if (net_name_check(s, &err))
+		return net_cmd_fail(&err);
+	if (dst)
+		snprintf(dst, NET_NAME_MAX, "%s", s);
+	return 0;
+}
+
 const char *net_cmd_mac_str(const uint8_t m[6], char *buf)
 {
 	sprintf(buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
@@ -116,6 +127,8 @@ static int bridge_main(int argc, char **argv)
 	}
 	if (!br)
 		return vt_usage_error(argv[0], "'%s' needs a bridge name", verb);
+	if (net_cmd_name(br, NULL) || (port && net_cmd_name(port, NULL)))
+		return 1;
 	int ret = 0;
 	if (!strcmp(verb, "add")) {
 		ret = net_bridge_create(br, &err);
@@ -185,7 +198,11 @@ static int tap_main(int argc, char **argv)
 				return vt_usage_error(argv[0], "unknown group '%s'", optarg);
 			break;
 		case 'q': flags |= NET_TAP_MULTI_QUEUE; break;
-		case 'b': bridge = optarg; break;
+		case 'b':
+			if (net_cmd_name(optarg, NULL))
+				return 1;
+			bridge = optarg;
+			break;
 		default: return vt_usage_hint(argv[0]);
 		}
 	}
@@ -204,6 +221,8 @@ static int tap_main(int argc, char **argv)
 	}
 	if (!tap)
 		return vt_usage_error(argv[0], "'%s' needs a tap name", verb);
+	if (net_cmd_name(tap, NULL))
+		return 1;
 	int ret;
 	if (!strcmp(verb, "add")) {
 		ret = net_tap_create(tap, flags, owner, group, &err);
@@ -248,6 +267,8 @@ static int addr_main(int argc, char **argv)
 	if (argc - optind != 3)
 		return vt_usage_error(argv[0], "expected add|del IF ADDRESS/PREFIX");
 	const char *verb = argv[optind], *ifname = argv[optind + 1];
+	if (net_cmd_name(ifname, NULL))
+		return 1;
 	if (net_cmd_cidr(argv[0], argv[optind + 2], &cidr))
 		return 1;
 	int ret;
@@ -289,8 +310,14 @@ static int nat_opts(int argc, char **argv, struct net_nat *nat, bool *have_subne
 				return 1;
 			*have_subnet = true;
 			break;
-		case 'o': snprintf(nat->out, sizeof(nat->out), "%s", optarg); break;
-		case 'b': snprintf(nat->bridge, sizeof(nat->bridge), "%s", optarg); break;
+		case 'o':
+			if (net_cmd_name(optarg, nat->out))
+				return 1;
+			break;
+		case 'b':
+			if (net_cmd_name(optarg, nat->bridge))
+				return 1;
+			break;
 		case 'f': nat->forward = true; break;
 		default: return vt_usage_hint(argv[0]);
 		}

@@ -53,12 +53,18 @@ static int setup_common(int argc, char **argv, bool teardown)
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'b': snprintf(s.bridge, sizeof(s.bridge), "%s", optarg); break;
+		case 'b':
+			if (net_cmd_name(optarg, s.bridge))
+				return 1;
+			break;
 		case 'a':
 			if (net_cmd_cidr(argv[0], optarg, &s.addr))
 				return 1;
 			break;
-		case 't': snprintf(s.tap, sizeof(s.tap), "%s", optarg); break;
+		case 't':
+			if (net_cmd_name(optarg, s.tap))
+				return 1;
+			break;
 		case 'o':
 			if ((s.owner = net_cmd_user(optarg, false)) < 0)
 				return vt_usage_error(argv[0], "unknown user '%s'", optarg);
@@ -67,7 +73,10 @@ static int setup_common(int argc, char **argv, bool teardown)
 			if ((s.group = net_cmd_user(optarg, true)) < 0)
 				return vt_usage_error(argv[0], "unknown group '%s'", optarg);
 			break;
-		case 'n': snprintf(s.nat.out, sizeof(s.nat.out), "%s", optarg); break;
+		case 'n':
+			if (net_cmd_name(optarg, s.nat.out))
+				return 1;
+			break;
 		case 'f': s.nat.forward = true; break;
 		default: return vt_usage_hint(argv[0]);
 		}

@@ -419,6 +419,9 @@ int net_nat_add(const struct net_nat *req, struct vt_error *err)
 
 	if (nat.subnet.family != AF_INET)
 		return vt_error_set(err, EAFNOSUPPORT, nat.out, "add NAT", "only IPv4 subnets are masqueraded");
+	if ((ret = net_name_check(nat.out, err)) ||
+	    (nat.bridge[0] && (ret = net_name_check(nat.bridge, err))))
+		return ret;
 	if (!if_nametoindex(nat.out))
 		return vt_error_set(err, ENODEV, nat.out, "add NAT", "no such interface");
 	if (!nat.bridge[0])

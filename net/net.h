@@ -26,6 +26,10 @@ struct net_link {
 	uint8_t mac[6];
 };
 
+/* The one rule for interface names, as the kernel and `ip` apply it: 1 to 15 bytes, no
+ * '/', no whitespace, not "." or "..". Every name a `vtool net` command is given, and
+ * every name the functions below are called with, goes through it (-EINVAL). */
+int net_name_check(const char *name, struct vt_error *err);
 /* Fill *out for name; -ENODEV if there is no such interface. */
 int net_link_get(const char *name, struct net_link *out, struct vt_error *err);
 /* All links; *out is malloc'd. */

@@ -15,14 +15,13 @@
 static int tun_open(const char *name, unsigned flags, struct vt_error *err, const char *what)
 {
 	struct ifreq ifr = { 0 };
-	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	int ret = net_name_check(name, err);
 
+	if (ret)
+		return ret;
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return vt_error_set(err, errno, "/dev/net/tun", "open", NULL);
-	if (strlen(name) >= IFNAMSIZ) {
-		close(fd);
-		return vt_error_set(err, EINVAL, name, what, "interface name too long");
-	}
 	ifr.ifr_flags = (short)(IFF_TAP | IFF_NO_PI);
 	if (flags & NET_TAP_MULTI_QUEUE)
 		ifr.ifr_flags |= IFF_MULTI_QUEUE;
@@ -46,6 +45,8 @@ bool net_link_is_tap(const char *name)
 {
 	char path[96], buf[32];
 
+	if (net_name_check(name, NULL))
+		return false;
 	snprintf(path, sizeof(path), "/sys/class/net/%s/tun_flags", name);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)

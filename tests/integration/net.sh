@@ -8,9 +8,9 @@
 need ip nft ping
 [ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root for network namespaces"; exit 77; }
 
-ns=vtool-t-$$
-peer=vtool-p-$$
-guest=vtool-g-$$
+ns=vt17-t-$$
+peer=vt17-p-$$
+guest=vt17-g-$$
 cleanup() {
   for n in $ns $peer $guest; do ip netns del $n 2>/dev/null; done
   rm -rf "$T"
@@ -158,4 +158,34 @@ if command -v setpriv >/dev/null; then
   expect_rc 1 in_ns setpriv --reuid=65534 --regid=65534 --clear-groups "$VTOOL" net bridge add br2
   expect_grep '^vtool: br2: create bridge: Operation not permitted \(needs root or CAP_NET_ADMIN\)$' "$T/err"
 fi
+
+# one name rule for every name option of every command, the kernel's and ip's: 1-15
+# bytes, no '/', no whitespace, not '.' or '..' (ip is the oracle: it refuses the same)
+long=thisnameiswaytoolong0
+for bad in "$long" . .. a/b "a b" "a$(printf '\t')b" ""; do
+  if in_ns ip link add "$bad" type dummy 2>/dev/null; then
+    in_ns ip link del "$bad"; fail "ip accepted '$bad': the oracle disagrees"; fi
+  for cmd in "setup --bridge @" "setup --bridge brq --tap @" "setup --bridge brq --addr 10.1.0.1/24 --nat @" \
+             "teardown --bridge @" "bridge add @" "bridge del @" "bridge set @ --up" "bridge addif brq @" \
+             "bridge addif @ up0" "tap add @" "tap del @" "tap add tapq --bridge @" \
+             "addr add @ 10.1.0.1/24" "nat add --subnet 10.1.0.0/24 --out @" \
+             "nat add --subnet 10.1.0.0/24 --out up0 --bridge @"; do
+    read -ra words <<<"$cmd"
+    args=(); for w in "${words[@]}"; do [ "$w" = @ ] && args+=("$bad") || args+=("$w"); done
+    expect_rc 1 in_ns "$VTOOL" net "${args[@]}"
+    expect_grep '^vtool: .*: invalid interface name: ' "$T/err"
+  done
+done
+expect_rc 1 in_ns "$VTOOL" net setup --bridge "$long" --addr 10.1.0.1/24
+expect_grep "^vtool: $long: invalid interface name: 21 bytes long, at most 15$" "$T/err"
+expect_rc 1 in_ns "$VTOOL" net bridge add ..
+expect_grep "^vtool: \.\.: invalid interface name: '\.' and '\.\.' are not allowed$" "$T/err"
+expect_rc 1 in_ns "$VTOOL" net tap add "a b"
+expect_grep "^vtool: a b: invalid interface name: contains whitespace$" "$T/err"
+snapshot "$T/after5"
+if cmp -s "$T/before" "$T/after5"; then pass; else fail "bad names left: $(diff "$T/before" "$T/after5")"; fi
+# 15 bytes is fine, as for ip
+expect_rc 0 in_ns "$VTOOL" net setup --bridge thisnameis15byt
+expect_rc 0 in_ns ip link show thisnameis15byt
+expect_rc 0 in_ns "$VTOOL" net teardown --bridge thisnameis15byt
 finish
