@@ -32,10 +32,16 @@ static const char teardown_help[] =
 	"Example:\n"
 	"  vtool net teardown --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0\n";
 
-static void print_line(void *arg, const char *line)
+/* Changes and their rollback on stdout, in order; warnings on stderr. */
+static void print_line(void *arg, enum net_report kind, const char *line)
 {
 	(void)arg;
-	printf("%s\n", line);
+	if (kind == NET_REPORT_WARNING) {
+		fflush(stdout);
+		fprintf(stderr, "vtool: warning: %s\n", line);
+	} else {
+		printf("%s\n", line);
+	}
 }
 
 static int setup_common(int argc, char **argv, bool teardown)
@@ -93,6 +99,7 @@ static int setup_common(int argc, char **argv, bool teardown)
 	}
 	int ret = teardown ? net_teardown(&s, &changes, print_line, NULL, &err)
 	                   : net_setup(&s, &changes, print_line, NULL, &err);
+	fflush(stdout); /* the lines so far, then the error */
 	if (ret)
 		return net_cmd_fail(&err);
 	if (!changes)

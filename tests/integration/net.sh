@@ -152,6 +152,27 @@ expect_rc 1 in_ns "$VTOOL" net bridge addif nosuchbr up0
 expect_grep '^vtool: nosuchbr: add port: no such bridge$' "$T/err"
 expect_rc 1 in_ns "$VTOOL" net nat del --subnet 10.9.0.0/16 --out up0
 expect_grep '^vtool: up0: delete NAT: vtool has no such NAT rule$' "$T/err"
+# a failed setup takes back what it did and says so, line for line
+expect_rc 1 in_ns "$VTOOL" net setup --bridge br1 --addr 10.1.0.1/24 --tap up0
+printf '%s\n' "created bridge br1" "set br1 up" "added address 10.1.0.1/24 to br1" \
+  "removed address 10.1.0.1/24 from br1" "removed bridge br1" >"$T/want"
+if cmp -s "$T/want" "$T/out"; then pass; else fail "rollback lines: $(diff "$T/want" "$T/out")"; fi
+expect_rc 1 in_ns "$VTOOL" net setup --bridge br1 --addr 10.1.0.1/24 --tap tap1 --nat nosuch0
+printf '%s\n' "created bridge br1" "set br1 up" "added address 10.1.0.1/24 to br1" \
+  "created tap tap1" "added tap1 to bridge br1" "set tap1 up" \
+  "removed tap tap1" "removed address 10.1.0.1/24 from br1" "removed bridge br1" >"$T/want"
+if cmp -s "$T/want" "$T/out"; then pass; else fail "rollback lines: $(diff "$T/want" "$T/out")"; fi
+# things that were there before the run are put back as they were, not removed
+in_ns ip link add br1 type bridge
+in_ns ip tuntap add dev tap1 mode tap
+expect_rc 1 in_ns "$VTOOL" net setup --bridge br1 --addr 10.1.0.1/24 --tap tap1 --nat nosuch0
+printf '%s\n' "set br1 up" "added address 10.1.0.1/24 to br1" "added tap1 to bridge br1" "set tap1 up" \
+  "set tap1 down" "removed tap1 from bridge br1" "removed address 10.1.0.1/24 from br1" "set br1 down" >"$T/want"
+if cmp -s "$T/want" "$T/out"; then pass; else fail "rollback lines: $(diff "$T/want" "$T/out")"; fi
+in_ns ip -o link show tap1 >"$T/tap1"
+if grep -q 'master\|,UP' "$T/tap1"; then fail "tap1 not put back: $(cat "$T/tap1")"; else pass; fi
+in_ns ip link del tap1
+in_ns ip link del br1
 snapshot "$T/after4"
 if cmp -s "$T/before" "$T/after4"; then pass; else fail "failed commands left: $(diff "$T/before" "$T/after4")"; fi
 if command -v setpriv >/dev/null; then
