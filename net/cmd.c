@@ -165,9 +165,11 @@ static int bridge_main(int argc, char **argv)
 static const char tap_help[] =
 	"Usage: vtool net tap add|del|list [TAP] [options]\n"
 	"\n"
-	"  vtool net tap add TAP [--owner USER] [--group GROUP] [--multi-queue] [--bridge BR]\n"
+	"  vtool net tap add [TAP] [--owner USER] [--group GROUP] [--multi-queue] [--bridge BR]\n"
 	"                        create a persistent tap (like tunctl -t), usable by USER/GROUP\n"
-	"                        without privileges; --bridge also makes it a port of BR, up\n"
+	"                        without privileges; --bridge also makes it a port of BR, up.\n"
+	"                        Without TAP, the first free tapN is taken and its name\n"
+	"                        printed (like tunctl -b)\n"
 	"  vtool net tap del TAP\n"
 	"  vtool net tap list\n"
 	"\n"
@@ -219,22 +221,27 @@ static int tap_main(int argc, char **argv)
 		free(v);
 		return 0;
 	}
-	if (!tap)
+	if (!tap && strcmp(verb, "add"))
 		return vt_usage_error(argv[0], "'%s' needs a tap name", verb);
-	if (net_cmd_name(tap, NULL))
+	if (tap && net_cmd_name(tap, NULL))
 		return 1;
+	if (optind + (tap ? 2 : 1) < argc)
+		return vt_usage_error(argv[0], "unexpected argument '%s'", argv[optind + (tap ? 2 : 1)]);
 	int ret;
+	char made[NET_NAME_MAX];
 	if (!strcmp(verb, "add")) {
-		ret = net_tap_create(tap, flags, owner, group, &err);
+		ret = net_tap_create(tap, flags, owner, group, made, &err);
 		if (!ret && bridge) {
-			ret = net_link_set_master(tap, bridge, &err);
+			ret = net_link_set_master(made, bridge, &err);
 			if (!ret)
-				ret = net_link_set_up(tap, true, &err);
+				ret = net_link_set_up(made, true, &err);
 			if (ret) {
 				struct vt_error ignored;
-				net_tap_delete(tap, &ignored); /* nothing half-made */
+				net_tap_delete(made, &ignored); /* nothing half-made */
 			}
 		}
+		if (!ret && !tap)
+			printf("%s\n", made); /* the name the kernel picked, as tunctl -b */
 	} else if (!strcmp(verb, "del")) {
 		ret = net_tap_delete(tap, &err);
 	} else {

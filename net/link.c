@@ -192,6 +192,9 @@ int net_bridge_create(const char *name, struct vt_error *err)
 
 	if (ret)
 		return ret;
+	if (strchr(name, '%'))  /* the kernel would take it as a template ("br%d" -> br0) */
+		return vt_error_set(err, EINVAL, name, "create bridge",
+		                    "'%%' is not allowed (the kernel reads it as a name template)");
 	if (if_nametoindex(name))
 		return vt_error_set(err, EEXIST, name, "create bridge", "an interface of that name exists");
 	return link_request(name, "create bridge", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, 0,

@@ -72,9 +72,11 @@ int net_addr_del(const char *ifname, const struct net_cidr *c, struct vt_error *
 #define NET_TAP_MULTI_QUEUE 1u
 #define NET_TAP_VNET_HDR    2u
 
-/* A persistent tap (survives this process), optionally usable by a user/group. */
+/* A persistent tap (survives this process), optionally usable by a user/group. A NULL
+ * or empty name takes the first free tapN. The name made goes to made (NET_NAME_MAX
+ * bytes) unless it is NULL. */
 int net_tap_create(const char *name, unsigned flags, long owner, long group,
-                   struct vt_error *err);
+                   char *made, struct vt_error *err);
 int net_tap_delete(const char *name, struct vt_error *err);
 bool net_link_is_tap(const char *name);
 /* Open a tap for a VM's NIC (attaching to a persistent one, or creating a transient

@@ -121,7 +121,7 @@ int net_setup(const struct net_setup *s, int *changes, net_report_fn *fn, void *
 	if (s->tap[0]) {
 		ret = net_link_get(s->tap, &l, err);
 		if (ret == -ENODEV) {
-			if ((ret = net_tap_create(s->tap, s->tap_flags, s->owner, s->group, err)))
+			if ((ret = net_tap_create(s->tap, s->tap_flags, s->owner, s->group, NULL, err)))
 				goto fail;
 			done[S_TAP] = true;
 			report(fn, arg, NET_REPORT_DONE, "created tap %s", s->tap);

@@ -121,6 +121,29 @@ expect_grep 'inet6 fd00::1/64' "$T/brx6"
 expect_rc 0 in_ns "$VTOOL" net addr del brx fd00::1/64
 expect_rc 0 in_ns "$VTOOL" net tap list
 expect_grep '^tapx up$' "$T/out"
+# tap add without a name takes the first free tapN and prints it, as tunctl -b
+in_ns ip link add tap0 type bridge   # a tapN name held by something else is skipped
+expect_rc 0 in_ns "$VTOOL" net tap add
+expect_grep '^tap1$' "$T/out"
+expect_lines 1 "$T/out"
+in_ns ip -d link show tap1 >"$T/tap1"
+expect_grep 'tun type tap .*persist on' "$T/tap1"
+expect_rc 0 in_ns "$VTOOL" net tap add --bridge brx
+expect_grep '^tap2$' "$T/out"
+in_ns ip -o link show tap2 >"$T/tap2"
+expect_grep 'master brx .*state|master brx' "$T/tap2"
+expect_rc 1 in_ns "$VTOOL" net tap add --bridge nosuchbr
+expect_grep '^vtool: nosuchbr: add port: no such bridge$' "$T/err"
+expect_lines 0 "$T/out"
+expect_rc 1 in_ns ip link show tap3
+expect_rc 1 in_ns "$VTOOL" net tap add 'tap%d'
+expect_grep "^vtool: tap%d: create tap: '%' is not allowed" "$T/err"
+expect_rc 1 in_ns "$VTOOL" net bridge add 'br%d'
+expect_grep "^vtool: br%d: create bridge: '%' is not allowed" "$T/err"
+expect_rc 1 in_ns "$VTOOL" net tap del
+expect_grep "'del' needs a tap name" "$T/err"
+for t in tap1 tap2; do expect_rc 0 in_ns "$VTOOL" net tap del $t; done
+in_ns ip link del tap0
 expect_rc 0 in_ns "$VTOOL" net bridge delif brx tapx
 expect_rc 0 in_ns "$VTOOL" net tap del tapx
 expect_rc 0 in_ns "$VTOOL" net bridge del brx
@@ -184,7 +207,7 @@ fi
 # bytes, no '/', no whitespace, not '.' or '..' (ip is the oracle: it refuses the same)
 long=thisnameiswaytoolong0
 for bad in "$long" . .. a/b "a b" "a$(printf '\t')b" ""; do
-  if in_ns ip link add "$bad" type dummy 2>/dev/null; then
+  if in_ns ip link add "$bad" type bridge 2>/dev/null; then
     in_ns ip link del "$bad"; fail "ip accepted '$bad': the oracle disagrees"; fi
   for cmd in "setup --bridge @" "setup --bridge brq --tap @" "setup --bridge brq --addr 10.1.0.1/24 --nat @" \
              "teardown --bridge @" "bridge add @" "bridge del @" "bridge set @ --up" "bridge addif brq @" \
@@ -206,6 +229,8 @@ expect_grep "^vtool: a b: invalid interface name: contains whitespace$" "$T/err"
 snapshot "$T/after5"
 if cmp -s "$T/before" "$T/after5"; then pass; else fail "bad names left: $(diff "$T/before" "$T/after5")"; fi
 # 15 bytes is fine, as for ip
+expect_rc 0 in_ns ip link add thisnameis15byt type bridge
+expect_rc 0 in_ns ip link del thisnameis15byt
 expect_rc 0 in_ns "$VTOOL" net setup --bridge thisnameis15byt
 expect_rc 0 in_ns ip link show thisnameis15byt
 expect_rc 0 in_ns "$VTOOL" net teardown --bridge thisnameis15byt
