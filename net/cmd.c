@@ -60,16 +60,74 @@ const char *net_cmd_mac_str(const uint8_t m[6], char *buf)
 	return buf;
 }
 
+/* --- link settings shared by `bridge set` and `tap set` ------------------------------ */
+
+struct link_opts {
+	int up;                 /* -1 unchanged, 0 down, 1 up */
+	long mtu;               /* -1 unchanged */
+	bool have_mac;
+	uint8_t mac[6];
+};
+
+#define LINK_LONGOPTS \
+	{ "up", no_argument, NULL, 'u' }, { "down", no_argument, NULL, 'd' }, \
+	{ "mtu", required_argument, NULL, 'm' }, { "mac", required_argument, NULL, 'a' }
+
+/* One getopt result: 0 taken, 1 a usage error (printed), -1 not a link option. */
+static int link_opt(int c, const char *argv0, struct link_opts *o)
+{
+	char *end;
+
+	switch (c) {
+	case 'u': o->up = 1; return 0;
+	case 'd': o->up = 0; return 0;
+	case 'm':
+		o->mtu = strtol(optarg, &end, 10);
+		if (*end || o->mtu < 68 || o->mtu > 65535)
+			return vt_usage_error(argv0, "invalid MTU '%s' (68 to 65535)", optarg);
+		return 0;
+	case 'a':
+		if (net_mac_parse(optarg, o->mac))
+			return vt_usage_error(argv0, "invalid MAC address '%s'", optarg);
+		o->have_mac = true;
+		return 0;
+	}
+	return -1;
+}
+
+static bool link_opts_any(const struct link_opts *o)
+{
+	return o->up >= 0 || o->mtu > 0 || o->have_mac;
+}
+
+/* MTU and MAC first, then up/down (as `ip link set` orders them). */
+static int link_apply(const char *name, const struct link_opts *o, struct vt_error *err)
+{
+	int ret = 0;
+
+	if (o->mtu > 0)
+		ret = net_link_set_mtu(name, (unsigned)o->mtu, err);
+	if (!ret && o->have_mac)
+		ret = net_link_set_mac(name, o->mac, err);
+	if (!ret && o->up >= 0)
+		ret = net_link_set_up(name, o->up, err);
+	return ret;
+}
+
 /* --- vtool net bridge ------------------------------------------------------------------ */
 
 static const char bridge_help[] =
 	"Usage: vtool net bridge add|del|list|set|addif|delif ...\n"
 	"\n"
 	"  vtool net bridge add BRIDGE [--up]     create a bridge (like brctl addbr)\n"
-	"  vtool net bridge del BRIDGE            delete it\n"
+	"  vtool net bridge del BRIDGE            delete it (only a bridge)\n"
 	"  vtool net bridge list                  bridges and their ports\n"
-	"  vtool net bridge set BRIDGE [--up|--down] [--mtu N] [--mac MAC]\n"
-	"  vtool net bridge addif BRIDGE IF       make IF a port (like brctl addif)\n"
+	"  vtool net bridge set LINK [--up|--down] [--mtu N] [--mac MAC]\n"
+	"                                         like ip link set: LINK may be any link (a\n"
+	"                                         bridge, a tap, a veth, a NIC); for a tap,\n"
+	"                                         'vtool net tap set' says the same and\n"
+	"                                         checks it is one\n"
+	"  vtool net bridge addif BRIDGE IF       make IF, any link, a port (like brctl addif)\n"
 	"  vtool net bridge delif BRIDGE IF       remove the port\n"
 	"\n"
 	"Example:\n"
@@ -78,32 +136,16 @@ static const char bridge_help[] =
 static int bridge_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "up", no_argument, NULL, 'u' }, { "down", no_argument, NULL, 'd' },
-		{ "mtu", required_argument, NULL, 'm' }, { "mac", required_argument, NULL, 'a' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+		LINK_LONGOPTS, { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
-	int up = -1, c;
-	long mtu = -1;
-	uint8_t mac[6];
-	bool have_mac = false;
+	struct link_opts lo = { .up = -1, .mtu = -1 };
 	struct vt_error err = { 0 };
+	int c;
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'u': up = 1; break;
-		case 'd': up = 0; break;
-		case 'm':
-			mtu = strtol(optarg, NULL, 10);
-			if (mtu < 68 || mtu > 65535)
-				return vt_usage_error(argv[0], "invalid MTU '%s'", optarg);
-			break;
-		case 'a':
-			if (net_mac_parse(optarg, mac))
-				return vt_usage_error(argv[0], "invalid MAC address '%s'", optarg);
-			have_mac = true;
-			break;
-		default: return vt_usage_hint(argv[0]);
-		}
+		int r = link_opt(c, argv[0], &lo);
+		if (r)
+			return r > 0 ? r : vt_usage_hint(argv[0]);
 	}
 	const char *verb = optind < argc ? argv[optind] : "list";
 	const char *br = optind + 1 < argc ? argv[optind + 1] : NULL;
@@ -132,7 +174,7 @@ static int bridge_main(int argc, char **argv)
 	int ret = 0;
 	if (!strcmp(verb, "add")) {
 		ret = net_bridge_create(br, &err);
-		if (!ret && up == 1)
+		if (!ret && lo.up == 1)
 			ret = net_link_set_up(br, true, &err);
 	} else if (!strcmp(verb, "del")) {
 		struct net_link l;
@@ -144,12 +186,9 @@ static int bridge_main(int argc, char **argv)
 		if (!ret)
 			ret = net_link_delete(br, &err);
 	} else if (!strcmp(verb, "set")) {
-		if (mtu > 0)
-			ret = net_link_set_mtu(br, (unsigned)mtu, &err);
-		if (!ret && have_mac)
-			ret = net_link_set_mac(br, mac, &err);
-		if (!ret && up >= 0)
-			ret = net_link_set_up(br, up, &err);
+		if (!link_opts_any(&lo))
+			return vt_usage_error(argv[0], "'set' needs --up, --down, --mtu or --mac");
+		ret = link_apply(br, &lo, &err);
 	} else if (!strcmp(verb, "addif") || !strcmp(verb, "delif")) {
 		if (!port)
 			return vt_usage_error(argv[0], "'%s' needs a bridge and an interface", verb);
@@ -163,14 +202,17 @@ static int bridge_main(int argc, char **argv)
 /* --- vtool net tap --------------------------------------------------------------------- */
 
 static const char tap_help[] =
-	"Usage: vtool net tap add|del|list [TAP] [options]\n"
+	"Usage: vtool net tap add|del|set|list [TAP] [options]\n"
 	"\n"
 	"  vtool net tap add [TAP] [--owner USER] [--group GROUP] [--multi-queue] [--bridge BR]\n"
+	"                    [--up]\n"
 	"                        create a persistent tap (like tunctl -t), usable by USER/GROUP\n"
 	"                        without privileges; --bridge also makes it a port of BR, up.\n"
 	"                        Without TAP, the first free tapN is taken and its name\n"
 	"                        printed (like tunctl -b)\n"
 	"  vtool net tap del TAP\n"
+	"  vtool net tap set TAP [--up|--down] [--mtu N] [--mac MAC]\n"
+	"                        like ip link set TAP up; TAP must be a tap\n"
 	"  vtool net tap list\n"
 	"\n"
 	"Example:\n"
@@ -181,11 +223,12 @@ static int tap_main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "owner", required_argument, NULL, 'o' }, { "group", required_argument, NULL, 'g' },
 		{ "multi-queue", no_argument, NULL, 'q' }, { "bridge", required_argument, NULL, 'b' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+		LINK_LONGOPTS, { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
 	long owner = -1, group = -1;
 	unsigned flags = 0;
 	const char *bridge = NULL;
+	struct link_opts lo = { .up = -1, .mtu = -1 };
 	struct vt_error err = { 0 };
 	int c;
 
@@ -205,7 +248,11 @@ static int tap_main(int argc, char **argv)
 				return 1;
 			bridge = optarg;
 			break;
-		default: return vt_usage_hint(argv[0]);
+		default: {
+			int r = link_opt(c, argv[0], &lo);
+			if (r)
+				return r > 0 ? r : vt_usage_hint(argv[0]);
+		}
 		}
 	}
 	const char *verb = optind < argc ? argv[optind] : "list";
@@ -228,22 +275,36 @@ static int tap_main(int argc, char **argv)
 	if (optind + (tap ? 2 : 1) < argc)
 		return vt_usage_error(argv[0], "unexpected argument '%s'", argv[optind + (tap ? 2 : 1)]);
 	int ret;
-	char made[NET_NAME_MAX];
+	char made[NET_NAME_MAX] = "";
 	if (!strcmp(verb, "add")) {
+		if (lo.up == 0 || lo.mtu > 0 || lo.have_mac)
+			return vt_usage_error(argv[0], "'add' takes --up; --down, --mtu and --mac "
+			                               "are for 'set'");
 		ret = net_tap_create(tap, flags, owner, group, made, &err);
-		if (!ret && bridge) {
+		if (!ret && bridge)
 			ret = net_link_set_master(made, bridge, &err);
-			if (!ret)
-				ret = net_link_set_up(made, true, &err);
-			if (ret) {
-				struct vt_error ignored;
-				net_tap_delete(made, &ignored); /* nothing half-made */
-			}
+		if (!ret && (bridge || lo.up == 1))
+			ret = net_link_set_up(made, true, &err);
+		if (ret && net_link_is_tap(made)) {
+			struct vt_error ignored;
+			net_tap_delete(made, &ignored); /* nothing half-made */
 		}
 		if (!ret && !tap)
 			printf("%s\n", made); /* the name the kernel picked, as tunctl -b */
 	} else if (!strcmp(verb, "del")) {
 		ret = net_tap_delete(tap, &err);
+	} else if (!strcmp(verb, "set")) {
+		if (!link_opts_any(&lo))
+			return vt_usage_error(argv[0], "'set' needs --up, --down, --mtu or --mac");
+		struct net_link l;
+		ret = net_link_get(tap, &l, &err);
+		if (ret == -ENODEV)
+			ret = vt_error_set(&err, ENODEV, tap, "set tap", "no such tap");
+		else if (!ret && !net_link_is_tap(tap))
+			ret = vt_error_set(&err, EINVAL, tap, "set tap", "is not a tap (for any link: "
+			                   "vtool net bridge set %s)", tap);
+		if (!ret)
+			ret = link_apply(tap, &lo, &err);
 	} else {
 		return vt_usage_error(argv[0], "unknown action '%s'", verb);
 	}
@@ -255,7 +316,8 @@ static int tap_main(int argc, char **argv)
 static const char addr_help[] =
 	"Usage: vtool net addr add|del IF ADDRESS/PREFIX\n"
 	"\n"
-	"Add or remove an IPv4 or IPv6 address (like ip addr add).\n"
+	"Add or remove an IPv4 or IPv6 address (like ip addr add). IF may be any link (a\n"
+	"bridge, a tap, a veth, a NIC).\n"
 	"\n"
 	"Example:\n"
 	"  vtool net addr add br0 192.168.57.1/24\n";
@@ -295,6 +357,7 @@ static const char nat_help[] =
 	"\n"
 	"Masquerade a guest subnet out of an uplink, in vtool's own nftables table (ip vtool),\n"
 	"and turn ip_forward on (like iptables -t nat -A POSTROUTING -o IF -j MASQUERADE).\n"
+	"The uplink IF may be any link.\n"
 	"--forward also accepts forwarded traffic from and to the bridge. 'del' removes exactly\n"
 	"that rule, the table when it is empty, and restores ip_forward.\n"
 	"\n"

@@ -144,6 +144,33 @@ expect_rc 1 in_ns "$VTOOL" net tap del
 expect_grep "'del' needs a tap name" "$T/err"
 for t in tap1 tap2; do expect_rc 0 in_ns "$VTOOL" net tap del $t; done
 in_ns ip link del tap0
+# tap set: the seed's `ip link set tap0 up|down` for taps, checked to be one
+expect_rc 0 in_ns "$VTOOL" net tap set tapx --down
+in_ns ip -o link show tapx >"$T/tapx"
+if grep -q '[<,]UP[,>]' "$T/tapx"; then fail "tap set --down: $(cat "$T/tapx")"; else pass; fi
+expect_rc 0 in_ns "$VTOOL" net tap set tapx --up --mtu 1400 --mac 52:54:00:aa:bb:cc
+in_ns ip -o link show tapx >"$T/tapx"
+expect_grep '[<,]UP[,>].* mtu 1400 .*link/ether 52:54:00:aa:bb:cc' "$T/tapx"
+expect_rc 1 in_ns "$VTOOL" net tap set up0 --up
+expect_grep '^vtool: up0: set tap: is not a tap \(for any link: vtool net bridge set up0\)$' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net tap set nosuch0 --up
+expect_grep '^vtool: nosuch0: set tap: no such tap$' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net tap set tapx
+expect_grep "'set' needs --up, --down, --mtu or --mac" "$T/err"
+expect_rc 1 in_ns "$VTOOL" net tap set tapx --mtu 1400x
+expect_grep "invalid MTU '1400x'" "$T/err"
+expect_rc 0 in_ns "$VTOOL" net tap add tapy --up
+in_ns ip -o link show tapy >"$T/tapy"
+expect_grep '[<,]UP[,>]' "$T/tapy"
+expect_rc 0 in_ns "$VTOOL" net tap del tapy
+# bridge set takes any link, as documented
+expect_rc 0 in_ns "$VTOOL" net bridge set tapx --down
+in_ns ip -o link show tapx >"$T/tapx"
+if grep -q '[<,]UP[,>]' "$T/tapx"; then fail "bridge set --down on a tap: $(cat "$T/tapx")"; else pass; fi
+expect_rc 0 "$VTOOL" net bridge --help
+expect_grep 'LINK may be any link' "$T/out"
+expect_rc 0 "$VTOOL" net tap --help
+expect_grep '^  vtool net tap set TAP \[--up\|--down\]' "$T/out"
 expect_rc 0 in_ns "$VTOOL" net bridge delif brx tapx
 expect_rc 0 in_ns "$VTOOL" net tap del tapx
 expect_rc 0 in_ns "$VTOOL" net bridge del brx
