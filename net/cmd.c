@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
+#include <net/if.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +35,10 @@ long net_cmd_user(const char *s, bool group)
 
 int net_cmd_cidr(const char *argv0, const char *s, struct net_cidr *c)
 {
-	if (net_cidr_parse(s, c)) {
-		fprintf(stderr, "vtool: %s: invalid address: expected ADDRESS/PREFIX such as "
-		                "192.168.57.1/24 or fd00::1/64\n", s);
-		return 1;
-	}
+	struct vt_error err = { 0 };
+
 	(void)argv0;
-	return 0;
+	return net_cidr_parse(s, c, &err) ? net_cmd_fail(&err) : 0;
 }
 
 int net_cmd_name(const char *s, char *dst)
@@ -317,7 +315,8 @@ static const char addr_help[] =
 	"Usage: vtool net addr add|del IF ADDRESS/PREFIX\n"
 	"\n"
 	"Add or remove an IPv4 or IPv6 address (like ip addr add). IF may be any link (a\n"
-	"bridge, a tap, a veth, a NIC).\n"
+	"bridge, a tap, a veth, a NIC). The prefix length is required: a bare address is\n"
+	"refused rather than taken as a /32.\n"
 	"\n"
 	"Example:\n"
 	"  vtool net addr add br0 192.168.57.1/24\n";
@@ -395,6 +394,30 @@ static int nat_opts(int argc, char **argv, struct net_nat *nat, bool *have_subne
 	return 0;
 }
 
+/* Warn when the subnet holds no address but the bridge's own: nothing to masquerade. */
+static void nat_room_warning(const struct net_nat *nat)
+{
+	struct net_addr *v;
+	struct vt_error ignored;
+	int n, k = 0;
+	unsigned idx = if_nametoindex(nat->bridge);
+
+	if (!idx || net_addr_list(&v, &n, &ignored))
+		return;
+	struct net_cidr *own = calloc((size_t)n + 1, sizeof(*own));
+	for (int i = 0; own && i < n; i++)
+		if (v[i].index == (int)idx)
+			own[k++] = v[i].cidr;
+	if (own && k && net_cidr_room(&nat->subnet, own, k) == 0) {
+		char net[64];
+		net_cidr_format(&nat->subnet, net, sizeof(net));
+		fprintf(stderr, "vtool: warning: NAT subnet %s holds no address but %s's own: no "
+		        "guest can be in it\n", net, nat->bridge);
+	}
+	free(own);
+	free(v);
+}
+
 static int nat_main(int argc, char **argv)
 {
 	struct net_nat nat = { 0 };
@@ -420,6 +443,8 @@ static int nat_main(int argc, char **argv)
 	if (!have_subnet || !nat.out[0])
 		return vt_usage_error(argv[0], "'%s' needs --subnet and --out", verb);
 	int ret;
+	if (!strcmp(verb, "add") && nat.bridge[0])
+		nat_room_warning(&nat);
 	if (!strcmp(verb, "add"))
 		ret = net_nat_add(&nat, &err);
 	else if (!strcmp(verb, "del"))

@@ -54,7 +54,7 @@ static bool nat_tag_parse(const char *s, struct net_nat *n, char *what, size_t w
 		n->bridge[0] = '\0';
 	n->forward = fwd;
 	n->forward_was_on = was;
-	return net_cidr_parse(cidr, &n->subnet) == 0;
+	return net_cidr_parse(cidr, &n->subnet, NULL) == 0;
 }
 
 /* --- sending batches ----------------------------------------------------------------- */

@@ -52,8 +52,13 @@ struct net_cidr {
 	unsigned prefix;
 };
 
-/* "192.168.57.1/24", "fd00::1/64". A bare address gets the full prefix. */
-int net_cidr_parse(const char *s, struct net_cidr *out);
+/* "192.168.57.1/24", "fd00::1/64". The prefix length is required: a bare address is
+ * -EINVAL (saying so), never silently a /32. */
+int net_cidr_parse(const char *s, struct net_cidr *out, struct vt_error *err);
+/* IPv4: how many host addresses of subnet (network and broadcast excluded below /31)
+ * are left for others once the n_own addresses in own are counted out; 0 means no
+ * guest can be in it. UINT64_MAX for IPv6. */
+uint64_t net_cidr_room(const struct net_cidr *subnet, const struct net_cidr *own, int n_own);
 void net_cidr_format(const struct net_cidr *c, char *buf, size_t len);
 /* The network part: host bits cleared. */
 struct net_cidr net_cidr_network(const struct net_cidr *c);

@@ -149,6 +149,13 @@ int net_setup(const struct net_setup *s, int *changes, net_report_fn *fn, void *
 		}
 	}
 	/* NAT */
+	if (s->nat.out[0] && net_cidr_room(&s->nat.subnet, &s->addr, 1) == 0) {
+		char net[64];
+		net_cidr_format(&s->nat.subnet, net, sizeof(net));
+		report(fn, arg, NET_REPORT_WARNING, "NAT subnet %s holds no address but %s's own: "
+		       "no guest can be in it (give --addr a shorter prefix, such as /24)", net,
+		       s->bridge);
+	}
 	if (s->nat.out[0] && !net_nat_present(&s->nat, err)) {
 		if ((ret = net_nat_add(&s->nat, err)))
 			goto fail;

@@ -202,6 +202,31 @@ expect_rc 1 in_ns "$VTOOL" net bridge addif nosuchbr up0
 expect_grep '^vtool: nosuchbr: add port: no such bridge$' "$T/err"
 expect_rc 1 in_ns "$VTOOL" net nat del --subnet 10.9.0.0/16 --out up0
 expect_grep '^vtool: up0: delete NAT: vtool has no such NAT rule$' "$T/err"
+# a prefix is required (ip would silently take /32); a /32 NAT subnet holds no guest
+expect_rc 1 in_ns "$VTOOL" net addr add up0 192.168.57.1
+expect_grep '^vtool: 192\.168\.57\.1: invalid address: no prefix length: give ADDRESS/PREFIX, such as 192\.168\.57\.1/24$' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net addr del up0 fd00::1
+expect_grep '^vtool: fd00::1: invalid address: no prefix length: .* fd00::1/64$' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net setup --bridge br1 --addr 10.1.0.1
+expect_grep '^vtool: 10\.1\.0\.1: invalid address: no prefix length' "$T/err"
+expect_rc 1 in_ns "$VTOOL" net nat add --subnet 10.1.0.0 --out up0
+expect_grep '^vtool: 10\.1\.0\.0: invalid address: no prefix length' "$T/err"
+expect_rc 0 in_ns "$VTOOL" net setup --bridge br3 --addr 192.168.59.1/32 --nat up0
+expect_grep '^vtool: warning: NAT subnet 192\.168\.59\.1/32 holds no address but br3.s own: no guest can be in it' "$T/err"
+expect_rc 0 in_ns "$VTOOL" net teardown --bridge br3 --addr 192.168.59.1/32 --nat up0
+expect_rc 0 in_ns "$VTOOL" net setup --bridge br3 --addr 192.168.59.1/31 --nat up0
+expect_lines 0 "$T/err"
+expect_rc 0 in_ns "$VTOOL" net nat add --subnet 192.168.59.1/32 --out up0 --bridge br3
+expect_grep '^vtool: warning: NAT subnet 192\.168\.59\.1/32 holds no address but br3.s own' "$T/err"
+expect_rc 0 in_ns "$VTOOL" net nat del --subnet 192.168.59.1/32 --out up0
+expect_rc 0 in_ns "$VTOOL" net nat add --subnet 192.168.59.0/32 --out up0 --bridge br3
+expect_lines 0 "$T/err"   # .0 is not br3's: a host can be there
+expect_rc 0 in_ns "$VTOOL" net nat del --subnet 192.168.59.0/32 --out up0
+in_ns ip addr add 192.168.59.0/31 dev br3
+expect_rc 0 in_ns "$VTOOL" net nat add --subnet 192.168.59.0/31 --out up0 --bridge br3
+expect_grep '^vtool: warning: NAT subnet 192\.168\.59\.0/31 holds no address but br3.s own' "$T/err"
+expect_rc 0 in_ns "$VTOOL" net nat del --subnet 192.168.59.0/31 --out up0
+expect_rc 0 in_ns "$VTOOL" net teardown --bridge br3 --addr 192.168.59.1/31 --nat up0
 # a failed setup takes back what it did and says so, line for line
 expect_rc 1 in_ns "$VTOOL" net setup --bridge br1 --addr 10.1.0.1/24 --tap up0
 printf '%s\n' "created bridge br1" "set br1 up" "added address 10.1.0.1/24 to br1" \
