@@ -12,7 +12,10 @@
 static const char show_help[] =
 	"Usage: vtool net show [--output=human|json]\n"
 	"\n"
-	"Bridges with their ports and addresses, taps, and vtool's NAT rules.\n"
+	"Bridges with their ports and addresses, taps, and vtool's NAT rules. Chains of other\n"
+	"nftables tables that drop forwarded IPv4 by policy (such as Docker's) are listed as\n"
+	"forward-drop FAMILY TABLE CHAIN, with what to do on stderr: vtool's NAT cannot work\n"
+	"through them.\n"
 	"\n"
 	"Example:\n"
 	"  vtool net show --output=json\n";
@@ -41,8 +44,16 @@ static int show_main(int argc, char **argv)
 	int nl, na, nn;
 	if (net_link_list(&links, &nl, &err))
 		return net_cmd_fail(&err);
+	struct net_fwdrop *drops = NULL;
+	int nd = 0;
 	if (net_addr_list(&addrs, &na, &err) || net_nat_list(&nats, &nn, &err)) {
 		free(links);
+		return net_cmd_fail(&err);
+	}
+	if (net_forward_drops(&drops, &nd, &err)) {
+		free(links);
+		free(addrs);
+		free(nats);
 		return net_cmd_fail(&err);
 	}
 	struct vt_json *root = vt_json_object(), *jb = vt_json_array(), *jt = vt_json_array(),
@@ -102,9 +113,30 @@ static int show_main(int argc, char **argv)
 		if (!json)
 			printf("nat %s out %s%s\n", buf, nats[i].out, nats[i].forward ? " forward" : "");
 	}
+	/* Other tables dropping forwarded traffic: a fact on stdout, the remedy on stderr. */
+	struct vt_json *jd = vt_json_array();
+	for (int i = 0; i < nd; i++) {
+		struct vt_json *o = vt_json_object();
+		vt_json_set_str(o, "family", drops[i].family);
+		vt_json_set_str(o, "table", drops[i].table);
+		vt_json_set_str(o, "chain", drops[i].chain);
+		vt_json_append(jd, o);
+		if (!json)
+			printf("forward-drop %s %s %s\n", drops[i].family, drops[i].table,
+			       drops[i].chain);
+		const char *br = NULL;
+		for (int k = 0; k < nn && !br; k++)
+			if (nats[k].bridge[0])
+				br = nats[k].bridge;
+		char line[1024];
+		net_forward_drop_advice(&drops[i], br, line, sizeof(line));
+		fflush(stdout);
+		fprintf(stderr, "vtool: warning: %s\n", line);
+	}
 	vt_json_set(root, "bridges", jb);
 	vt_json_set(root, "taps", jt);
 	vt_json_set(root, "nat", jn);
+	vt_json_set(root, "forward_drop", jd);
 	int ret = 0;
 	if (json) {
 		ret = vt_json_print(stdout, root, VT_JSON_COMPACT);
@@ -114,6 +146,7 @@ static int show_main(int argc, char **argv)
 	free(links);
 	free(addrs);
 	free(nats);
+	free(drops);
 	return ret ? 1 : 0;
 }
 

@@ -107,4 +107,19 @@ int net_nat_del(const struct net_nat *nat, struct vt_error *err);
 int net_nat_list(struct net_nat **out, int *n, struct vt_error *err);
 bool net_nat_present(const struct net_nat *nat, struct vt_error *err);
 
+/* A base chain of another table on the IPv4 forward hook (family ip or inet) whose policy
+ * is drop, such as Docker's: in nftables every base chain on a hook must accept a packet,
+ * so vtool's own accept rules cannot let guests through it. */
+struct net_fwdrop {
+	char family[8];         /* "ip" or "inet" */
+	char table[256];
+	char chain[256];
+	bool docker_user;       /* the table has Docker's DOCKER-USER chain for such rules */
+};
+/* Such chains; *out malloc'd (needs CAP_NET_ADMIN, as every nftables read). */
+int net_forward_drops(struct net_fwdrop **out, int *n, struct vt_error *err);
+/* One line: which table and chain, and the commands that let bridge's traffic through. */
+void net_forward_drop_advice(const struct net_fwdrop *d, const char *bridge, char *buf,
+                             size_t len);
+
 #endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "net/setup.h"
@@ -13,7 +14,7 @@ enum step { S_BRIDGE, S_BRIDGE_UP, S_ADDR, S_TAP, S_TAP_PORT, S_TAP_UP, S_NAT, S
 __attribute__((format(printf, 4, 5)))
 static void report(net_report_fn *fn, void *arg, enum net_report kind, const char *fmt, ...)
 {
-	char line[512];
+	char line[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -76,6 +77,24 @@ static void undo(const struct net_setup *s, const bool done[S_COUNT], net_report
 		snprintf(line, sizeof(line), "set %s down", s->bridge);
 		undo_step(net_link_set_up(s->bridge, false, &e), &e, fn, arg, line);
 	}
+}
+
+/* Another table dropping forwarded packets makes the NAT useless: say which and what to
+ * do (vtool never edits others' rules). */
+static void warn_forward_drops(const struct net_setup *s, net_report_fn *fn, void *arg)
+{
+	struct net_fwdrop *d;
+	struct vt_error ignored;
+	char line[1024];
+	int n;
+
+	if (net_forward_drops(&d, &n, &ignored))
+		return;
+	for (int i = 0; i < n; i++) {
+		net_forward_drop_advice(&d[i], s->bridge, line, sizeof(line));
+		report(fn, arg, NET_REPORT_WARNING, "%s", line);
+	}
+	free(d);
 }
 
 int net_setup(const struct net_setup *s, int *changes, net_report_fn *fn, void *arg,
@@ -164,6 +183,8 @@ int net_setup(const struct net_setup *s, int *changes, net_report_fn *fn, void *
 		net_cidr_format(&s->nat.subnet, net, sizeof(net));
 		report(fn, arg, NET_REPORT_DONE, "masquerading %s out of %s (ip_forward on)", net, s->nat.out);
 	}
+	if (s->nat.out[0])
+		warn_forward_drops(s, fn, arg);
 	for (int i = 0; i < S_COUNT; i++)
 		*changes += done[i];
 	return 0;

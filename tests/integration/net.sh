@@ -96,6 +96,49 @@ if ip netns exec $guest ping -c 2 -W 2 10.99.0.2 >"$T/ping" 2>&1; then pass; els
 ip netns exec $peer nft list chain ip probe in >"$T/probe"
 expect_grep 'ip saddr 10\.99\.0\.1 icmp type echo-request counter packets [1-9]' "$T/probe"
 expect_grep 'ip saddr 192\.168\.57\.10 counter packets 0 ' "$T/probe"
+# a forward hook dropping by policy in another table (as Docker's) blocks guests whatever
+# vtool accepts (every base chain on a hook must accept): setup and show name the table
+# and chain and say what to do; doing what they say lets the guest through again
+in_ns nft add table ip vt17fw
+in_ns nft add chain ip vt17fw gate '{ type filter hook forward priority 10; policy drop; }'
+expect_rc 0 in_ns "$VTOOL" net setup "${opts[@]}"
+expect_grep '^already set up: nothing to do$' "$T/out"
+expect_grep '^vtool: warning: table ip vt17fw, chain gate: forward hook with policy drop: ' "$T/err"
+if ip netns exec $guest ping -c 1 -W 1 10.99.0.2 >/dev/null 2>&1; then
+  fail "a ping went through a dropping forward chain"; else pass; fi
+expect_rc 0 in_ns "$VTOOL" net show
+expect_grep '^forward-drop ip vt17fw gate$' "$T/out"
+expect_grep '^vtool: warning: table ip vt17fw, chain gate: .* nft insert rule ip vt17fw gate iifname "br0" accept' "$T/err"
+sed -n 's/.*through in that chain: //p' "$T/err" | sed 's/ && /\n/g' >"$T/advice"
+expect_lines 2 "$T/advice"
+while read -r cmd; do eval "in_ns $cmd"; done <"$T/advice"
+if ip netns exec $guest ping -c 1 -W 2 10.99.0.2 >"$T/ping" 2>&1; then pass; else fail "the advice did not help: $(cat "$T/ping")"; fi
+in_ns nft list chain ip vt17fw gate >"$T/fwd"
+expect_grep 'oifname "br0" ct state established,related accept' "$T/fwd"
+expect_rc 0 in_ns "$VTOOL" net show --output=json
+if python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["forward_drop"] == [{"family": "ip", "table": "vt17fw", "chain": "gate"}], d["forward_drop"]
+' "$T/out"; then pass; else fail "net show JSON forward_drop: $(cat "$T/out")"; fi
+in_ns nft delete table ip vt17fw
+# Docker's shape (iptables-nft): table ip filter, FORWARD policy drop, DOCKER-USER
+in_ns nft add table ip filter
+in_ns nft add chain ip filter FORWARD '{ type filter hook forward priority 0; policy drop; }'
+in_ns nft add chain ip filter DOCKER-USER
+in_ns nft add table inet vt17other
+in_ns nft add chain inet vt17other gate '{ type filter hook forward priority 0; policy drop; }'
+in_ns nft add table ip6 vt17v6
+in_ns nft add chain ip6 vt17v6 gate '{ type filter hook forward priority 0; policy drop; }'
+expect_rc 0 in_ns "$VTOOL" net setup "${opts[@]}"
+expect_grep '^vtool: warning: table ip filter, chain FORWARD: forward hook with policy drop \(Docker.s\): .* iptables -I DOCKER-USER -i br0 -j ACCEPT && iptables -I DOCKER-USER -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT$' "$T/err"
+expect_grep '^vtool: warning: table inet vt17other, chain gate: ' "$T/err"
+expect_lines 2 "$T/err"   # not the ip6 one: it never sees IPv4
+in_ns nft delete table ip filter
+in_ns nft delete table inet vt17other
+in_ns nft delete table ip6 vt17v6
+expect_rc 0 in_ns "$VTOOL" net setup "${opts[@]}"
+expect_lines 0 "$T/err"
 in_ns ip link del gw0
 
 # teardown: exactly back to the start; a second teardown has nothing to do
@@ -181,6 +224,14 @@ in_ns nft add rule ip theirs post oifname up0 counter
 expect_rc 0 in_ns "$VTOOL" net nat add --subnet 10.5.0.0/16 --out up0 --forward
 expect_rc 0 in_ns "$VTOOL" net nat list
 expect_grep '^10\.5\.0\.0/16 out up0 forward$' "$T/out"
+in_ns nft list chain ip vtool forward >"$T/fwd"
+expect_grep 'ip saddr 10\.5\.0\.0/16 accept' "$T/fwd"
+expect_grep 'iifname "up0" ct state established,related accept' "$T/fwd"
+expect_rc 0 in_ns "$VTOOL" net nat add --subnet 10.6.0.0/16 --out up0 --bridge up0 --forward
+in_ns nft list chain ip vtool forward >"$T/fwd"
+expect_grep 'iifname "up0" accept' "$T/fwd"
+expect_grep 'oifname "up0" ct state established,related accept' "$T/fwd"
+expect_rc 0 in_ns "$VTOOL" net nat del --subnet 10.6.0.0/16 --out up0
 expect_rc 0 in_ns "$VTOOL" net nat del --subnet 10.5.0.0/16 --out up0
 in_ns nft list ruleset >"$T/rules"
 if grep -q vtool "$T/rules"; then fail "vtool's table survived nat del"; else pass; fi
