@@ -80,6 +80,27 @@ assert [t["bridge"] for t in d["taps"] if t["name"] == "tap0"] == ["br0"]
 assert d["nat"] == [{"subnet": "192.168.57.0/24", "out": "up0", "forward": False}]
 ' "$T/out"; then pass; else fail "net show JSON: $(cat "$T/out")"; fi
 
+# show as an unprivileged user: links and addresses (readable by anyone) are shown, the
+# NAT part (nftables needs CAP_NET_ADMIN) is marked unavailable, and it still exits 0
+if command -v setpriv >/dev/null; then
+  nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all)
+  expect_rc 0 in_ns "${nobody[@]}" "$VTOOL" net show
+  expect_grep '^bridge br0 up mtu [0-9]+ [0-9a-f:]+ port tap0 addr 192\.168\.57\.1/24' "$T/out"
+  expect_grep '^tap tap0 .* bridge br0$' "$T/out"
+  expect_grep '^nat unavailable: reading nftables needs root or CAP_NET_ADMIN$' "$T/out"
+  expect_lines 0 "$T/err"
+  expect_rc 0 in_ns "${nobody[@]}" "$VTOOL" net show --output=json
+  if python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+b = [x for x in d["bridges"] if x["name"] == "br0"][0]
+assert b["ports"] == ["tap0"] and "192.168.57.1/24" in b["addresses"]
+assert [t["name"] for t in d["taps"]] == ["tap0"]
+assert d["nat"] is None and d["forward_drop"] is None
+assert "CAP_NET_ADMIN" in d["nat_unavailable"]
+' "$T/out"; then pass; else fail "net show JSON as nobody: $(cat "$T/out")"; fi
+fi
+
 # masquerading, end to end without a VM: a guest namespace joined to the bridge by a
 # veth pings the uplink peer; the peer sees the uplink address 10.99.0.1 as the source.
 in_ns ip link add gw0 type veth peer name eth0 netns $guest
