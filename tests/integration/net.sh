@@ -29,6 +29,23 @@ ip netns exec $peer ip addr add 10.99.0.2/24 dev up1
 ip netns exec $peer ip link set up1 up
 ip netns exec $peer ip link set lo up
 
+# setup --help names the recipe it replaces and lists its nine steps, first to last
+expect_rc 0 "$VTOOL" net setup --help
+expect_grep '^The nine manual steps of the classic bridge \+ tap \+ NAT recipe' "$T/out"
+grep -E '^  [1-9]\. ' "$T/out" | sed -E 's/^  ([1-9])\. ([a-z0-9]+ [^ ]+).*/\1 \2/' >"$T/steps"
+printf '%s\n' "1 brctl addbr" "2 ip link" "3 ip addr" "4 tunctl -t" "5 brctl addif" "6 ip link" \
+  "7 echo 1" "8 iptables -A" "9 iptables -t" >"$T/want"
+if cmp -s "$T/want" "$T/steps"; then pass; else fail "setup --help steps: $(diff "$T/want" "$T/steps")"; fi
+expect_grep '^  9\. iptables -t nat -A POSTROUTING .* -j MASQUERADE ' "$T/out"
+if grep -qi seed "$T/out"; then fail "setup --help still speaks of the seed"; else pass; fi
+for c in setup teardown show bridge tap addr nat; do  # every option in --help, an example
+  expect_rc 0 "$VTOOL" net $c --help
+  expect_grep '^Example:$' "$T/out"
+done
+for o in --bridge --addr --tap --owner --group --nat --forward; do
+  expect_rc 0 "$VTOOL" net setup --help; expect_grep "^  $o " "$T/out"
+done
+
 snapshot() { # the namespace's state as the oracle sees it
   { in_ns ip -o link show | sed 's/^[0-9]*: //; s/ link-netns [^ ]*//' | sort
     in_ns ip -o addr show | awk '{print $2, $3, $4}' | sort
