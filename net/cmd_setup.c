@@ -11,7 +11,7 @@
 
 static const char setup_help[] =
 	"Usage: vtool net setup --bridge BR [--addr ADDRESS/PREFIX] [--tap TAP] [--owner USER]\n"
-	"                       [--group GROUP] [--nat UPLINK] [--forward]\n"
+	"                       [--group GROUP] [--nat UPLINK] [--forward] [--dhcp [RANGE]]\n"
 	"\n"
 	"The nine manual steps of the classic bridge + tap + NAT recipe in one idempotent\n"
 	"command, each done only when the option it needs is given:\n"
@@ -28,6 +28,12 @@ static const char setup_help[] =
 	"so. If a step fails, what this run did is taken back, each removal printed.\n"
 	"'vtool net teardown' with the same options undoes it.\n"
 	"\n"
+	"--dhcp does what the recipe leaves to each guest by hand, as libvirt's default NAT\n"
+	"network does: dnsmasq (Debian package dnsmasq-base) on BR alone hands out addresses\n"
+	"with BR as gateway and DNS server, forwards DNS queries, and answers BR's name with\n"
+	"its address. Its configuration, pidfile, lease file and log are in\n"
+	"/run/vtool/BR/; one already running for BR with the same configuration is kept.\n"
+	"\n"
 	"Options:\n"
 	"  --bridge BR         the bridge, created if missing (required)\n"
 	"  --addr A/PREFIX     the bridge's address; the prefix length is required\n"
@@ -39,14 +45,18 @@ static const char setup_help[] =
 	"                      tables' forward chains that drop by policy (Docker's)\n"
 	"  --forward           with --nat: accept forwarding from BR and its return traffic\n"
 	"                      (ct state established,related) in vtool's table\n"
+	"  --dhcp [RANGE]      serve DHCP and DNS on BR with dnsmasq; RANGE is FIRST-LAST\n"
+	"                      (default: the subnet's addresses above BR's, such as\n"
+	"                      192.168.57.2-192.168.57.254 for 192.168.57.1/24)\n"
 	"\n"
 	"Example:\n"
-	"  vtool net setup --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0\n";
+	"  vtool net setup --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0 --dhcp\n";
 
 static const char teardown_help[] =
 	"Usage: vtool net teardown --bridge BR [--addr ADDRESS/PREFIX] [--tap TAP] [--nat UPLINK]\n"
 	"\n"
-	"Undo 'vtool net setup' with the same options: remove the NAT rule (restoring\n"
+	"Undo 'vtool net setup' with the same options: stop vtool's dnsmasq for BR (with or\n"
+	"without --dhcp) and remove /run/vtool/BR/, remove the NAT rule (restoring\n"
 	"ip_forward), the tap and the bridge (with its address). Objects that are not there\n"
 	"are skipped; names taken by something else are left alone with an error.\n"
 	"\n"
@@ -55,7 +65,7 @@ static const char teardown_help[] =
 	"  --addr A/PREFIX     the address setup gave it (names the NAT subnet)\n"
 	"  --tap TAP           the tap to delete\n"
 	"  --nat UPLINK        remove vtool's NAT of the --addr subnet out of UPLINK\n"
-	"  --owner, --group, --forward are accepted, so setup's line can be reused as is\n"
+	"  --owner, --group, --forward, --dhcp are accepted, so setup's line can be reused\n"
 	"\n"
 	"Example:\n"
 	"  vtool net teardown --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0\n";
@@ -78,10 +88,12 @@ static int setup_common(int argc, char **argv, bool teardown)
 		{ "bridge", required_argument, NULL, 'b' }, { "addr", required_argument, NULL, 'a' },
 		{ "tap", required_argument, NULL, 't' }, { "owner", required_argument, NULL, 'o' },
 		{ "group", required_argument, NULL, 'g' }, { "nat", required_argument, NULL, 'n' },
-		{ "forward", no_argument, NULL, 'f' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "forward", no_argument, NULL, 'f' }, { "dhcp", optional_argument, NULL, 'D' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
 	struct net_setup s = { .owner = -1, .group = -1 };
+	bool dhcp = false;
+	const char *range = NULL;
 	struct vt_error err = { 0 };
 	int c, changes;
 
@@ -112,6 +124,13 @@ static int setup_common(int argc, char **argv, bool teardown)
 				return 1;
 			break;
 		case 'f': s.nat.forward = true; break;
+		case 'D':
+			dhcp = true;
+			range = optarg;
+			/* "--dhcp RANGE" as well as "--dhcp=RANGE": an optional argument */
+			if (!range && optind < argc && argv[optind][0] && argv[optind][0] != '-')
+				range = argv[optind++];
+			break;
 		default: return vt_usage_hint(argv[0]);
 		}
 	}
@@ -124,6 +143,15 @@ static int setup_common(int argc, char **argv, bool teardown)
 			return vt_usage_error(argv[0], "--nat needs --addr (the subnet to masquerade)");
 		s.nat.subnet = net_cidr_network(&s.addr);
 		snprintf(s.nat.bridge, sizeof(s.nat.bridge), "%s", s.bridge);
+	}
+	if (dhcp && !teardown) {
+		if (!s.addr.family)
+			return vt_usage_error(argv[0], "--dhcp needs --addr (the subnet to serve)");
+		struct vt_error rerr = { 0 };
+		snprintf(s.dhcp.bridge, sizeof(s.dhcp.bridge), "%s", s.bridge);
+		s.dhcp.addr = s.addr;
+		if (net_dhcp_range(&s.dhcp, range, &rerr))
+			return net_cmd_fail(&rerr);
 	}
 	int ret = teardown ? net_teardown(&s, &changes, print_line, NULL, &err)
 	                   : net_setup(&s, &changes, print_line, NULL, &err);

@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "net/cmd.h"
+#include "net/dhcp.h"
 #include "net/net.h"
 #include "util/json.h"
 
@@ -21,6 +23,8 @@ static const char show_help[] =
 	"forward-drop FAMILY TABLE CHAIN, with what to do on stderr: vtool's NAT cannot work\n"
 	"through them. Links and addresses are readable by anyone; without root (or\n"
 	"CAP_NET_ADMIN) the NAT part is shown as unavailable (\"nat\": null in JSON).\n"
+	"A bridge served by 'vtool net setup --dhcp' is followed by its dnsmasq (dhcp BR\n"
+	"RANGE pid N) and one line per lease: lease BR IP MAC [hostname NAME] expires TIME.\n"
 	"\n"
 	"Options:\n"
 	"  --output=human|json   the format (default human)\n"
@@ -37,6 +41,48 @@ struct show {
 	int nl, na, nn, nd;
 	char nat_why[600];
 };
+
+/* vtool's dnsmasq for a bridge and its leases, after the bridge's line. */
+static void show_dhcp(const struct show *sh, const char *bridge, struct vt_json *o)
+{
+	struct net_dhcp_status st;
+	struct vt_error ignored;
+	char mac[24], when[32];
+
+	if (net_dhcp_status(bridge, &st, &ignored) || !st.configured)
+		return;
+	struct vt_json *d = vt_json_object(), *jl = vt_json_array();
+	vt_json_set_str(d, "range", st.range);
+	vt_json_set(d, "pid", st.pid ? vt_json_int(st.pid) : vt_json_null());
+	if (!sh->json) {
+		if (st.pid)
+			printf("dhcp %s %s pid %d\n", bridge, st.range, st.pid);
+		else
+			printf("dhcp %s %s not running\n", bridge, st.range);
+	}
+	for (int i = 0; i < st.n_leases; i++) {
+		const struct net_lease *l = &st.leases[i];
+		struct vt_json *x = vt_json_object();
+		vt_json_set_str(x, "ip", l->ip);
+		vt_json_set_str(x, "mac", net_cmd_mac_str(l->mac, mac));
+		vt_json_set(x, "hostname", l->hostname[0] ? vt_json_string(l->hostname) : vt_json_null());
+		vt_json_set_int(x, "expires", l->expires);
+		vt_json_append(jl, x);
+		if (sh->json)
+			continue;
+		time_t t = (time_t)l->expires;
+		struct tm tm;
+		if (l->expires && gmtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		else
+			snprintf(when, sizeof(when), "never");
+		printf("lease %s %s %s%s%s expires %s\n", bridge, l->ip, mac,
+		       l->hostname[0] ? " hostname " : "", l->hostname, when);
+	}
+	vt_json_set(d, "leases", jl);
+	vt_json_set(o, "dhcp", d);
+	net_dhcp_status_free(&st);
+}
 
 /* One bridge or tap: human line and JSON object. */
 static struct vt_json *show_link(const struct show *sh, const struct net_link *l, bool bridge)
@@ -81,6 +127,8 @@ static struct vt_json *show_link(const struct show *sh, const struct net_link *l
 	else
 		vt_json_free(ports);
 	vt_json_set(o, "addresses", ads);
+	if (bridge)
+		show_dhcp(sh, l->name, o);
 	return o;
 }
 
@@ -185,4 +233,4 @@ static int show_main(int argc, char **argv)
 	return ret ? 1 : 0;
 }
 
-const struct vt_command vt_cmd_net_show = { "net", "show", "bridges, taps, addresses and vtool's NAT rules", show_help, show_main };
+const struct vt_command vt_cmd_net_show = { "net", "show", "bridges, taps, addresses, vtool's NAT rules and DHCP leases", show_help, show_main };

@@ -1,6 +1,7 @@
-/* `vtool net setup` / `teardown`: the seed's nine manual steps as one idempotent command
- * and its exact undo. Each step first looks at what is there; setup records what it
- * created and, if a later step fails, removes those again in reverse order. */
+/* `vtool net setup` / `teardown`: the nine manual steps of the classic bridge + tap + NAT
+ * recipe (and dnsmasq for DHCP) as one idempotent command and its exact undo. Each step
+ * first looks at what is there; setup records what it did and, if a later step fails,
+ * takes those back in reverse order. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,7 +10,8 @@
 
 #include "net/setup.h"
 
-enum step { S_BRIDGE, S_BRIDGE_UP, S_ADDR, S_TAP, S_TAP_PORT, S_TAP_UP, S_NAT, S_COUNT };
+enum step { S_BRIDGE, S_BRIDGE_UP, S_ADDR, S_TAP, S_TAP_PORT, S_TAP_UP, S_NAT, S_DHCP,
+            S_COUNT };
 
 __attribute__((format(printf, 4, 5)))
 static void report(net_report_fn *fn, void *arg, enum net_report kind, const char *fmt, ...)
@@ -47,6 +49,11 @@ static void undo(const struct net_setup *s, const bool done[S_COUNT], net_report
 	struct vt_error e = { 0 };
 	char line[256], cidr[64];
 
+	if (done[S_DHCP]) {
+		int pid;
+		snprintf(line, sizeof(line), "stopped dnsmasq on %s", s->bridge);
+		undo_step(net_dhcp_stop(s->bridge, &pid, &e), &e, fn, arg, line);
+	}
 	if (done[S_NAT]) {
 		net_cidr_format(&s->nat.subnet, cidr, sizeof(cidr));
 		snprintf(line, sizeof(line), "removed NAT of %s out of %s", cidr, s->nat.out);
@@ -185,6 +192,20 @@ int net_setup(const struct net_setup *s, int *changes, net_report_fn *fn, void *
 	}
 	if (s->nat.out[0])
 		warn_forward_drops(s, fn, arg);
+	/* DHCP and DNS: last, once the bridge has its address */
+	if (s->dhcp.bridge[0]) {
+		enum net_dhcp_start how;
+		int pid;
+		char range[40];
+		if ((ret = net_dhcp_start(&s->dhcp, &how, &pid, err)))
+			goto fail;
+		net_dhcp_range_format(&s->dhcp, range, sizeof(range));
+		done[S_DHCP] = how != NET_DHCP_KEPT;
+		if (how != NET_DHCP_KEPT)
+			report(fn, arg, NET_REPORT_DONE, "%s dnsmasq on %s (pid %d): DHCP %s, DNS",
+			       how == NET_DHCP_STARTED ? "started" : "restarted", s->bridge, pid,
+			       range);
+	}
 	for (int i = 0; i < S_COUNT; i++)
 		*changes += done[i];
 	return 0;
@@ -200,6 +221,21 @@ int net_teardown(const struct net_setup *s, int *changes, net_report_fn *fn, voi
 	int ret;
 
 	*changes = 0;
+	/* vtool's dnsmasq for the bridge goes first, with or without --dhcp: it would
+	 * outlive the bridge otherwise. */
+	int pid;
+	ret = net_dhcp_stop(s->bridge, &pid, err);
+	if (ret == -EBUSY) {
+		char why[1200];
+		vt_error_format(err, why, sizeof(why));
+		vt_error_clear(err);
+		report(fn, arg, NET_REPORT_WARNING, "%s", why);
+	} else if (ret) {
+		return ret;
+	} else if (pid) {
+		report(fn, arg, NET_REPORT_DONE, "stopped dnsmasq on %s (pid %d)", s->bridge, pid);
+		(*changes)++;
+	}
 	if (s->nat.out[0] && net_nat_present(&s->nat, err)) {
 		if ((ret = net_nat_del(&s->nat, err)))
 			return ret;

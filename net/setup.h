@@ -1,8 +1,9 @@
-/* The one-shot VM network: bridge + address + tap (as a bridge port) + NAT, made
- * idempotently and undone exactly. */
+/* The one-shot VM network: bridge + address + tap (as a bridge port) + NAT + dnsmasq for
+ * DHCP and DNS, made idempotently and undone exactly. */
 #ifndef VTOOL_NET_SETUP_H
 #define VTOOL_NET_SETUP_H
 
+#include "net/dhcp.h"
 #include "net/net.h"
 
 struct net_setup {
@@ -12,6 +13,7 @@ struct net_setup {
 	unsigned tap_flags;
 	long owner, group;           /* -1: unchanged */
 	struct net_nat nat;          /* out[0] == 0: no NAT */
+	struct net_dhcp dhcp;        /* bridge[0] == 0: no DHCP (range set by the caller) */
 };
 
 enum net_report {
