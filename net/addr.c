@@ -26,15 +26,17 @@ int net_mac_parse(const char *s, uint8_t mac[6])
 	return 0;
 }
 
-int net_cidr_parse(const char *s, struct net_cidr *out)
+int net_cidr_parse(const char *s, struct net_cidr *out, struct vt_error *err)
 {
+	static const char expected[] = "expected ADDRESS/PREFIX such as 192.168.57.1/24 or "
+	                               "fd00::1/64";
 	char buf[64];
 	const char *slash = strchr(s, '/');
 	size_t n = slash ? (size_t)(slash - s) : strlen(s);
 
 	memset(out, 0, sizeof(*out));
 	if (n == 0 || n >= sizeof(buf))
-		return -EINVAL;
+		return vt_error_set(err, EINVAL, s, "invalid address", "%s", expected);
 	memcpy(buf, s, n);
 	buf[n] = '\0';
 	if (inet_pton(AF_INET, buf, out->addr) == 1)
@@ -42,24 +44,57 @@ int net_cidr_parse(const char *s, struct net_cidr *out)
 	else if (inet_pton(AF_INET6, buf, out->addr) == 1)
 		out->family = AF_INET6;
 	else
-		return -EINVAL;
+		return vt_error_set(err, EINVAL, s, "invalid address", "%s", expected);
 	unsigned max = out->family == AF_INET ? 32 : 128;
-	out->prefix = max;
-	if (slash) {
-		const char *p = slash + 1;
-		unsigned v = 0;
-		if (!*p || strlen(p) > 3)
-			return -EINVAL;
-		for (; *p; p++) {
-			if (*p < '0' || *p > '9')
-				return -EINVAL;
-			v = v * 10 + (unsigned)(*p - '0');
-		}
-		if (v > max)
-			return -EINVAL;
-		out->prefix = v;
+	if (!slash)
+		return vt_error_set(err, EINVAL, s, "invalid address",
+		                    "no prefix length: give ADDRESS/PREFIX, such as %s/%u",
+		                    buf, out->family == AF_INET ? 24 : 64);
+	const char *p = slash + 1;
+	unsigned v = 0;
+	if (!*p || strlen(p) > 3)
+		return vt_error_set(err, EINVAL, s, "invalid address", "%s", expected);
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return vt_error_set(err, EINVAL, s, "invalid address", "%s", expected);
+		v = v * 10 + (unsigned)(*p - '0');
 	}
+	if (v > max)
+		return vt_error_set(err, EINVAL, s, "invalid address",
+		                    "prefix length %u is out of range (0 to %u)", v, max);
+	out->prefix = v;
 	return 0;
+}
+
+uint64_t net_cidr_room(const struct net_cidr *subnet, const struct net_cidr *own, int n_own)
+{
+	if (subnet->family != AF_INET)
+		return UINT64_MAX;
+	unsigned hostbits = 32 - subnet->prefix;
+	uint64_t size = (uint64_t)1 << hostbits;
+	struct net_cidr net = net_cidr_network(subnet);
+	uint32_t first, last;
+	memcpy(&first, net.addr, 4);
+	first = ntohl(first);
+	last = (uint32_t)(first + size - 1);
+	uint64_t room = hostbits >= 2 ? size - 2 : size; /* network and broadcast */
+	if (hostbits >= 2) {
+		first++;
+		last--;
+	}
+	for (int i = 0; i < n_own && room; i++) {
+		uint32_t a;
+		if (own[i].family != AF_INET)
+			continue;
+		memcpy(&a, own[i].addr, 4);
+		a = ntohl(a);
+		bool dup = false;
+		for (int k = 0; k < i; k++)
+			dup |= own[k].family == AF_INET && !memcmp(own[k].addr, own[i].addr, 4);
+		if (!dup && a >= first && a <= last)
+			room--;
+	}
+	return room;
 }
 
 void net_cidr_format(const struct net_cidr *c, char *buf, size_t len)
@@ -166,9 +201,11 @@ static int addr_request(const char *ifname, const struct net_cidr *c, uint16_t t
                         uint16_t flags, const char *what, struct vt_error *err)
 {
 	struct nl nl;
-	unsigned idx = if_nametoindex(ifname);
-	int ret;
+	int ret = net_name_check(ifname, err);
 
+	if (ret)
+		return ret;
+	unsigned idx = if_nametoindex(ifname);
 	if (!idx)
 		return vt_error_set(err, ENODEV, ifname, what, "no such interface");
 	if ((ret = nl_open(&nl, NETLINK_ROUTE, err)))

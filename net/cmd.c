@@ -1,7 +1,9 @@
-/* The `vtool net` commands: a thin front over net/. */
+/* The single-step `vtool net` commands (bridge, tap, addr, nat), and the argument helpers
+ * every `vtool net` command shares. A thin front over net/. */
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
+#include <net/if.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,16 +11,14 @@
 
 #include "net/cmd.h"
 #include "net/net.h"
-#include "net/setup.h"
-#include "util/json.h"
 
-static int fail_with(const struct vt_error *err)
+int net_cmd_fail(const struct vt_error *err)
 {
 	vt_error_print(err, stderr);
 	return 1;
 }
 
-static long parse_user(const char *s, bool group)
+long net_cmd_user(const char *s, bool group)
 {
 	char *end;
 	long v = strtol(s, &end, 10);
@@ -33,21 +33,83 @@ static long parse_user(const char *s, bool group)
 	return p ? (long)p->pw_uid : -2;
 }
 
-static int cidr_arg(const char *argv0, const char *s, struct net_cidr *c)
+int net_cmd_cidr(const char *argv0, const char *s, struct net_cidr *c)
 {
-	if (net_cidr_parse(s, c)) {
-		fprintf(stderr, "vtool: %s: invalid address: expected ADDRESS/PREFIX such as "
-		                "192.168.57.1/24 or fd00::1/64\n", s);
-		return 1;
-	}
+	struct vt_error err = { 0 };
+
 	(void)argv0;
+	return net_cidr_parse(s, c, &err) ? net_cmd_fail(&err) : 0;
+}
+
+int net_cmd_name(const char *s, char *dst)
+{
+	struct vt_error err = { 0 };
+
+	if (net_name_check(s, &err))
+		return net_cmd_fail(&err);
+	if (dst)
+		snprintf(dst, NET_NAME_MAX, "%s", s);
 	return 0;
 }
 
-static const char *mac_str(const uint8_t m[6], char *buf)
+const char *net_cmd_mac_str(const uint8_t m[6], char *buf)
 {
 	sprintf(buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
 	return buf;
+}
+
+/* --- link settings shared by `bridge set` and `tap set` ------------------------------ */
+
+struct link_opts {
+	int up;                 /* -1 unchanged, 0 down, 1 up */
+	long mtu;               /* -1 unchanged */
+	bool have_mac;
+	uint8_t mac[6];
+};
+
+#define LINK_LONGOPTS \
+	{ "up", no_argument, NULL, 'u' }, { "down", no_argument, NULL, 'd' }, \
+	{ "mtu", required_argument, NULL, 'm' }, { "mac", required_argument, NULL, 'a' }
+
+/* One getopt result: 0 taken, 1 a usage error (printed), -1 not a link option. */
+static int link_opt(int c, const char *argv0, struct link_opts *o)
+{
+	char *end;
+
+	switch (c) {
+	case 'u': o->up = 1; return 0;
+	case 'd': o->up = 0; return 0;
+	case 'm':
+		o->mtu = strtol(optarg, &end, 10);
+		if (*end || o->mtu < 68 || o->mtu > 65535)
+			return vt_usage_error(argv0, "invalid MTU '%s' (68 to 65535)", optarg);
+		return 0;
+	case 'a':
+		if (net_mac_parse(optarg, o->mac))
+			return vt_usage_error(argv0, "invalid MAC address '%s'", optarg);
+		o->have_mac = true;
+		return 0;
+	}
+	return -1;
+}
+
+static bool link_opts_any(const struct link_opts *o)
+{
+	return o->up >= 0 || o->mtu > 0 || o->have_mac;
+}
+
+/* MTU and MAC first, then up/down (as `ip link set` orders them). */
+static int link_apply(const char *name, const struct link_opts *o, struct vt_error *err)
+{
+	int ret = 0;
+
+	if (o->mtu > 0)
+		ret = net_link_set_mtu(name, (unsigned)o->mtu, err);
+	if (!ret && o->have_mac)
+		ret = net_link_set_mac(name, o->mac, err);
+	if (!ret && o->up >= 0)
+		ret = net_link_set_up(name, o->up, err);
+	return ret;
 }
 
 /* --- vtool net bridge ------------------------------------------------------------------ */
@@ -56,10 +118,14 @@ static const char bridge_help[] =
 	"Usage: vtool net bridge add|del|list|set|addif|delif ...\n"
 	"\n"
 	"  vtool net bridge add BRIDGE [--up]     create a bridge (like brctl addbr)\n"
-	"  vtool net bridge del BRIDGE            delete it\n"
+	"  vtool net bridge del BRIDGE            delete it (only a bridge)\n"
 	"  vtool net bridge list                  bridges and their ports\n"
-	"  vtool net bridge set BRIDGE [--up|--down] [--mtu N] [--mac MAC]\n"
-	"  vtool net bridge addif BRIDGE IF       make IF a port (like brctl addif)\n"
+	"  vtool net bridge set LINK [--up|--down] [--mtu N] [--mac MAC]\n"
+	"                                         like ip link set: LINK may be any link (a\n"
+	"                                         bridge, a tap, a veth, a NIC); for a tap,\n"
+	"                                         'vtool net tap set' says the same and\n"
+	"                                         checks it is one\n"
+	"  vtool net bridge addif BRIDGE IF       make IF, any link, a port (like brctl addif)\n"
 	"  vtool net bridge delif BRIDGE IF       remove the port\n"
 	"\n"
 	"Example:\n"
@@ -68,32 +134,16 @@ static const char bridge_help[] =
 static int bridge_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "up", no_argument, NULL, 'u' }, { "down", no_argument, NULL, 'd' },
-		{ "mtu", required_argument, NULL, 'm' }, { "mac", required_argument, NULL, 'a' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+		LINK_LONGOPTS, { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
-	int up = -1, c;
-	long mtu = -1;
-	uint8_t mac[6];
-	bool have_mac = false;
+	struct link_opts lo = { .up = -1, .mtu = -1 };
 	struct vt_error err = { 0 };
+	int c;
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'u': up = 1; break;
-		case 'd': up = 0; break;
-		case 'm':
-			mtu = strtol(optarg, NULL, 10);
-			if (mtu < 68 || mtu > 65535)
-				return vt_usage_error(argv[0], "invalid MTU '%s'", optarg);
-			break;
-		case 'a':
-			if (net_mac_parse(optarg, mac))
-				return vt_usage_error(argv[0], "invalid MAC address '%s'", optarg);
-			have_mac = true;
-			break;
-		default: return vt_usage_hint(argv[0]);
-		}
+		int r = link_opt(c, argv[0], &lo);
+		if (r)
+			return r > 0 ? r : vt_usage_hint(argv[0]);
 	}
 	const char *verb = optind < argc ? argv[optind] : "list";
 	const char *br = optind + 1 < argc ? argv[optind + 1] : NULL;
@@ -102,7 +152,7 @@ static int bridge_main(int argc, char **argv)
 		struct net_link *v;
 		int n;
 		if (net_link_list(&v, &n, &err))
-			return fail_with(&err);
+			return net_cmd_fail(&err);
 		for (int i = 0; i < n; i++) {
 			if (strcmp(v[i].kind, "bridge"))
 				continue;
@@ -117,10 +167,12 @@ static int bridge_main(int argc, char **argv)
 	}
 	if (!br)
 		return vt_usage_error(argv[0], "'%s' needs a bridge name", verb);
+	if (net_cmd_name(br, NULL) || (port && net_cmd_name(port, NULL)))
+		return 1;
 	int ret = 0;
 	if (!strcmp(verb, "add")) {
 		ret = net_bridge_create(br, &err);
-		if (!ret && up == 1)
+		if (!ret && lo.up == 1)
 			ret = net_link_set_up(br, true, &err);
 	} else if (!strcmp(verb, "del")) {
 		struct net_link l;
@@ -132,12 +184,9 @@ static int bridge_main(int argc, char **argv)
 		if (!ret)
 			ret = net_link_delete(br, &err);
 	} else if (!strcmp(verb, "set")) {
-		if (mtu > 0)
-			ret = net_link_set_mtu(br, (unsigned)mtu, &err);
-		if (!ret && have_mac)
-			ret = net_link_set_mac(br, mac, &err);
-		if (!ret && up >= 0)
-			ret = net_link_set_up(br, up, &err);
+		if (!link_opts_any(&lo))
+			return vt_usage_error(argv[0], "'set' needs --up, --down, --mtu or --mac");
+		ret = link_apply(br, &lo, &err);
 	} else if (!strcmp(verb, "addif") || !strcmp(verb, "delif")) {
 		if (!port)
 			return vt_usage_error(argv[0], "'%s' needs a bridge and an interface", verb);
@@ -145,18 +194,23 @@ static int bridge_main(int argc, char **argv)
 	} else {
 		return vt_usage_error(argv[0], "unknown action '%s'", verb);
 	}
-	return ret ? fail_with(&err) : 0;
+	return ret ? net_cmd_fail(&err) : 0;
 }
 
 /* --- vtool net tap --------------------------------------------------------------------- */
 
 static const char tap_help[] =
-	"Usage: vtool net tap add|del|list [TAP] [options]\n"
+	"Usage: vtool net tap add|del|set|list [TAP] [options]\n"
 	"\n"
-	"  vtool net tap add TAP [--owner USER] [--group GROUP] [--multi-queue] [--bridge BR]\n"
+	"  vtool net tap add [TAP] [--owner USER] [--group GROUP] [--multi-queue] [--bridge BR]\n"
+	"                    [--up]\n"
 	"                        create a persistent tap (like tunctl -t), usable by USER/GROUP\n"
-	"                        without privileges; --bridge also makes it a port of BR, up\n"
+	"                        without privileges; --bridge also makes it a port of BR, up.\n"
+	"                        Without TAP, the first free tapN is taken and its name\n"
+	"                        printed (like tunctl -b)\n"
 	"  vtool net tap del TAP\n"
+	"  vtool net tap set TAP [--up|--down] [--mtu N] [--mac MAC]\n"
+	"                        like ip link set TAP up; TAP must be a tap\n"
 	"  vtool net tap list\n"
 	"\n"
 	"Example:\n"
@@ -167,27 +221,36 @@ static int tap_main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "owner", required_argument, NULL, 'o' }, { "group", required_argument, NULL, 'g' },
 		{ "multi-queue", no_argument, NULL, 'q' }, { "bridge", required_argument, NULL, 'b' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+		LINK_LONGOPTS, { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
 	long owner = -1, group = -1;
 	unsigned flags = 0;
 	const char *bridge = NULL;
+	struct link_opts lo = { .up = -1, .mtu = -1 };
 	struct vt_error err = { 0 };
 	int c;
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
-			if ((owner = parse_user(optarg, false)) < 0)
+			if ((owner = net_cmd_user(optarg, false)) < 0)
 				return vt_usage_error(argv[0], "unknown user '%s'", optarg);
 			break;
 		case 'g':
-			if ((group = parse_user(optarg, true)) < 0)
+			if ((group = net_cmd_user(optarg, true)) < 0)
 				return vt_usage_error(argv[0], "unknown group '%s'", optarg);
 			break;
 		case 'q': flags |= NET_TAP_MULTI_QUEUE; break;
-		case 'b': bridge = optarg; break;
-		default: return vt_usage_hint(argv[0]);
+		case 'b':
+			if (net_cmd_name(optarg, NULL))
+				return 1;
+			bridge = optarg;
+			break;
+		default: {
+			int r = link_opt(c, argv[0], &lo);
+			if (r)
+				return r > 0 ? r : vt_usage_hint(argv[0]);
+		}
 		}
 	}
 	const char *verb = optind < argc ? argv[optind] : "list";
@@ -196,33 +259,54 @@ static int tap_main(int argc, char **argv)
 		struct net_link *v;
 		int n;
 		if (net_link_list(&v, &n, &err))
-			return fail_with(&err);
+			return net_cmd_fail(&err);
 		for (int i = 0; i < n; i++)
 			if (net_link_is_tap(v[i].name))
 				printf("%s %s\n", v[i].name, v[i].up ? "up" : "down");
 		free(v);
 		return 0;
 	}
-	if (!tap)
+	if (!tap && strcmp(verb, "add"))
 		return vt_usage_error(argv[0], "'%s' needs a tap name", verb);
+	if (tap && net_cmd_name(tap, NULL))
+		return 1;
+	if (optind + (tap ? 2 : 1) < argc)
+		return vt_usage_error(argv[0], "unexpected argument '%s'", argv[optind + (tap ? 2 : 1)]);
 	int ret;
+	char made[NET_NAME_MAX] = "";
 	if (!strcmp(verb, "add")) {
-		ret = net_tap_create(tap, flags, owner, group, &err);
-		if (!ret && bridge) {
-			ret = net_link_set_master(tap, bridge, &err);
-			if (!ret)
-				ret = net_link_set_up(tap, true, &err);
-			if (ret) {
-				struct vt_error ignored;
-				net_tap_delete(tap, &ignored); /* nothing half-made */
-			}
+		if (lo.up == 0 || lo.mtu > 0 || lo.have_mac)
+			return vt_usage_error(argv[0], "'add' takes --up; --down, --mtu and --mac "
+			                               "are for 'set'");
+		ret = net_tap_create(tap, flags, owner, group, made, &err);
+		if (!ret && bridge)
+			ret = net_link_set_master(made, bridge, &err);
+		if (!ret && (bridge || lo.up == 1))
+			ret = net_link_set_up(made, true, &err);
+		if (ret && net_link_is_tap(made)) {
+			struct vt_error ignored;
+			net_tap_delete(made, &ignored); /* nothing half-made */
 		}
+		if (!ret && !tap)
+			printf("%s\n", made); /* the name the kernel picked, as tunctl -b */
 	} else if (!strcmp(verb, "del")) {
 		ret = net_tap_delete(tap, &err);
+	} else if (!strcmp(verb, "set")) {
+		if (!link_opts_any(&lo))
+			return vt_usage_error(argv[0], "'set' needs --up, --down, --mtu or --mac");
+		struct net_link l;
+		ret = net_link_get(tap, &l, &err);
+		if (ret == -ENODEV)
+			ret = vt_error_set(&err, ENODEV, tap, "set tap", "no such tap");
+		else if (!ret && !net_link_is_tap(tap))
+			ret = vt_error_set(&err, EINVAL, tap, "set tap", "is not a tap (for any link: "
+			                   "vtool net bridge set %s)", tap);
+		if (!ret)
+			ret = link_apply(tap, &lo, &err);
 	} else {
 		return vt_usage_error(argv[0], "unknown action '%s'", verb);
 	}
-	return ret ? fail_with(&err) : 0;
+	return ret ? net_cmd_fail(&err) : 0;
 }
 
 /* --- vtool net addr -------------------------------------------------------------------- */
@@ -230,7 +314,9 @@ static int tap_main(int argc, char **argv)
 static const char addr_help[] =
 	"Usage: vtool net addr add|del IF ADDRESS/PREFIX\n"
 	"\n"
-	"Add or remove an IPv4 or IPv6 address (like ip addr add).\n"
+	"Add or remove an IPv4 or IPv6 address (like ip addr add). IF may be any link (a\n"
+	"bridge, a tap, a veth, a NIC). The prefix length is required: a bare address is\n"
+	"refused rather than taken as a /32.\n"
 	"\n"
 	"Example:\n"
 	"  vtool net addr add br0 192.168.57.1/24\n";
@@ -249,7 +335,9 @@ static int addr_main(int argc, char **argv)
 	if (argc - optind != 3)
 		return vt_usage_error(argv[0], "expected add|del IF ADDRESS/PREFIX");
 	const char *verb = argv[optind], *ifname = argv[optind + 1];
-	if (cidr_arg(argv[0], argv[optind + 2], &cidr))
+	if (net_cmd_name(ifname, NULL))
+		return 1;
+	if (net_cmd_cidr(argv[0], argv[optind + 2], &cidr))
 		return 1;
 	int ret;
 	if (!strcmp(verb, "add"))
@@ -258,7 +346,7 @@ static int addr_main(int argc, char **argv)
 		ret = net_addr_del(ifname, &cidr, &err);
 	else
 		return vt_usage_error(argv[0], "unknown action '%s'", verb);
-	return ret ? fail_with(&err) : 0;
+	return ret ? net_cmd_fail(&err) : 0;
 }
 
 /* --- vtool net nat --------------------------------------------------------------------- */
@@ -268,8 +356,13 @@ static const char nat_help[] =
 	"\n"
 	"Masquerade a guest subnet out of an uplink, in vtool's own nftables table (ip vtool),\n"
 	"and turn ip_forward on (like iptables -t nat -A POSTROUTING -o IF -j MASQUERADE).\n"
-	"--forward also accepts forwarded traffic from and to the bridge. 'del' removes exactly\n"
-	"that rule, the table when it is empty, and restores ip_forward.\n"
+	"The uplink IF may be any link.\n"
+	"--forward also accepts, in vtool's forward chain, what comes from the bridge (from the\n"
+	"subnet without --bridge) and the return traffic of those connections (ct state\n"
+	"established,related). It cannot open another table's forward chain whose policy is\n"
+	"drop (Docker's): 'vtool net show' and 'vtool net setup' name such chains and say what\n"
+	"to add there. 'del' removes exactly that rule, the table when it is empty, and\n"
+	"restores ip_forward.\n"
 	"\n"
 	"Example:\n"
 	"  vtool net nat add --subnet 192.168.57.0/24 --out eth0\n";
@@ -286,17 +379,47 @@ static int nat_opts(int argc, char **argv, struct net_nat *nat, bool *have_subne
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			if (cidr_arg(argv[0], optarg, &nat->subnet))
+			if (net_cmd_cidr(argv[0], optarg, &nat->subnet))
 				return 1;
 			*have_subnet = true;
 			break;
-		case 'o': snprintf(nat->out, sizeof(nat->out), "%s", optarg); break;
-		case 'b': snprintf(nat->bridge, sizeof(nat->bridge), "%s", optarg); break;
+		case 'o':
+			if (net_cmd_name(optarg, nat->out))
+				return 1;
+			break;
+		case 'b':
+			if (net_cmd_name(optarg, nat->bridge))
+				return 1;
+			break;
 		case 'f': nat->forward = true; break;
 		default: return vt_usage_hint(argv[0]);
 		}
 	}
 	return 0;
+}
+
+/* Warn when the subnet holds no address but the bridge's own: nothing to masquerade. */
+static void nat_room_warning(const struct net_nat *nat)
+{
+	struct net_addr *v;
+	struct vt_error ignored;
+	int n, k = 0;
+	unsigned idx = if_nametoindex(nat->bridge);
+
+	if (!idx || net_addr_list(&v, &n, &ignored))
+		return;
+	struct net_cidr *own = calloc((size_t)n + 1, sizeof(*own));
+	for (int i = 0; own && i < n; i++)
+		if (v[i].index == (int)idx)
+			own[k++] = v[i].cidr;
+	if (own && k && net_cidr_room(&nat->subnet, own, k) == 0) {
+		char net[64];
+		net_cidr_format(&nat->subnet, net, sizeof(net));
+		fprintf(stderr, "vtool: warning: NAT subnet %s holds no address but %s's own: no "
+		        "guest can be in it\n", net, nat->bridge);
+	}
+	free(own);
+	free(v);
 }
 
 static int nat_main(int argc, char **argv)
@@ -313,7 +436,7 @@ static int nat_main(int argc, char **argv)
 		int n;
 		char cidr[64];
 		if (net_nat_list(&v, &n, &err))
-			return fail_with(&err);
+			return net_cmd_fail(&err);
 		for (int i = 0; i < n; i++) {
 			net_cidr_format(&v[i].subnet, cidr, sizeof(cidr));
 			printf("%s out %s%s\n", cidr, v[i].out, v[i].forward ? " forward" : "");
@@ -324,216 +447,18 @@ static int nat_main(int argc, char **argv)
 	if (!have_subnet || !nat.out[0])
 		return vt_usage_error(argv[0], "'%s' needs --subnet and --out", verb);
 	int ret;
+	if (!strcmp(verb, "add") && nat.bridge[0])
+		nat_room_warning(&nat);
 	if (!strcmp(verb, "add"))
 		ret = net_nat_add(&nat, &err);
 	else if (!strcmp(verb, "del"))
 		ret = net_nat_del(&nat, &err);
 	else
 		return vt_usage_error(argv[0], "unknown action '%s'", verb);
-	return ret ? fail_with(&err) : 0;
-}
-
-/* --- vtool net setup / teardown ---------------------------------------------------------- */
-
-static const char setup_help[] =
-	"Usage: vtool net setup --bridge BR [--addr CIDR] [--tap TAP] [--owner U] [--group G]\n"
-	"                       [--nat UPLINK] [--forward]\n"
-	"\n"
-	"The seed's manual steps in one idempotent command: create the bridge and set it up,\n"
-	"give it the address, create a persistent tap as a port of the bridge, masquerade\n"
-	"the bridge's subnet out of UPLINK with ip_forward on. Running it again changes\n"
-	"nothing and says so; if a step fails, what this run created is removed again.\n"
-	"'vtool net teardown' with the same options undoes it.\n"
-	"\n"
-	"Example:\n"
-	"  vtool net setup --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0\n";
-
-static const char teardown_help[] =
-	"Usage: vtool net teardown --bridge BR [--addr CIDR] [--tap TAP] [--nat UPLINK]\n"
-	"\n"
-	"Undo 'vtool net setup' with the same options: remove the NAT rule (restoring\n"
-	"ip_forward), the tap and the bridge (with its address). Objects that are not there\n"
-	"are skipped; names taken by something else are left alone with an error.\n"
-	"\n"
-	"Example:\n"
-	"  vtool net teardown --bridge br0 --addr 192.168.57.1/24 --tap tap0 --nat eth0\n";
-
-static void print_line(void *arg, const char *line)
-{
-	(void)arg;
-	printf("%s\n", line);
-}
-
-static int setup_common(int argc, char **argv, bool teardown)
-{
-	static const struct option longopts[] = {
-		{ "bridge", required_argument, NULL, 'b' }, { "addr", required_argument, NULL, 'a' },
-		{ "tap", required_argument, NULL, 't' }, { "owner", required_argument, NULL, 'o' },
-		{ "group", required_argument, NULL, 'g' }, { "nat", required_argument, NULL, 'n' },
-		{ "forward", no_argument, NULL, 'f' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct net_setup s = { .owner = -1, .group = -1 };
-	struct vt_error err = { 0 };
-	int c, changes;
-
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'b': snprintf(s.bridge, sizeof(s.bridge), "%s", optarg); break;
-		case 'a':
-			if (cidr_arg(argv[0], optarg, &s.addr))
-				return 1;
-			break;
-		case 't': snprintf(s.tap, sizeof(s.tap), "%s", optarg); break;
-		case 'o':
-			if ((s.owner = parse_user(optarg, false)) < 0)
-				return vt_usage_error(argv[0], "unknown user '%s'", optarg);
-			break;
-		case 'g':
-			if ((s.group = parse_user(optarg, true)) < 0)
-				return vt_usage_error(argv[0], "unknown group '%s'", optarg);
-			break;
-		case 'n': snprintf(s.nat.out, sizeof(s.nat.out), "%s", optarg); break;
-		case 'f': s.nat.forward = true; break;
-		default: return vt_usage_hint(argv[0]);
-		}
-	}
-	if (optind < argc)
-		return vt_usage_error(argv[0], "unexpected argument '%s'", argv[optind]);
-	if (!s.bridge[0])
-		return vt_usage_error(argv[0], "--bridge is required");
-	if (s.nat.out[0]) {
-		if (!s.addr.family)
-			return vt_usage_error(argv[0], "--nat needs --addr (the subnet to masquerade)");
-		s.nat.subnet = net_cidr_network(&s.addr);
-		snprintf(s.nat.bridge, sizeof(s.nat.bridge), "%s", s.bridge);
-	}
-	int ret = teardown ? net_teardown(&s, &changes, print_line, NULL, &err)
-	                   : net_setup(&s, &changes, print_line, NULL, &err);
-	if (ret)
-		return fail_with(&err);
-	if (!changes)
-		printf(teardown ? "nothing to tear down\n" : "already set up: nothing to do\n");
-	return 0;
-}
-
-static int setup_main(int argc, char **argv) { return setup_common(argc, argv, false); }
-static int teardown_main(int argc, char **argv) { return setup_common(argc, argv, true); }
-
-/* --- vtool net show ---------------------------------------------------------------------- */
-
-static const char show_help[] =
-	"Usage: vtool net show [--output=human|json]\n"
-	"\n"
-	"Bridges with their ports and addresses, taps, and vtool's NAT rules.\n"
-	"\n"
-	"Example:\n"
-	"  vtool net show --output=json\n";
-
-static int show_main(int argc, char **argv)
-{
-	static const struct option longopts[] = {
-		{ "output", required_argument, NULL, 'O' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool json = false;
-	struct vt_error err = { 0 };
-	int c;
-
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		if (c != 'O')
-			return vt_usage_hint(argv[0]);
-		if (!strcmp(optarg, "json"))
-			json = true;
-		else if (strcmp(optarg, "human"))
-			return vt_usage_error(argv[0], "--output must be human or json");
-	}
-	struct net_link *links;
-	struct net_addr *addrs;
-	struct net_nat *nats;
-	int nl, na, nn;
-	if (net_link_list(&links, &nl, &err))
-		return fail_with(&err);
-	if (net_addr_list(&addrs, &na, &err) || net_nat_list(&nats, &nn, &err)) {
-		free(links);
-		return fail_with(&err);
-	}
-	struct vt_json *root = vt_json_object(), *jb = vt_json_array(), *jt = vt_json_array(),
-	               *jn = vt_json_array();
-	char buf[64], mac[24];
-	for (int i = 0; i < nl; i++) {
-		bool bridge = !strcmp(links[i].kind, "bridge"), tap = net_link_is_tap(links[i].name);
-		if (!bridge && !tap)
-			continue;
-		struct vt_json *o = vt_json_object(), *ports = vt_json_array(), *ads = vt_json_array();
-		vt_json_set_str(o, "name", links[i].name);
-		vt_json_set_bool(o, "up", links[i].up);
-		vt_json_set_int(o, "mtu", links[i].mtu);
-		vt_json_set_str(o, "mac", mac_str(links[i].mac, mac));
-		if (!json)
-			printf("%s %s %s mtu %u %s", bridge ? "bridge" : "tap", links[i].name,
-			       links[i].up ? "up" : "down", links[i].mtu, mac);
-		const char *master = NULL;
-		for (int k = 0; k < nl; k++) {
-			if (links[k].master == links[i].index) {
-				vt_json_append(ports, vt_json_string(links[k].name));
-				if (!json)
-					printf(" port %s", links[k].name);
-			}
-			if (links[k].index == links[i].master)
-				master = links[k].name;
-		}
-		if (master) {
-			vt_json_set_str(o, "bridge", master);
-			if (!json)
-				printf(" bridge %s", master);
-		}
-		for (int k = 0; k < na; k++) {
-			if (addrs[k].index != links[i].index)
-				continue;
-			net_cidr_format(&addrs[k].cidr, buf, sizeof(buf));
-			vt_json_append(ads, vt_json_string(buf));
-			if (!json)
-				printf(" addr %s", buf);
-		}
-		if (!json)
-			printf("\n");
-		if (bridge)
-			vt_json_set(o, "ports", ports);
-		else
-			vt_json_free(ports);
-		vt_json_set(o, "addresses", ads);
-		vt_json_append(bridge ? jb : jt, o);
-	}
-	for (int i = 0; i < nn; i++) {
-		struct vt_json *o = vt_json_object();
-		net_cidr_format(&nats[i].subnet, buf, sizeof(buf));
-		vt_json_set_str(o, "subnet", buf);
-		vt_json_set_str(o, "out", nats[i].out);
-		vt_json_set_bool(o, "forward", nats[i].forward);
-		vt_json_append(jn, o);
-		if (!json)
-			printf("nat %s out %s%s\n", buf, nats[i].out, nats[i].forward ? " forward" : "");
-	}
-	vt_json_set(root, "bridges", jb);
-	vt_json_set(root, "taps", jt);
-	vt_json_set(root, "nat", jn);
-	int ret = 0;
-	if (json) {
-		ret = vt_json_print(stdout, root, VT_JSON_COMPACT);
-		printf("\n");
-	}
-	vt_json_free(root);
-	free(links);
-	free(addrs);
-	free(nats);
-	return ret ? 1 : 0;
+	return ret ? net_cmd_fail(&err) : 0;
 }
 
 const struct vt_command vt_cmd_net_bridge = { "net", "bridge", "create, list and delete bridges; add ports", bridge_help, bridge_main };
 const struct vt_command vt_cmd_net_tap = { "net", "tap", "persistent tap devices for VMs", tap_help, tap_main };
 const struct vt_command vt_cmd_net_addr = { "net", "addr", "add or remove an interface address", addr_help, addr_main };
 const struct vt_command vt_cmd_net_nat = { "net", "nat", "masquerade a subnet out of an uplink (nftables)", nat_help, nat_main };
-const struct vt_command vt_cmd_net_setup = { "net", "setup", "bridge + address + tap + NAT in one idempotent step", setup_help, setup_main };
-const struct vt_command vt_cmd_net_teardown = { "net", "teardown", "undo 'vtool net setup'", teardown_help, teardown_main };
-const struct vt_command vt_cmd_net_show = { "net", "show", "bridges, taps, addresses and vtool's NAT rules", show_help, show_main };

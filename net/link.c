@@ -1,4 +1,5 @@
 /* Links and bridges over rtnetlink. */
+#include <ctype.h>
 #include <errno.h>
 #include <linux/if_link.h>
 #include <linux/rtnetlink.h>
@@ -9,20 +10,35 @@
 #include "net/net.h"
 #include "net/nl.h"
 
-static int name_check(const char *name, struct vt_error *err)
+int net_name_check(const char *name, struct vt_error *err)
 {
 	size_t n = name ? strlen(name) : 0;
 
-	if (n == 0 || n >= NET_NAME_MAX || strchr(name, '/') || strchr(name, ' '))
-		return vt_error_set(err, EINVAL, name ? name : "", "check name",
-		                    "not a valid interface name (1-15 characters, no '/' or spaces)");
+	if (n == 0)
+		return vt_error_set(err, EINVAL, "\"\"", "invalid interface name", "empty");
+	if (n >= NET_NAME_MAX)
+		return vt_error_set(err, EINVAL, name, "invalid interface name",
+		                    "%zu bytes long, at most %d", n, NET_NAME_MAX - 1);
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return vt_error_set(err, EINVAL, name, "invalid interface name",
+		                    "'.' and '..' are not allowed");
+	for (const char *p = name; *p; p++) {
+		if (*p == '/')
+			return vt_error_set(err, EINVAL, name, "invalid interface name", "contains '/'");
+		if (isspace((unsigned char)*p))
+			return vt_error_set(err, EINVAL, name, "invalid interface name",
+			                    "contains whitespace");
+	}
 	return 0;
 }
 
 static int index_of(const char *name, struct vt_error *err)
 {
-	unsigned idx = if_nametoindex(name);
+	int ret = net_name_check(name, err);
 
+	if (ret)
+		return ret;
+	unsigned idx = if_nametoindex(name);
 	if (!idx)
 		return vt_error_set(err, ENODEV, name, "find interface", "no such interface");
 	return (int)idx;
@@ -70,7 +86,7 @@ int net_link_get(const char *name, struct net_link *out, struct vt_error *err)
 	struct nl nl;
 	int ret;
 
-	if ((ret = name_check(name, err)))
+	if ((ret = net_name_check(name, err)))
 		return ret;
 	if (!if_nametoindex(name))
 		return -ENODEV;
@@ -172,10 +188,13 @@ static void fill_bridge(struct nlmsghdr *h, const void *arg)
 
 int net_bridge_create(const char *name, struct vt_error *err)
 {
-	int ret = name_check(name, err);
+	int ret = net_name_check(name, err);
 
 	if (ret)
 		return ret;
+	if (strchr(name, '%'))  /* the kernel would take it as a template ("br%d" -> br0) */
+		return vt_error_set(err, EINVAL, name, "create bridge",
+		                    "'%%' is not allowed (the kernel reads it as a name template)");
 	if (if_nametoindex(name))
 		return vt_error_set(err, EEXIST, name, "create bridge", "an interface of that name exists");
 	return link_request(name, "create bridge", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, 0,

@@ -1,11 +1,12 @@
 /* NAT through nftables, in vtool's own table `ip vtool`: a postrouting nat chain with one
  * masquerade rule per (subnet, uplink), optionally a forward chain accepting traffic from
- * and to the bridge. Each rule carries a comment naming what it is for, so vtool finds
+ * the bridge and the return traffic (ct state established,related) to it. Each rule carries a comment naming what it is for, so vtool finds
  * and removes exactly its own rules; everything else in the ruleset is left alone. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/netfilter.h>
+#include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_tables.h>
 #include <net/if.h>
 #include <stdio.h>
@@ -54,7 +55,7 @@ static bool nat_tag_parse(const char *s, struct net_nat *n, char *what, size_t w
 		n->bridge[0] = '\0';
 	n->forward = fwd;
 	n->forward_was_on = was;
-	return net_cidr_parse(cidr, &n->subnet) == 0;
+	return net_cidr_parse(cidr, &n->subnet, NULL) == 0;
 }
 
 /* --- sending batches ----------------------------------------------------------------- */
@@ -173,6 +174,30 @@ static void match_saddr(struct nftnl_rule *r, const struct net_cidr *c)
 	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
 	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, NFT_CMP_EQ);
 	nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, net.addr, 4);
+	expr_add(r, e);
+}
+
+/* ct state established,related: the return path of connections guests opened. */
+static void match_ct_return(struct nftnl_rule *r)
+{
+	uint32_t bits = NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED),
+	         zero = 0;
+	struct nftnl_expr *e = nftnl_expr_alloc("ct");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_STATE);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+	expr_add(r, e);
+	e = nftnl_expr_alloc("bitwise");
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 4);
+	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &bits, 4);
+	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 4);
+	expr_add(r, e);
+	e = nftnl_expr_alloc("cmp");
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, NFT_CMP_NEQ);
+	nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, &zero, 4);
 	expr_add(r, e);
 }
 
@@ -322,6 +347,29 @@ static int rule_cb(const struct nlmsghdr *h, void *data)
 	return MNL_CB_OK;
 }
 
+/* Send a dump request and run cb over every reply; 0 when the dump is complete. */
+static int nft_dump(struct nft *f, struct nlmsghdr *h, mnl_cb_t cb, void *data)
+{
+	unsigned seq = h->nlmsg_seq;
+	int ret;
+
+	if (mnl_socket_sendto(f->sock, h, h->nlmsg_len) < 0)
+		return -errno;
+	for (;;) {
+		ssize_t n = mnl_socket_recvfrom(f->sock, f->buf, sizeof(f->buf));
+		if (n < 0)
+			return -errno;
+		ret = mnl_cb_run(f->buf, (size_t)n, seq, f->portid, cb, data);
+		if (ret <= 0)
+			return ret < 0 ? -errno : 0;
+	}
+}
+
+static const char *perm_hint(int e)
+{
+	return e == EPERM ? "Operation not permitted (needs root or CAP_NET_ADMIN)" : NULL;
+}
+
 /* vtool's rules (none when the table does not exist). */
 static int rules_list(struct rule_vec *rv, struct vt_error *err)
 {
@@ -331,29 +379,13 @@ static int rules_list(struct rule_vec *rv, struct vt_error *err)
 	memset(rv, 0, sizeof(*rv));
 	if ((ret = nft_open(&f, err)))
 		return ret;
-	unsigned seq = f.seq++;
 	struct nlmsghdr *h = nftnl_nlmsg_build_hdr(f.buf, NFT_MSG_GETRULE, NFPROTO_IPV4,
-	                                           NLM_F_DUMP, seq);
+	                                           NLM_F_DUMP, f.seq++);
 	struct nftnl_rule *r = nftnl_rule_alloc();
 	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, NAT_TABLE);
 	nftnl_rule_nlmsg_build_payload(h, r);
 	nftnl_rule_free(r);
-	if (mnl_socket_sendto(f.sock, h, h->nlmsg_len) < 0) {
-		ret = -errno;
-	} else {
-		for (;;) {
-			ssize_t n = mnl_socket_recvfrom(f.sock, f.buf, sizeof(f.buf));
-			if (n < 0) {
-				ret = -errno;
-				break;
-			}
-			ret = mnl_cb_run(f.buf, (size_t)n, seq, f.portid, rule_cb, rv);
-			if (ret <= 0) {
-				ret = ret < 0 ? -errno : 0;
-				break;
-			}
-		}
-	}
+	ret = nft_dump(&f, h, rule_cb, rv);
 	nft_close(&f);
 	if (ret == -ENOENT)
 		ret = 0; /* no table: no rules */
@@ -362,8 +394,7 @@ static int rules_list(struct rule_vec *rv, struct vt_error *err)
 		rv->v = NULL;
 		rv->n = 0;
 		return vt_error_set(err, -ret, "nftables", "list vtool's rules",
-		                    -ret == EPERM ? "Operation not permitted (needs root or "
-		                                    "CAP_NET_ADMIN)" : NULL);
+		                    perm_hint(-ret) ? "%s" : NULL, perm_hint(-ret));
 	}
 	return 0;
 }
@@ -419,6 +450,9 @@ int net_nat_add(const struct net_nat *req, struct vt_error *err)
 
 	if (nat.subnet.family != AF_INET)
 		return vt_error_set(err, EAFNOSUPPORT, nat.out, "add NAT", "only IPv4 subnets are masqueraded");
+	if ((ret = net_name_check(nat.out, err)) ||
+	    (nat.bridge[0] && (ret = net_name_check(nat.bridge, err))))
+		return ret;
 	if (!if_nametoindex(nat.out))
 		return vt_error_set(err, ENODEV, nat.out, "add NAT", "no such interface");
 	if (!nat.bridge[0])
@@ -456,6 +490,7 @@ int net_nat_add(const struct net_nat *req, struct vt_error *err)
 			match_ifname(r, NFT_META_OIFNAME, br);
 		else
 			match_ifname(r, NFT_META_IIFNAME, nat.out);
+		match_ct_return(r);
 		verdict_accept(r);
 		put_rule(&f, r, NLM_F_ACK);
 	}
@@ -529,4 +564,112 @@ int net_nat_del(const struct net_nat *req, struct vt_error *err)
 	if (restore_forward && !remaining)
 		ip_forward_set(false);
 	return 0;
+}
+
+/* --- other tables' forward hooks ------------------------------------------------------ */
+
+struct chain_entry {
+	int family;
+	char table[NFT_TABLE_MAXNAMELEN];
+	char name[NFT_CHAIN_MAXNAMELEN];
+	bool forward_drop;
+};
+
+struct chain_vec {
+	struct chain_entry *v;
+	int n, cap;
+};
+
+static int chain_cb(const struct nlmsghdr *h, void *data)
+{
+	struct chain_vec *cv = data;
+	struct nftnl_chain *c = nftnl_chain_alloc();
+	struct chain_entry e = { 0 };
+
+	if (!c || nftnl_chain_nlmsg_parse(h, c) < 0) {
+		nftnl_chain_free(c);
+		return MNL_CB_OK;
+	}
+	e.family = (int)nftnl_chain_get_u32(c, NFTNL_CHAIN_FAMILY);
+	snprintf(e.table, sizeof(e.table), "%s", nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE));
+	snprintf(e.name, sizeof(e.name), "%s", nftnl_chain_get_str(c, NFTNL_CHAIN_NAME));
+	e.forward_drop = nftnl_chain_is_set(c, NFTNL_CHAIN_HOOKNUM) &&
+	                 nftnl_chain_get_u32(c, NFTNL_CHAIN_HOOKNUM) == NF_INET_FORWARD &&
+	                 nftnl_chain_is_set(c, NFTNL_CHAIN_POLICY) &&
+	                 nftnl_chain_get_u32(c, NFTNL_CHAIN_POLICY) == NF_DROP;
+	nftnl_chain_free(c);
+	if (cv->n == cv->cap) {
+		int cap = cv->cap ? cv->cap * 2 : 16;
+		struct chain_entry *v = realloc(cv->v, (size_t)cap * sizeof(*v));
+		if (!v)
+			return MNL_CB_ERROR;
+		cv->v = v;
+		cv->cap = cap;
+	}
+	cv->v[cv->n++] = e;
+	return MNL_CB_OK;
+}
+
+int net_forward_drops(struct net_fwdrop **out, int *n, struct vt_error *err)
+{
+	struct chain_vec cv = { 0 };
+	struct nft f;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	if ((ret = nft_open(&f, err)))
+		return ret;
+	struct nlmsghdr *h = nftnl_nlmsg_build_hdr(f.buf, NFT_MSG_GETCHAIN, NFPROTO_UNSPEC,
+	                                           NLM_F_DUMP, f.seq++);
+	ret = nft_dump(&f, h, chain_cb, &cv);
+	nft_close(&f);
+	if (ret) {
+		free(cv.v);
+		return vt_error_set(err, -ret, "nftables", "list chains",
+		                    perm_hint(-ret) ? "%s" : NULL, perm_hint(-ret));
+	}
+	struct net_fwdrop *v = calloc((size_t)cv.n + 1, sizeof(*v));
+	if (!v) {
+		free(cv.v);
+		return vt_error_set(err, ENOMEM, "nftables", "list chains", NULL);
+	}
+	for (int i = 0; i < cv.n; i++) {
+		const struct chain_entry *c = &cv.v[i];
+		/* ip and inet hooks see routed IPv4; vtool's own chains always accept */
+		if (!c->forward_drop || (c->family != NFPROTO_IPV4 && c->family != NFPROTO_INET) ||
+		    (c->family == NFPROTO_IPV4 && !strcmp(c->table, NAT_TABLE)))
+			continue;
+		struct net_fwdrop *d = &v[(*n)++];
+		snprintf(d->family, sizeof(d->family), "%s", c->family == NFPROTO_INET ? "inet" : "ip");
+		snprintf(d->table, sizeof(d->table), "%s", c->table);
+		snprintf(d->chain, sizeof(d->chain), "%s", c->name);
+		for (int k = 0; k < cv.n; k++)
+			if (cv.v[k].family == c->family && !strcmp(cv.v[k].table, c->table) &&
+			    !strcmp(cv.v[k].name, "DOCKER-USER"))
+				d->docker_user = c->family == NFPROTO_IPV4;
+	}
+	free(cv.v);
+	*out = v;
+	return 0;
+}
+
+void net_forward_drop_advice(const struct net_fwdrop *d, const char *bridge, char *buf,
+                             size_t len)
+{
+	const char *br = bridge && bridge[0] ? bridge : "BRIDGE";
+
+	if (d->docker_user)
+		snprintf(buf, len, "table %s %s, chain %s: forward hook with policy drop (Docker's): "
+		         "guests' forwarded traffic is dropped there, whatever vtool accepts; let "
+		         "%s through in DOCKER-USER: iptables -I DOCKER-USER -i %s -j ACCEPT && "
+		         "iptables -I DOCKER-USER -o %s -m conntrack --ctstate RELATED,ESTABLISHED "
+		         "-j ACCEPT", d->family, d->table, d->chain, br, br, br);
+	else
+		snprintf(buf, len, "table %s %s, chain %s: forward hook with policy drop: guests' "
+		         "forwarded traffic is dropped there, whatever vtool accepts; let %s "
+		         "through in that chain: nft insert rule %s %s %s iifname \"%s\" accept && "
+		         "nft insert rule %s %s %s oifname \"%s\" ct state established,related accept",
+		         d->family, d->table, d->chain, br, d->family, d->table, d->chain, br,
+		         d->family, d->table, d->chain, br);
 }

@@ -26,6 +26,10 @@ struct net_link {
 	uint8_t mac[6];
 };
 
+/* The one rule for interface names, as the kernel and `ip` apply it: 1 to 15 bytes, no
+ * '/', no whitespace, not "." or "..". Every name a `vtool net` command is given, and
+ * every name the functions below are called with, goes through it (-EINVAL). */
+int net_name_check(const char *name, struct vt_error *err);
 /* Fill *out for name; -ENODEV if there is no such interface. */
 int net_link_get(const char *name, struct net_link *out, struct vt_error *err);
 /* All links; *out is malloc'd. */
@@ -48,8 +52,13 @@ struct net_cidr {
 	unsigned prefix;
 };
 
-/* "192.168.57.1/24", "fd00::1/64". A bare address gets the full prefix. */
-int net_cidr_parse(const char *s, struct net_cidr *out);
+/* "192.168.57.1/24", "fd00::1/64". The prefix length is required: a bare address is
+ * -EINVAL (saying so), never silently a /32. */
+int net_cidr_parse(const char *s, struct net_cidr *out, struct vt_error *err);
+/* IPv4: how many host addresses of subnet (network and broadcast excluded below /31)
+ * are left for others once the n_own addresses in own are counted out; 0 means no
+ * guest can be in it. UINT64_MAX for IPv6. */
+uint64_t net_cidr_room(const struct net_cidr *subnet, const struct net_cidr *own, int n_own);
 void net_cidr_format(const struct net_cidr *c, char *buf, size_t len);
 /* The network part: host bits cleared. */
 struct net_cidr net_cidr_network(const struct net_cidr *c);
@@ -68,9 +77,11 @@ int net_addr_del(const char *ifname, const struct net_cidr *c, struct vt_error *
 #define NET_TAP_MULTI_QUEUE 1u
 #define NET_TAP_VNET_HDR    2u
 
-/* A persistent tap (survives this process), optionally usable by a user/group. */
+/* A persistent tap (survives this process), optionally usable by a user/group. A NULL
+ * or empty name takes the first free tapN. The name made goes to made (NET_NAME_MAX
+ * bytes) unless it is NULL. */
 int net_tap_create(const char *name, unsigned flags, long owner, long group,
-                   struct vt_error *err);
+                   char *made, struct vt_error *err);
 int net_tap_delete(const char *name, struct vt_error *err);
 bool net_link_is_tap(const char *name);
 /* Open a tap for a VM's NIC (attaching to a persistent one, or creating a transient
@@ -95,5 +106,20 @@ int net_nat_del(const struct net_nat *nat, struct vt_error *err);
 /* vtool's NAT entries currently installed; *out malloc'd. */
 int net_nat_list(struct net_nat **out, int *n, struct vt_error *err);
 bool net_nat_present(const struct net_nat *nat, struct vt_error *err);
+
+/* A base chain of another table on the IPv4 forward hook (family ip or inet) whose policy
+ * is drop, such as Docker's: in nftables every base chain on a hook must accept a packet,
+ * so vtool's own accept rules cannot let guests through it. */
+struct net_fwdrop {
+	char family[8];         /* "ip" or "inet" */
+	char table[256];
+	char chain[256];
+	bool docker_user;       /* the table has Docker's DOCKER-USER chain for such rules */
+};
+/* Such chains; *out malloc'd (needs CAP_NET_ADMIN, as every nftables read). */
+int net_forward_drops(struct net_fwdrop **out, int *n, struct vt_error *err);
+/* One line: which table and chain, and the commands that let bridge's traffic through. */
+void net_forward_drop_advice(const struct net_fwdrop *d, const char *bridge, char *buf,
+                             size_t len);
 
 #endif

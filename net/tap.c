@@ -12,17 +12,19 @@
 
 #include "net/net.h"
 
-static int tun_open(const char *name, unsigned flags, struct vt_error *err, const char *what)
+/* Attach to (or create) the tap `name`; a name with "%d" lets the kernel pick the first
+ * free number. The name the kernel used goes to got (NET_NAME_MAX bytes) if not NULL. */
+static int tun_open_as(const char *name, unsigned flags, struct vt_error *err,
+                       const char *what, char *got)
 {
 	struct ifreq ifr = { 0 };
-	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	int ret = net_name_check(name, err);
 
+	if (ret)
+		return ret;
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return vt_error_set(err, errno, "/dev/net/tun", "open", NULL);
-	if (strlen(name) >= IFNAMSIZ) {
-		close(fd);
-		return vt_error_set(err, EINVAL, name, what, "interface name too long");
-	}
 	ifr.ifr_flags = (short)(IFF_TAP | IFF_NO_PI);
 	if (flags & NET_TAP_MULTI_QUEUE)
 		ifr.ifr_flags |= IFF_MULTI_QUEUE;
@@ -39,13 +41,22 @@ static int tun_open(const char *name, unsigned flags, struct vt_error *err, cons
 		                                                  "that is not a tap of this kind"
 		                    : NULL);
 	}
+	if (got)
+		snprintf(got, NET_NAME_MAX, "%s", ifr.ifr_name);
 	return fd;
+}
+
+static int tun_open(const char *name, unsigned flags, struct vt_error *err, const char *what)
+{
+	return tun_open_as(name, flags, err, what, NULL);
 }
 
 bool net_link_is_tap(const char *name)
 {
 	char path[96], buf[32];
 
+	if (net_name_check(name, NULL))
+		return false;
 	snprintf(path, sizeof(path), "/sys/class/net/%s/tun_flags", name);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -59,15 +70,31 @@ bool net_link_is_tap(const char *name)
 }
 
 int net_tap_create(const char *name, unsigned flags, long owner, long group,
-                   struct vt_error *err)
+                   char *made, struct vt_error *err)
 {
 	struct net_link l;
+	char got[NET_NAME_MAX];
 
-	if (net_link_get(name, &l, NULL) == 0)
-		return vt_error_set(err, EEXIST, name, "create tap", "an interface of that name exists");
-	int fd = tun_open(name, flags, err, "create tap");
+	if (!name || !name[0]) {
+		name = "tap%d"; /* the kernel takes the lowest free number, as tunctl -b */
+	} else {
+		int ret = net_name_check(name, err);
+		if (ret)
+			return ret;
+		if (strchr(name, '%'))
+			return vt_error_set(err, EINVAL, name, "create tap",
+			                    "'%%' is not allowed (the kernel reads it as a name "
+			                    "template; give no name to get the first free tapN)");
+		if (net_link_get(name, &l, NULL) == 0)
+			return vt_error_set(err, EEXIST, name, "create tap",
+			                    "an interface of that name exists");
+	}
+	int fd = tun_open_as(name, flags, err, "create tap", got);
 	if (fd < 0)
 		return fd;
+	name = got;
+	if (made)
+		snprintf(made, NET_NAME_MAX, "%s", got);
 	int ret = 0;
 	if (owner >= 0 && ioctl(fd, TUNSETOWNER, owner) < 0)
 		ret = vt_error_set(err, errno, name, "set tap owner", NULL);
