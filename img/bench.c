@@ -106,7 +106,7 @@ static int bench_main(int argc, char **argv)
 	bool quiet = false, share = false, step_set = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+hc:d:f:ni:o:qs:S:t:wU", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hc:d:f:ni:o:qs:S:t:wU", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': if (parse_num(argv[0], "request count", optarg, &bn.count, false)) return 1; break;
 		case 'd': if (parse_num(argv[0], "queue depth", optarg, &depth, false) || !depth) return depth ? 1 : vt_usage_error(argv[0], "Invalid queue depth specified"); break;

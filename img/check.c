@@ -94,7 +94,7 @@ static int check_main(int argc, char **argv)
 	bool quiet = false, share = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+hf:r:qT:U", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf:r:qT:U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': fmt = optarg; break;
 		case 'O': output = optarg; break;

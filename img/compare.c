@@ -93,7 +93,7 @@ static int compare_main(int argc, char **argv)
 	bool strict = false, quiet = false, share = false, progress = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+hf:F:T:pqsU", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf:F:T:pqsU", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': fmt1 = optarg; break;
 		case 'F': fmt2 = optarg; break;

@@ -292,7 +292,7 @@ static int convert_main(int argc, char **argv)
 	uint64_t sparse = 4096, workers = 8;
 	int c, rc = 1;
 
-	while ((c = getopt_long(argc, argv, "+hf:O:o:B:F:cpqS:nm:Wt:T:Ul:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf:O:o:B:F:cpqS:nm:Wt:T:Ul:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': fmt = optarg; break;
 		case 'O': out_fmt = optarg; break;

@@ -37,7 +37,7 @@ static int create_main(int argc, char **argv)
 	bool quiet = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+hf:b:F:uo:q", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf:b:F:uo:q", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': co.format = optarg; break;
 		case 'b': co.backing_file = optarg; break;

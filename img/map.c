@@ -87,7 +87,7 @@ static int map_main(int argc, char **argv)
 	bool share = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+hf:U", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf:U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': fmt = optarg; break;
 		case 'O': output = optarg; break;

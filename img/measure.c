@@ -39,7 +39,7 @@ static int measure_main(int argc, char **argv)
 	bool size_given = false, share = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+hf:O:o:U", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf:O:o:U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': fmt = optarg; break;
 		case 'O': out_fmt = optarg; break;

@@ -43,4 +43,18 @@ for g in $groups; do
   fi
 done
 
+# Options may follow file names (GNU getopt permutes, as qemu-img's does); `--` ends them.
+cd "$T"
+expect_rc 0 "$VTOOL" img create perm.qcow2 8M -f qcow2
+expect_rc 0 qemu-img info --output=json perm.qcow2
+expect_grep '"format": "qcow2"' "$T/out"
+expect_rc 0 "$VTOOL" img info perm.qcow2 --output=json
+expect_grep '"virtual-size": 8388608' "$T/out"
+expect_rc 0 "$VTOOL" img convert perm.qcow2 perm.raw -O raw
+expect_rc 0 qemu-img info --output=json perm.raw
+expect_grep '"format": "raw"' "$T/out"
+expect_rc 0 "$VTOOL" img create -f raw -- -dash.img 1M
+[ -f ./-dash.img ] && pass || fail "'--' did not end the options"
+cd - >/dev/null
+
 finish
