@@ -66,11 +66,17 @@ char *blk_full_backing_name(const struct blk *b)
 	return resolve_backing(b->filename, b->backing_file);
 }
 
+/* The files of the chain above the one being opened, to catch a chain that loops. */
+struct chain_link {
+	uint64_t dev, ino;
+	const struct chain_link *up;
+};
+
 static int open_depth(const char *filename, const struct blk_open_opts *o, int depth,
-                      struct blk **out, struct vt_error *err);
+                      const struct chain_link *up, struct blk **out, struct vt_error *err);
 
 static int open_backing(struct blk *b, const struct blk_open_opts *o, int depth,
-                        struct vt_error *err)
+                        const struct chain_link *up, struct vt_error *err)
 {
 	if (depth >= MAX_CHAIN_DEPTH)
 		return vt_error_set(err, ELOOP, b->filename, "open backing file",
@@ -89,8 +95,11 @@ static int open_backing(struct blk *b, const struct blk_open_opts *o, int depth,
 		.force_share = o->force_share,
 	};
 	struct vt_error inner = { 0 };
-	int r = open_depth(path, &bo, depth + 1, &b->backing, &inner);
-	if (r < 0) {
+	int r = open_depth(path, &bo, depth + 1, up, &b->backing, &inner);
+	if (r == -ELOOP && !strcmp(inner.what, "loop")) {
+		vt_error_set(err, ELOOP, b->filename, "open", "Backing file '%s' creates an "
+		             "infinite loop.", b->backing_file);
+	} else if (r < 0) {
 		char msg[sizeof(inner.why) + sizeof(inner.what) + 8];
 		snprintf(msg, sizeof(msg), "%s%s%s", inner.what, inner.what[0] ? ": " : "",
 		         inner.why);
@@ -102,7 +111,7 @@ static int open_backing(struct blk *b, const struct blk_open_opts *o, int depth,
 }
 
 static int open_depth(const char *filename, const struct blk_open_opts *o, int depth,
-                      struct blk **out, struct vt_error *err)
+                      const struct chain_link *up, struct blk **out, struct vt_error *err)
 {
 	struct blk *b = calloc(1, sizeof(*b));
 	int r;
@@ -119,6 +128,15 @@ static int open_depth(const char *filename, const struct blk_open_opts *o, int d
 	r = blk_file_open(filename, fflags, o->cache, &b->file, err);
 	if (r < 0)
 		goto fail;
+	struct chain_link here = { .up = up };
+	if (blk_file_identity(b->file, &here.dev, &here.ino) == 0) {
+		for (const struct chain_link *l = up; l; l = l->up) {
+			if (l->dev == here.dev && l->ino == here.ino) {
+				r = vt_error_set(err, ELOOP, filename, "loop", NULL);
+				goto fail;
+			}
+		}
+	}
 	if (o->format) {
 		b->drv = find_driver(o->format);
 		if (!b->drv) {
@@ -167,7 +185,7 @@ static int open_depth(const char *filename, const struct blk_open_opts *o, int d
 		goto fail;
 	}
 	if (b->backing_file[0] && !o->no_backing) {
-		r = open_backing(b, o, depth, err);
+		r = open_backing(b, o, depth, &here, err);
 		if (r < 0)
 			goto fail;
 	}
@@ -185,7 +203,7 @@ fail:
 int blk_open(const char *filename, const struct blk_open_opts *opts, struct blk **out,
              struct vt_error *err)
 {
-	return open_depth(filename, opts, 0, out, err);
+	return open_depth(filename, opts, 0, NULL, out, err);
 }
 
 int blk_close(struct blk *b, struct vt_error *err)
@@ -209,6 +227,12 @@ const char *blk_format(const struct blk *b) { return b->drv->name; }
 const char *blk_filename(const struct blk *b) { return b->filename; }
 struct blk *blk_backing(const struct blk *b) { return b->backing; }
 bool blk_writable(const struct blk *b) { return b->writable; }
+
+void blk_identity(const struct blk *b, uint64_t *dev, uint64_t *ino)
+{
+	if (blk_file_identity(b->file, dev, ino) < 0)
+		*dev = *ino = 0;
+}
 
 static int check_range(struct blk *b, uint64_t off, uint64_t len, const char *what,
                        struct vt_error *err)

@@ -51,6 +51,8 @@ const char *blk_format(const struct blk *b);          /* driver name */
 const char *blk_filename(const struct blk *b);
 struct blk *blk_backing(const struct blk *b);         /* NULL at the chain's end */
 bool blk_writable(const struct blk *b);
+/* The image file's device and inode (the same file under two names compares equal). */
+void blk_identity(const struct blk *b, uint64_t *dev, uint64_t *ino);
 
 int blk_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                struct vt_error *err);

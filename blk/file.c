@@ -406,3 +406,13 @@ uint64_t blk_file_allocated_bytes(struct blk_file *f)
 		return 0;
 	return (uint64_t)st.st_blocks * 512;
 }
+
+int blk_file_identity(struct blk_file *f, uint64_t *dev, uint64_t *ino)
+{
+	struct stat st;
+	if (fstat(f->fd, &st) < 0)
+		return -errno;
+	*dev = (uint64_t)st.st_dev;
+	*ino = (uint64_t)st.st_ino;
+	return 0;
+}

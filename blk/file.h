@@ -50,5 +50,7 @@ int blk_file_zero(struct blk_file *f, uint64_t off, uint64_t len, bool unmap,
 int blk_file_extent(struct blk_file *f, uint64_t off, uint64_t len_max, bool *data,
                     uint64_t *len, struct vt_error *err);
 uint64_t blk_file_allocated_bytes(struct blk_file *f);
+/* Device and inode: the same file under another name compares equal. */
+int blk_file_identity(struct blk_file *f, uint64_t *dev, uint64_t *ino);
 
 #endif

@@ -1,4 +1,5 @@
 /* vtool img info: qemu-img info's human and JSON output (7.2 shapes, same key order). */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,10 +72,10 @@ static struct vt_json *info_json(const char *filename, struct blk_info *in)
 	return o;
 }
 
-static void print_snapshots(const struct blk_info *in)
+static void print_snapshots(FILE *out, const struct blk_info *in)
 {
-	printf("Snapshot list:\n");
-	printf("%-9s %-17s %7s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
+	fprintf(out, "Snapshot list:\n");
+	fprintf(out, "%-9s %-17s %7s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
 	       "ICOUNT");
 	for (int i = 0; i < in->nb_snapshots; i++) {
 		const struct blk_snapshot_info *sn = &in->snapshots[i];
@@ -90,34 +91,34 @@ static void print_snapshots(const struct blk_info *in)
 		         (unsigned long long)(ms / 1000 % 60), (unsigned long long)(ms % 1000));
 		if (sn->icount != UINT64_MAX)
 			snprintf(icount, sizeof(icount), "%llu", (unsigned long long)sn->icount);
-		printf("%-9s %-17s %7s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
+		fprintf(out, "%-9s %-17s %7s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
 	}
 }
 
-static void print_human(const char *filename, const struct blk_info *in)
+static void print_human(FILE *out, const char *filename, const struct blk_info *in)
 {
 	char vs[32], ds[32];
 	vt_size_to_str(in->virtual_size, vs, sizeof(vs));
 	vt_size_to_str(in->actual_size, ds, sizeof(ds));
-	printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
+	fprintf(out, "image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
 	       filename, in->format, vs, (unsigned long long)in->virtual_size, ds);
 	if (in->cluster_size)
-		printf("cluster_size: %u\n", in->cluster_size);
+		fprintf(out, "cluster_size: %u\n", in->cluster_size);
 	if (in->dirty)
-		printf("cleanly shut down: no\n");
+		fprintf(out, "cleanly shut down: no\n");
 	if (in->has_backing) {
-		printf("backing file: %s", in->backing_file);
+		fprintf(out, "backing file: %s", in->backing_file);
 		if (strcmp(in->backing_file, in->full_backing_file))
-			printf(" (actual path: %s)", in->full_backing_file);
-		printf("\n");
+			fprintf(out, " (actual path: %s)", in->full_backing_file);
+		fprintf(out, "\n");
 		if (in->backing_format[0])
-			printf("backing file format: %s\n", in->backing_format);
+			fprintf(out, "backing file format: %s\n", in->backing_format);
 	}
 	if (in->nb_snapshots)
-		print_snapshots(in);
+		print_snapshots(out, in);
 	if (in->format_specific) {
 		char *text = vt_json_to_qemu_human(in->format_specific, 1);
-		printf("Format specific information:\n%s", text ? text : "");
+		fprintf(out, "Format specific information:\n%s", text ? text : "");
 		free(text);
 	}
 }
@@ -151,40 +152,85 @@ static int info_main(int argc, char **argv)
 		return vt_usage_error(argv[0], optind >= argc ? "Expecting one image file name"
 		                                              : "Unexpected argument: %s",
 		                      argv[argc - 1]);
-	struct blk_open_opts o = { .format = fmt, .force_share = share };
+	/* Each image is opened alone (qemu-img info does the same): an image whose backing
+	 * file is missing is still described; --backing-chain then opens the next one, and
+	 * stops at a loop. */
+	struct blk_open_opts o = { .format = fmt, .force_share = share, .no_backing = true };
 	struct vt_error err = { 0 };
 	struct blk *b;
 	if (blk_open(argv[optind], &o, &b, &err) < 0)
 		return img_fail(&err);
 
 	struct vt_json *arr = chain && json ? vt_json_array() : NULL;
-	int rc = 0;
-	for (struct blk *x = b; x; x = chain ? blk_backing(x) : NULL) {
+	/* Nothing is printed unless the whole chain could be described (as qemu-img). */
+	char *text = NULL;
+	size_t text_len = 0;
+	FILE *out = open_memstream(&text, &text_len);
+	if (!out) {
+		blk_close(b, NULL);
+		vt_error_set(&err, ENOMEM, argv[optind], "info", NULL);
+		return img_fail(&err);
+	}
+	uint64_t seen_dev[64], seen_ino[64];
+	int nseen = 0, rc = 0;
+	for (struct blk *x = b, *next = NULL; x; x = next) {
 		struct blk_info in;
+		next = NULL;
 		if (blk_get_info(x, &in, &err) < 0) {
-			rc = img_fail(&err);
+			rc = 1;
+			blk_close(x, NULL);
 			break;
+		}
+		if (chain && nseen < 64)
+			blk_identity(x, &seen_dev[nseen], &seen_ino[nseen]), nseen++;
+		if (chain && in.has_backing) {
+			struct blk_open_opts bo = { .format = in.backing_format[0] ? in.backing_format
+			                                                           : NULL,
+			                            .force_share = share, .no_backing = true };
+			if (blk_open(in.full_backing_file, &bo, &next, &err) < 0) {
+				rc = 1;
+				next = NULL;
+			} else {
+				uint64_t d, i;
+				blk_identity(next, &d, &i);
+				for (int k = 0; k < nseen && next; k++) {
+					if (seen_dev[k] == d && seen_ino[k] == i) {
+						vt_error_set(&err, ELOOP, "", "", "Backing file '%s' creates an "
+						             "infinite loop.", in.backing_file);
+						blk_close(next, NULL);
+						next = NULL;
+						rc = 1;
+					}
+				}
+			}
 		}
 		if (json) {
 			struct vt_json *j = info_json(blk_filename(x), &in);
 			if (arr)
 				vt_json_append(arr, j);
 			else {
-				vt_json_print(stdout, j, VT_JSON_QEMU);
+				vt_json_print(out, j, VT_JSON_QEMU);
 				vt_json_free(j);
 			}
 		} else {
 			if (x != b)
-				printf("\n");
-			print_human(blk_filename(x), &in);
+				fprintf(out, "\n");
+			print_human(out, blk_filename(x), &in);
 		}
 		blk_info_free(&in);
+		blk_close(x, NULL);
+		if (rc)
+			break;
 	}
-	if (arr) {
-		vt_json_print(stdout, arr, VT_JSON_QEMU);
-		vt_json_free(arr);
-	}
-	blk_close(b, NULL);
+	if (arr && !rc)
+		vt_json_print(out, arr, VT_JSON_QEMU);
+	vt_json_free(arr);
+	fclose(out);
+	if (rc)
+		img_fail(&err);
+	else
+		fwrite(text, 1, text_len, stdout);
+	free(text);
 	return rc;
 }
 
