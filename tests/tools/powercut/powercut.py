@@ -25,7 +25,7 @@ command line).
 Usage: see `powercut.py --help` and tests/integration/img-powercut.sh. Typical:
   powercut.py selftest --shim build/tests/powercut-shim.so
   powercut.py suite --shim build/tests/powercut-shim.so --blkio build/tests/blkio \\
-      --vtool build/cli/vtool --check-vtool --out /tmp/pc          # default set, < 2 min
+      --vtool build/cli/vtool --out /tmp/pc          # the default set, about a minute
   powercut.py suite ... --seeds 1-3 --scale 2 --per-cut 3 --max-states 0   # long run
 Exit status: 0 when no state failed, 1 otherwise (reproducers in OUT/repro/*/state.json).
 """
@@ -340,7 +340,7 @@ def write_repro(d, model, dec, img, judge_rel, fail, qdet, v, mism, oracle, ep, 
         info['guest_epoch'] = ('after guest flush #%d (op %d)' % (ep, oracle.flushes[ep - 1])
                                if oracle is not None and ep else 'before the first guest flush')
         info['data_mismatches'] = [
-            {'guest_offset': s * SECTOR, 'found': oracle.describe(f, s) if oracle and isinstance(f, bytes) else f,
+            {'guest_offset': s * SECTOR if s >= 0 else None, 'found': oracle.describe(f, s) if oracle and isinstance(f, bytes) else f,
              'allowed': [oracle.describe(x, s) for x in exp][:6] if oracle else exp}
             for s, f, exp in mism]
     with open(os.path.join(d, 'state.json'), 'w') as f:
@@ -381,7 +381,7 @@ def run_one(wl, executor, tools, out, args):
         oracle = Oracle(wl.seed, wl.ops, initial, backing)
     label = '%s-s%d-%s' % (wl.name, wl.seed, executor)
     st = judge(wdir, wl.judge, lazy=wl.lazy, oracle=oracle, compare_src=wl.compare_src,
-               vtool=tools.get('vtool') if args.check_vtool else None, per_cut=args.per_cut,
+               vtool=None if args.no_vtool_check else tools.get('vtool'), per_cut=args.per_cut,
                max_states=args.max_states, seed=wl.seed,
                repro_dir=os.path.join(out, 'repro'), repro_max=args.repro, label=label,
                tmpdir=args.tmpdir, verbose=args.verbose)
@@ -611,9 +611,10 @@ def main(argv=None):
     p = sub.add_parser('suite', help='run named workloads under both executors and judge them')
     p.add_argument('--shim', required=True, help='the built powercut-shim.so')
     p.add_argument('--blkio', help='tests/blkio (the vtool executor of script workloads)')
-    p.add_argument('--vtool', help='vtool: runs process workloads; with --check-vtool also '
-                   'judges every state with `vtool img check`')
-    p.add_argument('--check-vtool', action='store_true')
+    p.add_argument('--vtool', help='vtool: runs the process workloads, and judges every state '
+                   'with `vtool img check` too (counted as "disagree" when its verdict differs)')
+    p.add_argument('--no-vtool-check', action='store_true',
+                   help='do not run `vtool img check` on the states')
     p.add_argument('--workloads', help='comma-separated names (default: all; see list)')
     p.add_argument('--executors', default='vtool,qemu')
     p.add_argument('--seeds', default='1', help='e.g. 1 or 1-5 or 1,4,9')
