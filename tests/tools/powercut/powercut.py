@@ -244,6 +244,14 @@ def judge(wdir, judge_rel, *, lazy=False, oracle=None, compare_src=None, vtool=N
                     st.disagree += 1
                     if verbose:
                         print('  disagree at cut %d (%s): qemu-img %s, vtool %s' % (c, mode, qcls, vcls))
+                    if repro_dir and st.disagree <= repro_max:
+                        if final_map is None:
+                            final_map = Qcow2Map(model.content(image_key, _full_dec(model))
+                                                 if image_key in model.files else b'')
+                        write_repro(os.path.join(repro_dir, '%s-disagree-%d' % (label, st.disagree)),
+                                    model, dec, img, judge_rel,
+                                    ['disagree: qemu-img %s, vtool %s' % (qcls, vcls)], qdet, v,
+                                    None, oracle, ep, final_map, model.resolve(dec, paths[0]), sdir)
             mism = None
             if oracle is not None:
                 raw = os.path.join(sdir, 'state.raw')
@@ -267,15 +275,16 @@ def judge(wdir, judge_rel, *, lazy=False, oracle=None, compare_src=None, vtool=N
             if mism:
                 st.loss += 1
                 fail.append('data: %d sector(s) wrong' % len(mism))
-            if fail and len(st.failures) < 1000:
-                st.failures.append({'cut': c, 'mode': mode})
-                if repro_dir and len([f for f in st.failures if 'cut' in f]) <= repro_max:
+            if fail:
+                kind = 'corrupt' if qcls in FAILING else 'data'
+                st.failures.append({'cut': c, 'mode': mode, 'kind': kind})
+                n = sum(1 for f in st.failures if f.get('kind') == kind)
+                if repro_dir and n <= repro_max:
                     if final_map is None:
                         final_map = Qcow2Map(model.content(image_key, _full_dec(model)) if
                                              image_key in model.files else b'')
-                    n = len([f for f in st.failures if 'cut' in f])
-                    write_repro(os.path.join(repro_dir, '%s-%d' % (label, n)), model, dec, img,
-                                judge_rel, fail, qdet, v, mism, oracle, ep, final_map,
+                    write_repro(os.path.join(repro_dir, '%s-%s-%d' % (label, kind, n)), model, dec,
+                                img, judge_rel, fail, qdet, v, mism, oracle, ep, final_map,
                                 model.resolve(dec, paths[0]), sdir)
     finally:
         shutil.rmtree(sdir, ignore_errors=True)
@@ -603,7 +612,8 @@ def main(argv=None):
                        help='random-subset and torn states per cut point (default 2 each)')
         p.add_argument('--max-states', type=int, default=100,
                        help='states generated per run, sampled (0: all; default 100)')
-        p.add_argument('--repro', type=int, default=3, help='reproducers kept per run (default 3)')
+        p.add_argument('--repro', type=int, default=3,
+                       help='reproducers kept per run and kind: corrupt, data, disagree (default 3)')
         p.add_argument('--tmpdir', default='/dev/shm' if os.path.isdir('/dev/shm') else None,
                        help='where crash states are built (default /dev/shm)')
         p.add_argument('-v', '--verbose', action='store_true')
