@@ -5,14 +5,17 @@
 # backing file's data. vtool writes through blk.h ($BLKIO script) and as whole commands
 # (img convert, img bench); qemu-io and qemu-img bench under the same simulation are the
 # control and must not fail, or the simulator itself is wrong.
-# Not in integration_scripts yet: today's qcow2 writer fails it (metadata is written
-# through without ordering flushes); it is enabled when the metadata cache rewrite lands.
+# make test runs the reduced set for vtool and a part of it for the control (about a
+# minute); the long run (>= 10,000 states) is by hand:
+#   python3 tests/tools/powercut/powercut.py suite --shim build/tests/powercut-shim.so \
+#     --blkio build/tests/blkio --vtool build/cli/vtool --seeds 1-3 --max-states 0
 # Failing states are kept with a state.json in $VTOOL_BUILD/powercut-repro/.
 # By hand, from the source tree (about a minute):
 #   VTOOL=build/cli/vtool BLKIO=build/tests/blkio POWERCUT_SHIM=build/tests/powercut-shim.so \
 #   VTOOL_SRC=. VTOOL_BUILD=build tests/integration/img-powercut.sh
 . "$(dirname "$0")/lib.sh"
 need qemu-img qemu-io python3
+[ -z "${VTOOL_SANITIZED:-}" ] || { echo "SKIP: the shim cannot be preloaded next to a sanitizer runtime (the gcc build runs this)"; exit 77; }
 : "${BLKIO:?}" "${POWERCUT_SHIM:?}"
 PY=${POWERCUT_PY:-${VTOOL_SRC:?}/tests/tools/powercut/powercut.py}
 REPRO=${VTOOL_BUILD:-$T}/powercut-repro
@@ -37,6 +40,6 @@ suite() {
   fi
 }
 
-suite control --executors qemu
+suite control --executors qemu --workloads rand4k-wb-d1,overlay,cs512-rb1,discard,compressed
 suite vtool --executors vtool
 finish
