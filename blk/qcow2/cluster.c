@@ -542,21 +542,37 @@ static int write_cluster_once(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_
 	}
 
 	/* Copy on write into a new cluster. */
-	if (!full && (r = read_mapped(s, gc, &m, 0, s->cs, scratch, err)) < 0)
+	uint64_t nw, fsize;
+	if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0)
 		return r;
+	/* A new cluster past the end of the file reads as zeros already: when the copy would
+	 * be zeros too (a zero cluster, or nothing below it), only the new bytes are written
+	 * (qemu gets there with write_zeroes). They extend the file into the cluster. */
+	enum qcow2_cluster_type t = classify(s, m.entry);
+	bool zero_cow = !s->extended_l2 && !full &&
+	                (t == QCOW2_ZERO_PLAIN || t == QCOW2_ZERO_ALLOC ||
+	                 (t == QCOW2_UNALLOCATED &&
+	                  (!s->b->backing || gc >= s->b->backing->size)));
+	if (zero_cow && (blk_file_size(s->b->file, &fsize, NULL) < 0 || nw < fsize))
+		zero_cow = false;
+	if (!full && !zero_cow && (r = read_mapped(s, gc, &m, 0, s->cs, scratch, err)) < 0) {
+		struct vt_error ignored;
+		qcow2_update_refcount(s, nw >> s->cluster_bits, -1, &ignored);
+		return r;
+	}
 	if (full)
 		memset(scratch, 0, s->cs);
 	if (data)
 		memcpy(scratch + in, data, n);
 	else
 		memset(scratch + in, 0, n);
-	uint64_t nw;
-	if ((r = qcow2_alloc_clusters(s, 1, &nw, err)) < 0)
-		return r;
 	/* The new cluster is ours alone until it is mapped: fill it without the lock, so
 	 * that other requests allocate and write meanwhile. */
 	pthread_mutex_unlock(&s->lock);
-	r = blk_file_pwrite(s->b->file, nw, scratch, s->cs, err);
+	if (zero_cow)
+		r = blk_file_pwrite(s->b->file, nw + in, scratch + in, n, err);
+	else
+		r = blk_file_pwrite(s->b->file, nw, scratch, s->cs, err);
 	pthread_mutex_lock(&s->lock);
 	if (r == 0)
 		r = still_mapped_as(s, gc, l2_off, &m, err);
