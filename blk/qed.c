@@ -150,7 +150,8 @@ static int parse_header(struct blk *b, struct qed *s, const uint8_t *h, struct v
 	if ((r = blk_file_size(b->file, &flen, err)) < 0)
 		return r;
 	s->file_len = s->zero_from = flen;
-	s->alloc_end = flen & ~(uint64_t)(s->cluster_size - 1);
+	/* qemu sees the file in whole sectors (its length rounded up), then whole clusters. */
+	s->alloc_end = ((flen + 511) & ~511ull) & ~(uint64_t)(s->cluster_size - 1);
 	if (!table_size_ok(s->table_size))
 		return vt_error_set(err, EINVAL, fn, "open", "QED table size is invalid");
 	if (!image_size_ok(s->image_size, s->cluster_size, s->table_size))

@@ -82,7 +82,6 @@ struct qed {
 	uint64_t *l2_tables;
 	size_t n_l2_tables, cap_l2_tables;
 	const char *no_write;       /* why writing would damage this image, or NULL */
-	bool dirty_by_us;           /* we set NEED_CHECK; a flush clears it */
 	bool clearing;              /* a flush is clearing NEED_CHECK: allocations wait */
 	struct fmt_inflight inflight; /* guest clusters being allocated */
 	uint64_t lru_clock;

@@ -215,8 +215,6 @@ static int mark_dirty(struct blk *b, struct qed *s, struct vt_error *err)
 	int r = qed_write_header_u64(s, offsetof(struct qed_disk_header, features), s->features, err);
 	if (r == 0)
 		r = blk_file_flush(b->file, err);
-	if (r == 0)
-		s->dirty_by_us = true;
 	return r;
 }
 
@@ -493,7 +491,8 @@ int qed_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_statu
 }
 
 /* Durable, then clean: once everything written so far is on disk, the "needs check" flag
- * this handle set is cleared (no allocation may run meanwhile). */
+ * is cleared (no allocation may run meanwhile). Like qemu, whoever writes an image leaves
+ * it unmarked: a flag found at open was acted on by the repair there. */
 int qed_flush(struct blk *b, struct vt_error *err)
 {
 	struct qed *s = b->opaque;
@@ -501,7 +500,7 @@ int qed_flush(struct blk *b, struct vt_error *err)
 	if (r < 0 || !b->writable)
 		return r;
 	pthread_mutex_lock(&s->lock);
-	if (s->dirty_by_us && !s->clearing) {
+	if ((s->features & QED_F_NEED_CHECK) && !s->clearing) {
 		s->clearing = true;
 		while (s->inflight.n)
 			pthread_cond_wait(&s->inflight.done, &s->lock);
@@ -513,9 +512,7 @@ int qed_flush(struct blk *b, struct vt_error *err)
 		}
 		if (r == 0)
 			r = blk_file_flush(b->file, err);
-		if (r == 0)
-			s->dirty_by_us = false;
-		else
+		if (r < 0)
 			s->features |= QED_F_NEED_CHECK;
 		s->clearing = false;
 		pthread_cond_broadcast(&s->inflight.done);
