@@ -83,4 +83,7 @@ row "chain->qcow2 (flatten)" -m 8 -W -O qcow2 "$dir/top.qcow2" -- -O qcow2 "$dir
 qemu-img convert -O vdi "$dir/in.raw" "$dir/in.vdi"
 row "vdi->qcow2" -m 8 -W -O qcow2 "$dir/in.vdi" -- -O qcow2 "$dir/in.vdi"
 row "raw->vdi" -m 8 -W -O vdi "$dir/in.raw" -- -O vdi "$dir/in.raw"
+qemu-img convert -O qed "$dir/in.raw" "$dir/in.qed"
+row "qed->qcow2" -m 8 -W -O qcow2 "$dir/in.qed" -- -O qcow2 "$dir/in.qed"
+row "raw->qed" -m 8 -W -O qed "$dir/in.raw" -- -O qed "$dir/in.raw"
 # --- end of the VDI and QED rows ------------------------------------------------------
