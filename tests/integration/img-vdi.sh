@@ -70,6 +70,12 @@ for img in q-dyn.vdi q-static.vdi q-order.vdi q-sorder.vdi q-odd.vdi q-empty.vdi
   expect_rc 0 qemu-img compare "$img" v.qcow2
 done
 same "compare dyn static" compare q-dyn.vdi q-static.vdi
+# qemu repairs nothing in a VDI: check -r is "not supported" (63) for both
+cp q-order.vdi r.vdi
+same "check -r all" check -r all r.vdi
+same "check -r leaks" check -r leaks r.vdi
+expect_rc 63 "$VTOOL" img check -r all r.vdi
+expect_grep 'This image format does not support checks' "$T/err"
 same "compare -s dyn raw" compare -s q-dyn.vdi src.qcow2
 
 # Images vtool makes: create, then qemu judges.
