@@ -446,6 +446,7 @@ int qed_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
 			if (in || n < cs) {
 				/* A partial cluster: allocate it with zeros over the backing data. */
 				n = cs - in < n ? cs - in : n;
+				n = n < ZERO_BUF ? n : ZERO_BUF; /* big clusters: the rest is data next */
 				pthread_mutex_unlock(&s->lock);
 				struct iovec z = { zero_buf, n };
 				r = qed_pwritev(b, off, &z, 1, err);

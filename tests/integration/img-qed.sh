@@ -124,7 +124,7 @@ expect_grep "QED table offset is invalid" "$T/err"
 # Random writes and zeroing through blk.h onto vtool-made and qemu-made images, with and
 # without backing files; qemu judges.
 seed=1
-for img in v-default v-4k v-t16 v-overraw v-overqcow2 q-zero q-overqed; do
+for img in v-default v-4k v-t16 v-overraw v-overqcow2 v-4m-overraw q-zero q-overqed; do
   rm -f w.qed shadow
   case $img in
     v-default) "$VTOOL" img create -q -f qed w.qed 21000000 ;;
@@ -132,6 +132,7 @@ for img in v-default v-4k v-t16 v-overraw v-overqcow2 q-zero q-overqed; do
     v-t16) "$VTOOL" img create -q -f qed -o cluster_size=16k,table_size=16 w.qed 21M ;;
     v-overraw) "$VTOOL" img create -q -f qed -b base.raw -F raw w.qed 12M ;;
     v-overqcow2) "$VTOOL" img create -q -f qed -b mid.qcow2 -F qcow2 w.qed ;;
+    v-4m-overraw) "$VTOOL" img create -q -f qed -o cluster_size=4M,table_size=2 -b base.raw -F raw w.qed ;;
     q-zero) cp q-zero.qed w.qed ;;
     q-overqed) cp q-overqed.qed w.qed ;;
   esac
