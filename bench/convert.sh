@@ -79,3 +79,11 @@ row "qcow2->raw" -m 8 -W -O raw "$dir/in.qcow2" -- -O raw "$dir/in.qcow2"
 row "sparse raw->qcow2" -m 8 -W -O qcow2 "$dir/sparse.raw" -- -O qcow2 "$dir/sparse.raw"
 row "sparse qcow2->raw" -m 8 -W -O raw "$dir/sparse.qcow2" -- -O raw "$dir/sparse.qcow2"
 row "chain->qcow2 (flatten)" -m 8 -W -O qcow2 "$dir/top.qcow2" -- -O qcow2 "$dir/top.qcow2"
+# --- VDI and QED rows (fmt-vdi-qed): the foreign formats as source and target ---------
+qemu-img convert -O vdi "$dir/in.raw" "$dir/in.vdi"
+row "vdi->qcow2" -m 8 -W -O qcow2 "$dir/in.vdi" -- -O qcow2 "$dir/in.vdi"
+row "raw->vdi" -m 8 -W -O vdi "$dir/in.raw" -- -O vdi "$dir/in.raw"
+qemu-img convert -O qed "$dir/in.raw" "$dir/in.qed"
+row "qed->qcow2" -m 8 -W -O qcow2 "$dir/in.qed" -- -O qcow2 "$dir/in.qed"
+row "raw->qed" -m 8 -W -O qed "$dir/in.raw" -- -O qed "$dir/in.raw"
+# --- end of the VDI and QED rows ------------------------------------------------------
