@@ -172,7 +172,7 @@ static int info_main(int argc, char **argv)
 		return img_fail(&err);
 	}
 	uint64_t seen_dev[64], seen_ino[64];
-	int nseen = 0, rc = 0;
+	int nseen = 0, nth = 0, rc = 0;
 	for (struct blk *x = b, *next = NULL; x; x = next) {
 		struct blk_info in;
 		next = NULL;
@@ -213,7 +213,7 @@ static int info_main(int argc, char **argv)
 				vt_json_free(j);
 			}
 		} else {
-			if (x != b)
+			if (nth++)
 				fprintf(out, "\n");
 			print_human(out, blk_filename(x), &in);
 		}
