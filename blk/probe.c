@@ -183,10 +183,11 @@ int blk_probe(struct blk_file *f, const char **format, struct vt_error *err)
 
 	if ((r = blk_file_size(f, &size, err)) < 0)
 		return r;
-	size_t n = size < sizeof(buf) ? (size_t)size : sizeof(buf);
-	if ((r = blk_file_pread(f, 0, buf, n, err)) < 0)
+	/* A short file reads as zeros past its end, and the probes see the whole buffer,
+	 * as in qemu (a 100-byte file with a VDI signature is a VDI there too). */
+	if ((r = blk_file_pread(f, 0, buf, sizeof(buf), err)) < 0)
 		return r;
-	*format = blk_probe_buffer(buf, n);
+	*format = blk_probe_buffer(buf, sizeof(buf));
 	/* A UDIF disk image (.dmg) says what it is in a trailer ("koly") in its last 512
 	 * bytes; qemu goes by the file name, which would refuse any raw disk named *.dmg. */
 	if (!strcmp(*format, "raw") && size >= 1024) {
