@@ -21,6 +21,36 @@ qemu-img convert -f raw -O qcow2 -S 0 "$dir/bench.raw" "$dir/bench.qcow2"
 secs() { "$@" | sed -n 's/^Run completed in \([0-9.]*\) seconds\.$/\1/p'; }
 
 printf '%-6s %-7s %-5s %-3s %-9s %12s %12s %7s\n' fmt pattern op qd cache "qemu IOPS" "vtool IOPS" ratio
+uptime | sed 's/^/# load: /'
+
+# ratio_row FMT PAT OP QD CACHE N QEMU_S VTOOL_S
+ratio_row() {
+  python3 - "$@" <<'PY'
+import sys
+fmt, pat, op, qd, cache, n, q, v = sys.argv[1:]
+n, q, v = int(n), max(float(q), 1e-3), max(float(v), 1e-3)
+print(f"{fmt:6} {pat:7} {op:5} {qd:3} {cache:9} {n/q:12,.0f} {n/v:12,.0f} {q/v:7.2f}")
+PY
+}
+
+# Allocating writes: 4k "random" writes into a new, empty qcow2 (every first touch of a
+# cluster allocates it and its L2 entry), a fresh image for every run.
+for qd in 1 32; do
+  for cache in none writeback; do
+    n=20000
+    best_q=999999 best_v=999999
+    for _ in 1 2; do
+      for t in q v; do
+        rm -f "$dir/alloc.qcow2"
+        qemu-img create -q -f qcow2 "$dir/alloc.qcow2" $((size_mib))M
+        args=(-f qcow2 -t $cache -d $qd -c $n -s 4096 -S 428969984 -w "$dir/alloc.qcow2")
+        if [ $t = q ]; then x=$(secs qemu-img bench "${args[@]}"); best_q=$(python3 -c "print(min($best_q, $x))")
+        else x=$(secs "$vtool" img bench "${args[@]}"); best_v=$(python3 -c "print(min($best_v, $x))"); fi
+      done
+    done
+    ratio_row qcow2 alloc4k write "$qd" "$cache" "$n" "$best_q" "$best_v"
+  done
+done
 for fmt in raw qcow2; do
   for pat in rand4k seq64k; do
     if [ $pat = rand4k ]; then pargs=(-s 4096 -S 428969984); else pargs=(-s 65536); fi

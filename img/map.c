@@ -146,6 +146,11 @@ static int map_main(int argc, char **argv)
 		}
 		off += st.len;
 	}
+	/* An empty range is still one (empty, absent) extent to qemu-img. */
+	if (!have && rc == 0) {
+		cur = (struct entry){ .start = start < size ? start : size, .file = blk_filename(b) };
+		have = true;
+	}
 	if (rc == 0 && have && print_entry(&cur, json, &first, &err) < 0)
 		rc = 1;
 	if (json)
