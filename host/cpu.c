@@ -87,9 +87,16 @@ static int msr_bit(uint32_t msr, unsigned bit)
 	return n == sizeof(v) ? (int)(v >> bit & 1) : -1;
 }
 
-/* The last kernel log line containing needle (case-insensitive), if the log is readable
- * (CAP_SYSLOG or kernel.dmesg_restrict=0). */
-static bool klog_find(const char *needle, char *out, size_t len)
+/* What the kernel and kvm_intel/kvm_amd say when the firmware turned VT-x/AMD-V off
+ * (other "disabled by BIOS" lines, such as SGX's, are about something else). */
+static const char *const fw_off_lines[] = {
+	"VMX (outside TXT) disabled by BIOS", "VMX not enabled (by BIOS)",
+	"SVM disabled (by BIOS)", "kvm: disabled by bios",
+};
+
+/* The last kernel log line containing one of the needles (case-insensitive), if the log
+ * is readable (CAP_SYSLOG or kernel.dmesg_restrict=0). */
+static bool klog_find(const char *const *needles, size_t nn, char *out, size_t len)
 {
 	int size = klogctl(10 /* SYSLOG_ACTION_SIZE_BUFFER */, NULL, 0);
 	bool found = false;
@@ -105,10 +112,11 @@ static bool klog_find(const char *needle, char *out, size_t len)
 		if (!end)
 			end = buf + n;
 		*end = '\0';
-		if (strcasestr(line, needle)) {
-			snprintf(out, len, "%s", line);
-			found = true;
-		}
+		for (size_t i = 0; i < nn; i++)
+			if (strcasestr(line, needles[i])) {
+				snprintf(out, len, "%s", line);
+				found = true;
+			}
 	}
 	free(buf);
 	return found;
@@ -130,7 +138,9 @@ static void check_hw_virt(struct host_report *r)
 	int lock = amd ? -1 : msr_bit(MSR_FEATURE_CONTROL, 0);
 	int on = amd ? -1 : msr_bit(MSR_FEATURE_CONTROL, 2);
 	bool fw_off = (!amd && in_cpuid && !in_flags) || (lock == 1 && on == 0) ||
-	              (amd && msr_bit(MSR_VM_CR, 4) == 1) || klog_find("disabled by bios", line, sizeof(line));
+	              (amd && msr_bit(MSR_VM_CR, 4) == 1) ||
+	              klog_find(fw_off_lines, sizeof(fw_off_lines) / sizeof(fw_off_lines[0]), line,
+	                        sizeof(line));
 
 	struct host_check *k = host_add(r, "cpu", "hardware-virtualization",
 	                                "for hardware virtualization", HOST_PASS);

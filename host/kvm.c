@@ -119,9 +119,9 @@ const char *host_kvm_fix(int err)
 	switch (err < 0 ? -err : err) {
 	case ENOENT:
 		if (host_module_present(mod))
-			snprintf(buf, sizeof(buf), "%s is loaded but " KVM_DEV " is missing: create it "
-			         "(sudo mknod -m 0660 " KVM_DEV " c 10 232 && sudo chgrp kvm " KVM_DEV
-			         ") or let udev do it (apt-get install udev)", mod);
+			snprintf(buf, sizeof(buf), "%s is loaded but " KVM_DEV " is missing: let udev "
+			         "create it (apt-get install udev) or create it yourself: sudo mknod -m "
+			         "0660 " KVM_DEV " c 10 232", mod);
 		else
 			snprintf(buf, sizeof(buf), "load KVM: sudo modprobe %s; if that fails or the "
 			         "kernel log says 'disabled by bios', turn on %s in the firmware setup "

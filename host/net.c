@@ -32,23 +32,72 @@ static bool have_net_admin(void)
 	return d[CAP_NET_ADMIN / 32].effective >> (CAP_NET_ADMIN % 32) & 1;
 }
 
+/* "bridge.ko" is listed in this kernel's modules.dep (loadable) or modules.builtin. */
+static bool module_file_listed(const char *list, const char *ko)
+{
+	struct utsname u;
+	char path[256], line[512];
+	bool found = false;
+
+	if (uname(&u) < 0)
+		return false;
+	snprintf(path, sizeof(path), "/lib/modules/%s/%s", u.release, list);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *end = strpbrk(line, ":\n");
+		if (end)
+			*end = '\0';
+		const char *base = strrchr(line, '/');
+		base = base ? base + 1 : line;
+		found = !strncmp(base, ko, strlen(ko)) && (!base[strlen(ko)] || base[strlen(ko)] == '.');
+	}
+	fclose(f);
+	return found;
+}
+
+
+/* Using the feature could make the kernel load module `name` (a change to the host that
+ * this command must not make): it is neither loaded nor built in, and the kernel has
+ * loadable modules at all. */
+static bool would_autoload(const char *name)
+{
+	char ko[64], line[256];
+	size_t len = strlen(name);
+	bool loaded = false;
+
+	snprintf(ko, sizeof(ko), "%s.ko", name);
+	if (host_module_present(name) || module_file_listed("modules.builtin", ko))
+		return false;
+	FILE *f = fopen("/proc/modules", "r");
+	if (!f)
+		return false; /* no loadable modules: all there is is built in */
+	while (!loaded && fgets(line, sizeof(line), f))
+		loaded = !strncmp(line, name, len) && line[len] == ' ';
+	fclose(f);
+	return !loaded;
+}
+
 static void check_tun(struct host_report *r)
 {
 	struct host_check *k = host_add(r, "net", "net-tun", "if device " TUN_DEV " is usable",
 	                                HOST_PASS);
-	int fd = open(TUN_DEV, O_RDWR | O_CLOEXEC);
-
-	if (!k) {
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	if (fd >= 0) {
-		close(fd);
-		host_detail(k, "read and write");
-		return;
-	}
+	/* Opening the device would load the tun module: only look at its permissions then. */
+	bool lazy = would_autoload("tun") && module_file_listed("modules.dep", "tun.ko");
+	int fd = lazy ? -1 : open(TUN_DEV, O_RDWR | O_CLOEXEC);
+	bool ok = lazy ? access(TUN_DEV, R_OK | W_OK) == 0 : fd >= 0;
 	int e = errno;
+
+	if (fd >= 0)
+		close(fd);
+	if (!k)
+		return;
+	if (ok) {
+		host_detail(k, lazy ? "read and write; the tun module loads when the first tap is "
+		            "opened" : "read and write");
+		return;
+	}
 	k->result = HOST_WARN;
 	host_detail(k, "%s", strerror(e));
 	if (e == ENOENT)
@@ -155,31 +204,6 @@ static int bridge_kind_registered(int *bridges)
 	return ret ? ret : d.others == 0;
 }
 
-/* "bridge.ko" is listed in this kernel's modules.dep (loadable) or modules.builtin. */
-static bool module_file_listed(const char *list, const char *ko)
-{
-	struct utsname u;
-	char path[256], line[512];
-	bool found = false;
-
-	if (uname(&u) < 0)
-		return false;
-	snprintf(path, sizeof(path), "/lib/modules/%s/%s", u.release, list);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		char *end = strpbrk(line, ":\n");
-		if (end)
-			*end = '\0';
-		const char *base = strrchr(line, '/');
-		base = base ? base + 1 : line;
-		found = !strncmp(base, ko, strlen(ko)) && (!base[strlen(ko)] || base[strlen(ko)] == '.');
-	}
-	fclose(f);
-	return found;
-}
-
 static void check_bridge(struct host_report *r)
 {
 	struct host_check *k = host_add(r, "net", "net-bridge", "for bridge support", HOST_PASS);
@@ -210,8 +234,24 @@ static void check_nft(struct host_report *r, bool admin)
 	struct vt_error err = { 0 };
 	char why[700];
 	struct host_check *k = host_add(r, "net", "net-nftables", "for nftables support", HOST_PASS);
-	int ret = net_forward_drops(&drops, &n, &err);
 
+	/* Asking nf_tables would load it: then it has no tables to drop anything either. */
+	if (would_autoload("nf_tables")) {
+		bool installed = module_file_listed("modules.dep", "nf_tables.ko");
+		if (k) {
+			k->result = installed ? HOST_PASS : HOST_WARN;
+			host_detail(k, installed ? "the nf_tables module is installed and loads on first "
+			            "use" : "no nf_tables module for this kernel");
+			if (!installed)
+				host_fix(k, "install this kernel's modules (apt-get install "
+				         "linux-image-$(uname -r)) or use a kernel with CONFIG_NF_TABLES");
+		}
+		if ((k = host_add(r, "net", "net-forward-drop", "for forward chains that drop by "
+		                  "policy", HOST_PASS)))
+			host_detail(k, "none: nf_tables is not loaded, so no table has chains");
+		return;
+	}
+	int ret = net_forward_drops(&drops, &n, &err);
 	if (k && ret && !admin) {
 		k->result = HOST_SKIP;
 		host_detail(k, "nftables answers only CAP_NET_ADMIN");
