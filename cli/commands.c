@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 
 /* Each layer's commands, declared where they are defined. */
+#include "host/cmd.h"
 #include "img/img.h"
 #include "net/cmd.h"
 #include "vmm/vmm.h"
@@ -24,5 +25,6 @@ const struct vt_command *const vt_commands[] = {
 	&vt_cmd_net_addr,
 	&vt_cmd_net_nat,
 	&vt_cmd_run,
+	&vt_cmd_host_validate,
 	NULL,
 };

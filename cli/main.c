@@ -14,6 +14,7 @@ static const struct {
 	{ "img", "create, inspect and convert disk images (qemu-img compatible)" },
 	{ "net", "host networking for VMs: bridges, taps, NAT" },
 	{ "run", "run a KVM virtual machine (qemu-system-x86_64 compatible options)" },
+	{ "host", "check that this machine can run vtool (virt-host-validate, kvm-ok)" },
 };
 
 static bool group_has_commands(const char *group)
