@@ -30,6 +30,11 @@ const char *blk_file_name(const struct blk_file *f)
 	return f->path;
 }
 
+bool blk_file_direct(const struct blk_file *f)
+{
+	return f->direct;
+}
+
 /* qemu's lock protocol: byte 100+n held shared = "I use permission n", byte 200+n held
  * shared = "nobody else may use permission n". Permissions: 0 consistent read, 1 write,
  * 2 write unchanged, 3 resize. */

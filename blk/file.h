@@ -25,6 +25,8 @@ void blk_file_close(struct blk_file *f);
  * \"write\" lock" when someone writes). Nothing with BLK_FILE_NOLOCK. */
 int blk_file_deny_writers(struct blk_file *f, struct vt_error *err);
 const char *blk_file_name(const struct blk_file *f);
+/* Opened with O_DIRECT (cache none/directsync, where the file system allows it). */
+bool blk_file_direct(const struct blk_file *f);
 
 int blk_file_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,
                    struct vt_error *err);

@@ -569,9 +569,13 @@ static int write_cluster_once(struct qcow2 *s, uint64_t gc, uint64_t in, uint64_
 	/* The new cluster is ours alone until it is mapped: fill it without the lock, so
 	 * that other requests allocate and write meanwhile. */
 	pthread_mutex_unlock(&s->lock);
-	if (zero_cow)
+	/* O_DIRECT writes that extend the file are serialised by the file system: extend
+	 * it over the whole cluster first (a cheap zero-range), so the data write is not. */
+	if (zero_cow && blk_file_direct(s->b->file))
+		r = blk_file_zero(s->b->file, nw, s->cs, false, err);
+	if (zero_cow && r == 0)
 		r = blk_file_pwrite(s->b->file, nw + in, scratch + in, n, err);
-	else
+	else if (!zero_cow)
 		r = blk_file_pwrite(s->b->file, nw, scratch, s->cs, err);
 	pthread_mutex_lock(&s->lock);
 	if (r == 0)
