@@ -1,6 +1,7 @@
 /* The generic half of the block layer: format probing, opening a backing chain,
  * dispatch to the format driver, and the operations every driver shares. */
 #include "blk/driver.h"
+#include "blk/nbd_proto.h"
 #include "blk/probe.h"
 
 #include <errno.h>
@@ -10,10 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 
-extern const struct blk_driver blk_driver_vdi, blk_driver_qed;
+extern const struct blk_driver blk_driver_vdi, blk_driver_qed, blk_driver_nbd;
 static const struct blk_driver *const drivers[] = { &blk_driver_qcow2, &blk_driver_raw,
 	&blk_driver_vdi,
 	&blk_driver_qed,
+	&blk_driver_nbd,
 };
 
 #define MAX_CHAIN_DEPTH 64
@@ -127,6 +129,22 @@ static int open_depth(const char *filename, const struct blk_open_opts *o, int d
 	b->writable = o->writable;
 	b->repair = o->repair;
 	b->cache = o->cache;
+	if (blk_nbd_is_address(filename) || (o->format && !strcmp(o->format, "nbd"))) {
+		/* A disk on an NBD server, not a local file: no file, probing or locks here.
+		 * The driver is protocol and raw format in one. */
+		if (o->format && strcmp(o->format, "nbd") && strcmp(o->format, "raw"))
+			r = vt_error_set(err, ENOTSUP, filename, "open", "vtool reads NBD exports as "
+			                 "raw disks; serve the image decoded (-f %s) instead", o->format);
+		else if (o->snapshot || o->snapshot_id || o->snapshot_name)
+			r = vt_error_set(err, ENOTSUP, filename, "open snapshot",
+			                 "internal snapshots exist only in qcow2 images");
+		else if ((r = blk_driver_nbd.open(b, o, err)) == 0)
+			b->drv = &blk_driver_nbd;
+		if (r < 0)
+			goto fail;
+		*out = b;
+		return 0;
+	}
 	unsigned fflags = (o->writable ? BLK_FILE_WRITE : 0) |
 	                  (o->force_share && !o->writable ? BLK_FILE_NOLOCK : 0);
 	r = blk_file_open(filename, fflags, o->cache, &b->file, err);
@@ -234,7 +252,7 @@ bool blk_writable(const struct blk *b) { return b->writable; }
 
 void blk_identity(const struct blk *b, uint64_t *dev, uint64_t *ino)
 {
-	if (blk_file_identity(b->file, dev, ino) < 0)
+	if (!b->file || blk_file_identity(b->file, dev, ino) < 0)
 		*dev = *ino = 0;
 }
 
@@ -403,7 +421,7 @@ void blk_unlock_file(struct blk_file_lock *l)
 int blk_sync(struct blk *b, struct vt_error *err)
 {
 	int r = blk_flush(b, err);
-	return r < 0 ? r : blk_file_sync(b->file, err);
+	return r < 0 || !b->file ? r : blk_file_sync(b->file, err);
 }
 
 int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
@@ -513,7 +531,7 @@ int blk_get_info(struct blk *b, struct blk_info *info, struct vt_error *err)
 	memset(info, 0, sizeof(*info));
 	info->format = b->drv->name;
 	info->virtual_size = b->size;
-	info->actual_size = blk_file_allocated_bytes(b->file);
+	info->actual_size = b->file ? blk_file_allocated_bytes(b->file) : 0;
 	if (b->backing_file[0]) {
 		info->has_backing = true;
 		snprintf(info->backing_file, sizeof(info->backing_file), "%s", b->backing_file);

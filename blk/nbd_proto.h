@@ -323,6 +323,28 @@ static inline int nbd_wire_to_errno(uint32_t e)
 	}
 }
 
+/* The client's connection setup (blk/nbd_connect.c), for blk/nbd.c only. */
+struct nbd_addr {
+	char host[256], port[16], path[108];    /* path: a unix socket instead of host */
+	char export_name[NBD_MAX_STRING + 1];
+	double reconnect_delay;                 /* seconds (qemu's reconnect-delay) */
+};
+struct nbd_neg {                            /* what a handshake established */
+	uint64_t size;
+	uint16_t flags;                         /* transmission flags */
+	bool structured, have_ctx;              /* base:allocation selected as ctx_id */
+	uint32_t ctx_id, min_block, max_payload;
+};
+struct iovec;
+struct vt_error;
+int nbd_parse_address(const char *filename, struct nbd_addr *a, struct vt_error *err);
+/* Dial and negotiate; on success *fd is a blocking socket in the transmission phase. */
+int nbd_connect(const char *name, const struct nbd_addr *a, int *fd, struct nbd_neg *n,
+                struct vt_error *err);
+/* Whole reads (-ECONNRESET at end of stream) and writes; negative errno. */
+int nbd_read_full(int fd, void *buf, size_t n);
+int nbd_send_iov(int fd, struct iovec *v, int cnt);
+
 /* Is this file name an NBD address (nbd://, nbd+tcp://, nbd+unix://, nbds://, qemu's
  * legacy nbd:host:port and nbd:unix:path, or a driver=nbd option string)? blk.c then
  * hands it to the NBD driver instead of opening a local file. */
