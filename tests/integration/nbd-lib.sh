@@ -35,16 +35,18 @@ qserve() {
 # kserve PIDFILE ARGS...: nbdkit (daemonises once its socket listens)
 kserve() {
   local pf=$1; shift
+  rm -f "$pf"
   nbdkit -P "$pf" "$@" 2>"$pf.err" || return 1
   for _ in $(seq 50); do [ -s "$pf" ] && break; sleep 0.1; done
   nbd_pids+=("$(cat "$pf")")
 }
 
-# stop PIDFILE: SIGTERM and wait for the process to be gone (5 s at most)
+# stop PIDFILE: SIGTERM and wait for the process to be gone; after 5 s SIGKILL, and fail
 stop() {
   local p; p=$(cat "$1")
   kill "$p" 2>/dev/null
   for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null
   return 1
 }
 
