@@ -16,9 +16,9 @@ cp a.qcow2 ref.qcow2
 cp a.qcow2 q.qcow2
 P=$(free_port)
 Q=$(free_port)
-vserve v.pid -f qcow2 -x disk -t -p "$P" a.qcow2
+vserve v.pid -f qcow2 -x disk -D 'a test disk' -t -p "$P" a.qcow2
 expect_rc 0 test -s v.pid
-qserve q.pid -f qcow2 -x disk -t -p "$Q" -b 127.0.0.1 q.qcow2
+qserve q.pid -f qcow2 -x disk -D 'a test disk' -t -p "$Q" -b 127.0.0.1 q.qcow2
 V="nbd://127.0.0.1:$P/disk"
 QU="nbd://127.0.0.1:$Q/disk"
 
@@ -34,6 +34,14 @@ same "nbdinfo --list vs qemu-nbd" list.v list.q
 expect_grep 'can_flush: true' info.v
 expect_grep 'block_size_maximum: 33554432' info.v
 expect_grep '^ +10485760 +65536 +0 +data' map.v
+expect_grep 'description: a test disk' list.v
+qemu-nbd -L -b 127.0.0.1 -p "$P" >L.v
+qemu-nbd -L -b 127.0.0.1 -p "$Q" >L.q
+same "qemu-nbd -L vs qemu-nbd" L.v L.q
+if command -v nbd-client >/dev/null; then  # the kernel client's user half lists exports
+  expect_rc 0 nbd-client -l 127.0.0.1 "$P"
+  expect_grep '^disk: a test disk$' "$T/out"
+fi
 # qemu-img's view of the map through either server, and vtool's own client's.
 qemu-img map --output=json "$V" >qmap.v
 qemu-img map --output=json "$QU" >qmap.q
