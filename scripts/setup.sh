@@ -9,6 +9,7 @@ packages=(
   # peers used by tests and benchmarks
   qemu-utils qemu-system-x86 seabios busybox-static xorriso iproute2 nftables
   lz4 time iputils-ping dnsmasq-base
+  nbdkit libnbd-bin nbd-client
 )
 
 missing=()
