@@ -10,7 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
-static const struct blk_driver *const drivers[] = { &blk_driver_qcow2, &blk_driver_raw };
+extern const struct blk_driver blk_driver_vpc;  /* blk/vpc.c */
+static const struct blk_driver *const drivers[] = {
+	&blk_driver_qcow2, &blk_driver_raw,
+	&blk_driver_vpc,
+};
 
 #define MAX_CHAIN_DEPTH 64
 
