@@ -79,3 +79,11 @@ row "qcow2->raw" -m 8 -W -O raw "$dir/in.qcow2" -- -O raw "$dir/in.qcow2"
 row "sparse raw->qcow2" -m 8 -W -O qcow2 "$dir/sparse.raw" -- -O qcow2 "$dir/sparse.raw"
 row "sparse qcow2->raw" -m 8 -W -O raw "$dir/sparse.qcow2" -- -O raw "$dir/sparse.qcow2"
 row "chain->qcow2 (flatten)" -m 8 -W -O qcow2 "$dir/top.qcow2" -- -O qcow2 "$dir/top.qcow2"
+# --- VHD (vpc) and VHDX rows (blk/vpc.c, blk/vhdx*.c) ---
+qemu-img convert -O vhdx "$dir/in.raw" "$dir/in.vhdx"
+qemu-img convert -O vpc "$dir/in.raw" "$dir/in.vhd"
+row "vhdx->qcow2" -m 8 -W -O qcow2 "$dir/in.vhdx" -- -O qcow2 "$dir/in.vhdx"
+row "vpc->qcow2" -m 8 -W -O qcow2 "$dir/in.vhd" -- -O qcow2 "$dir/in.vhd"
+row "raw->vhdx" -m 8 -W -O vhdx "$dir/in.raw" -- -O vhdx "$dir/in.raw"
+row "raw->vpc" -m 8 -W -O vpc "$dir/in.raw" -- -O vpc "$dir/in.raw"
+# --- end of VHD and VHDX rows ---

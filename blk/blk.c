@@ -10,10 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
-extern const struct blk_driver blk_driver_vpc;  /* blk/vpc.c */
+extern const struct blk_driver blk_driver_vpc, blk_driver_vhdx; /* blk/vpc.c, blk/vhdx.c */
 static const struct blk_driver *const drivers[] = {
 	&blk_driver_qcow2, &blk_driver_raw,
 	&blk_driver_vpc,
+	&blk_driver_vhdx,
 };
 
 #define MAX_CHAIN_DEPTH 64
