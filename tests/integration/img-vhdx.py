@@ -21,6 +21,8 @@
 - A malformed corpus (header, region table, metadata and BAT fields with and without
   fixed-up checksums, truncations): no signal, no hang, one-line errors; what qemu-img
   refuses vtool refuses; where both read a mutant, `convert -O raw` gives the same bytes.
+Last, tguest reads and writes such a disk through `vtool run -drive file=...,if=virtio`
+(skipped without /dev/kvm).
 VTOOL may point at the sanitizer build (build-asan).
 """
 import json
@@ -642,6 +644,34 @@ def malformed():
     print(f"{n} mutants")
 
 
+
+# ---- a guest disk (vtool run, tests/guests/tguest) ---------------------------------------
+
+GUEST_OPS = "i,w:8:16:a5,r:8:16:a5,r:2048:128:5a,w:4000:255:c6,r:4000:255:c6,f"
+
+
+def guest_disk(fmt, create_opts, drive_fmt):
+    """tguest reads what qemu-io wrote and writes what qemu-io then reads, through
+    `vtool run -drive file=x,if=virtio` (the format probed unless drive_fmt is given)."""
+    tguest = os.environ.get("TGUEST")
+    if not tguest or not os.path.exists("/dev/kvm"):
+        return
+    img = path("guest." + fmt)
+    if os.path.exists(img):
+        os.unlink(img)
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, *create_opts, img, "64M"], check=True)
+    subprocess.run(["qemu-io", "-f", fmt, "-c", "write -P 0x5a 1M 64k", img], check=True,
+                   capture_output=True)
+    drive = f"file={img},if=virtio" + (f",format={drive_fmt}" if drive_fmt else "")
+    rc, out, err = run(VTOOL, "run", "-m", "128", "-device", "isa-debug-exit,iobase=0x501,iosize=2",
+                       "-kernel", tguest, "-drive", drive, "-append",
+                       f"test=disk dev=vblk ops={GUEST_OPS}", timeout=60)
+    tag = f"vtool run with a {fmt} disk {create_opts}"
+    check(tag, rc == 1 and "TG-PASS disk" in out, f"rc={rc} {out[-300:]} {err[-300:]}")
+    for pat, off, n in (("0xa5", 4096, 8192), ("0xc6", 4000 * 512, 255 * 512), ("0", 0, 4096)):
+        rc, out, err = run("qemu-io", "-f", fmt, "-r", "-c", f"read -P {pat} {off} {n}", img)
+        check(f"{tag}: qemu-io reads the guest's writes", f"read {n}/{n} bytes" in out, out + err)
+
 def main():
     malformed()
     if os.environ.get("VHDX_MALFORMED_ONLY"):
@@ -650,6 +680,8 @@ def main():
     log_tests()
     qemu_made()
     vtool_made()
+    guest_disk("vhdx", [], None)
+    guest_disk("vhdx", ["-o", "subformat=fixed,block_state_zero=off"], None)
 
 
 try:
