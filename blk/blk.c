@@ -10,10 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
-extern const struct blk_driver blk_driver_vdi, blk_driver_qed;
-static const struct blk_driver *const drivers[] = { &blk_driver_qcow2, &blk_driver_raw,
+static const struct blk_driver *const drivers[] = {
+	&blk_driver_qcow2, &blk_driver_raw,
 	&blk_driver_vdi,
 	&blk_driver_qed,
+	&blk_driver_vpc,
+	&blk_driver_vhdx,
 };
 
 #define MAX_CHAIN_DEPTH 64
@@ -700,7 +702,7 @@ int blk_measure(const char *format, const char *options, uint64_t size, struct b
 		return vt_error_set(err, EINVAL, "", "measure", "Unknown file format '%s'", format);
 	if (!d->measure)
 		return vt_error_set(err, ENOTSUP, "", "measure",
-		                    "Format driver '%s' does not support measure", format);
+		                    "Block driver '%s' does not support size measurement", format);
 	int r = blk_opts_parse(options, d->create_opts, &opts, err);
 	if (r == 0)
 		r = d->measure(&opts, src ? blk_size(src) : size, src, m, err);

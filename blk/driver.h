@@ -75,8 +75,13 @@ struct blk_driver {
 	bool supports_backing;                 /* create accepts -b/-F */
 };
 
+/* The drivers, one per file (or folder) of blk/; blk.c lists them. */
 extern const struct blk_driver blk_driver_raw;
 extern const struct blk_driver blk_driver_qcow2;
+extern const struct blk_driver blk_driver_vdi;
+extern const struct blk_driver blk_driver_qed;
+extern const struct blk_driver blk_driver_vpc;
+extern const struct blk_driver blk_driver_vhdx;
 
 /* Helpers drivers share. */
 size_t blk_iov_size(const struct iovec *iov, int iovcnt);
