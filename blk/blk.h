@@ -36,6 +36,8 @@ struct blk_open_opts {
 	bool force_share;      /* -U: take no locks that could conflict (read-only only) */
 	bool no_backing;       /* do not open the backing chain */
 	bool repair;           /* for check -r: open read-write even if marked corrupt */
+	bool for_check;        /* opened by `img check` (qemu's BDRV_O_CHECK): damage that
+	                          check reports is not refused at open */
 	/* Read an internal snapshot instead of the current state (read-only opens; qcow2):
 	 * by ID, by name, or by "ID or name" (qemu-img convert -l). */
 	const char *snapshot_id, *snapshot_name, *snapshot;

@@ -285,7 +285,7 @@ static int vhdx_open(struct blk *b, const struct blk_open_opts *o, struct vt_err
 	 * get past bad BAT entries to count them (qemu's BDRV_O_CHECK). */
 	if ((r = vhdx_open_headers(s, err)) < 0 || (r = vhdx_log_open(s, &s->replayed, err)) < 0 ||
 	    (r = vhdx_open_region_table(s, err)) < 0 || (r = open_metadata(s, err)) < 0 ||
-	    (r = open_bat(s, o->no_backing || o->repair, err)) < 0)
+	    (r = open_bat(s, o->for_check || o->repair, err)) < 0)
 		goto fail;
 	return 0;
 fail:
