@@ -112,6 +112,8 @@ static int vcpu_setup_boot(struct vcpu *vcpu, struct vt_error *err)
 	struct kvm_regs regs = { .rflags = 0x2 };
 	int ret;
 
+	if (vm->entry.mode == VM_ENTRY_RESET)
+		return 0; /* KVM's power-on state is the reset state firmware expects */
 	if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
 		return vt_error_set(err, errno, "vCPU 0", "KVM_GET_SREGS", NULL);
 	if (vm->entry.mode == VM_ENTRY_LONG64)
@@ -211,9 +213,9 @@ static void vcpu_describe(struct vcpu *vcpu, const char *what, char *buf, size_t
 	OUT("  cr0=%llx cr2=%llx cr3=%llx cr4=%llx efer=%llx\n", s.cr0, s.cr2, s.cr3, s.cr4,
 	    s.efer);
 	struct kvm_translation tr = { .linear_address = s.cs.base + r.rip };
-	uint8_t *code = NULL;
+	const uint8_t *code = NULL;
 	if (ioctl(vcpu->fd, KVM_TRANSLATE, &tr) == 0 && tr.valid)
-		code = vm_guest_ptr(vcpu->vm, tr.physical_address, 16);
+		code = vm_guest_ptr_ro(vcpu->vm, tr.physical_address, 16);
 	if (code) {
 		OUT("  code at rip (gpa %llx):", tr.physical_address);
 		for (int i = 0; i < 16; i++)

@@ -17,6 +17,7 @@
 #include "util/error.h"
 #include "vmm/bus.h"
 #include "vmm/config.h"
+#include "vmm/mem.h"
 
 #define VM_4G              0x100000000ull
 #define VM_LOW_RAM_MAX     0xc0000000ull  /* -m above this puts the rest above 4 GiB */
@@ -52,8 +53,10 @@ enum vm_stop {
 	VM_STOP_ERROR,      /* KVM error or unhandled exit: message set, exit 1 */
 };
 
-/* How the CPU starts: set by boot/, applied to vCPU 0 by vcpu.c. */
-enum vm_entry_mode { VM_ENTRY_PROTECTED32, VM_ENTRY_LONG64 };
+/* How the CPU starts: set by boot/, applied to vCPU 0 by vcpu.c. VM_ENTRY_RESET leaves
+ * the power-on state KVM gives a new vCPU (real mode, CS base 0xffff0000, IP 0xfff0):
+ * the first instruction is the firmware's reset vector. */
+enum vm_entry_mode { VM_ENTRY_RESET, VM_ENTRY_PROTECTED32, VM_ENTRY_LONG64 };
 
 struct vm_entry {
 	enum vm_entry_mode mode;
@@ -61,9 +64,7 @@ struct vm_entry {
 };
 
 struct vcpu;
-struct pci_bus;
 struct irq_table;
-struct ide;
 
 /* Guest serial input: the console hands typed bytes to whichever device registered. */
 typedef void vm_input_fn(void *opaque, const uint8_t *buf, size_t len);
@@ -77,11 +78,10 @@ struct vm {
 
 	uint8_t *ram;                 /* host mapping of all guest RAM */
 	uint64_t ram_size, low_ram, high_ram;
+	struct vm_mem mem;            /* mem.c: the regions guests see, and their KVM slots */
 
 	struct bus pio, mmio;
-	struct pci_bus *pci;          /* hw/pci.c: where PCI functions plug in */
 	struct irq_table *irq;        /* irq.c: GSI routing */
-	struct ide *ide;              /* hw/ide.c: where IDE drives attach */
 	struct vm_entry entry;
 
 	int nr_vcpus;
@@ -117,10 +117,6 @@ enum vm_stop vm_run(struct vm *vm, struct vt_error *err);
 void vm_request_stop(struct vm *vm, enum vm_stop why, int status, const char *message);
 bool vm_stopping(struct vm *vm);
 
-/* Host pointer to [gpa, gpa+len) if it lies wholly in guest RAM, else NULL. Every
- * guest-supplied address goes through here. */
-void *vm_guest_ptr(const struct vm *vm, uint64_t gpa, uint64_t len);
-
 /* The memory map guests see (e820 / PVH memmap); returns the number of regions. */
 int vm_memory_map(const struct vm *vm, struct vm_mem_region *out, int max);
 
@@ -136,5 +132,8 @@ void vm_warn(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 
 /* Keep a device's state so vm_destroy frees it. */
 int vm_add_device(struct vm *vm, const char *name, void *state, void (*destroy)(void *),
                   struct vt_error *err);
+/* The state of the first device added under name ("pci", "ide", "fw_cfg"), or NULL.
+ * Devices find each other this way; struct vm names none of them. */
+void *vm_device(const struct vm *vm, const char *name);
 
 #endif

@@ -151,8 +151,11 @@ static uint32_t align_up(uint32_t v, uint32_t a)
 
 int pci_add_device(struct vm *vm, struct pci_dev *dev, struct vt_error *err)
 {
-	struct pci_bus *pb = vm->pci;
+	struct pci_bus *pb = vm_device(vm, "pci");
 	int slot;
+
+	if (!pb)
+		return vt_error_set(err, ENODEV, dev->name, "add PCI device", "no PCI bus");
 
 	if (dev->devfn > 0) {
 		/* A fixed function (PIIX3 IDE is 00:01.1): it must be free. */
@@ -217,7 +220,6 @@ int pci_init(struct vm *vm, struct vt_error *err)
 	pthread_mutex_init(&pb->lock, NULL);
 	if ((ret = vm_add_device(vm, "pci", pb, pci_destroy, err)))
 		return ret;
-	vm->pci = pb;
 
 	/* 00:00.0 i440FX host bridge, 00:01.0 PIIX3 ISA bridge: what "pc" guests expect. */
 	pci_dev_init(&pb->host, "i440fx", 0x8086, 0x1237, 0x060000, 0x02);
