@@ -197,9 +197,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
 	for (int i = 0; !ret && i < cfg->nr_nics; i++)
 		if (cfg->nics[i].model)
 			ret = virtio_net_add(vm, cfg->nics[i].ifname, cfg->nics[i].mac, err);
-	uint64_t rsdp = 0;
-	if (!ret && !(ret = acpi_build_tables(vm, &rsdp, err)) && !(ret = mptable_build(vm, err)))
-		ret = boot_load(vm, rsdp, err);
+	if (!ret)
+		ret = boot_load(vm, err);
 	if (threaded)
 		pthread_join(slow_thread, NULL);
 	if (!ret && vm->slow_ret) {

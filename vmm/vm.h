@@ -33,7 +33,9 @@
 #define VM_LAYOUT_CMDLINE    0x20000ull
 #define VM_CMDLINE_MAX       0x10000ull
 #define VM_LAYOUT_EBDA       0x9fc00ull   /* reserved up to 1 MiB from here */
-#define VM_LAYOUT_BIOS_TABLES 0xe0000ull  /* ACPI and MP tables, scanned by guests */
+#define VM_LAYOUT_BIOS_TABLES 0xe0000ull  /* ACPI tables, scanned by guests */
+#define VM_LAYOUT_MPTABLE    0xf0000ull   /* MP floating pointer + table */
+#define VM_MPTABLE_MAX       0x2000ull
 #define VM_LAYOUT_KERNEL     0x100000ull
 
 enum vm_mem_type { VM_MEM_RAM = 1, VM_MEM_RESERVED = 2 };

@@ -29,7 +29,9 @@ struct boot_images {
 	uint64_t rsdp_addr;
 };
 
-int boot_load(struct vm *vm, uint64_t rsdp_addr, struct vt_error *err);
+/* Direct boot: write the ACPI and MP tables into the BIOS area, load the kernel, initrd
+ * and command line, and set vm->entry. */
+int boot_load(struct vm *vm, struct vt_error *err);
 
 /* Place the initrd page-aligned as high as possible below max_end, above min_addr. */
 int boot_place_initrd(struct vm *vm, struct boot_images *img, uint64_t min_addr,
