@@ -169,13 +169,13 @@ static uint64_t mono_ns(void)
 }
 
 /* Run one boot of the machine; returns the stop reason and sets *status. */
-static enum vm_stop run_once(const struct vm_config *cfg, int *daemon_fd, uint64_t t0,
-                             int *status)
+static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *daemon_fd,
+                             uint64_t t0, int *status)
 {
 	struct vm vm;
 	struct vt_error err = { 0 };
 
-	if (vm_create(&vm, cfg, &err)) {
+	if (vm_create(&vm, cfg, boot_count, &err)) {
 		console_stop();
 		vt_error_print(&err, stderr);
 		daemon_ready(*daemon_fd, 1);
@@ -263,8 +263,8 @@ static int run_main(int argc, char **argv)
 		console_start(cfg.nographic);
 	atexit(console_restore_terminal);
 
-	for (;;) {
-		enum vm_stop why = run_once(&cfg, &daemon_fd, t0, &status);
+	for (int boots = 0;; boots++) {
+		enum vm_stop why = run_once(&cfg, boots, &daemon_fd, t0, &status);
 		if (why == VM_STOP_RESET && !cfg.no_reboot) {
 			pthread_mutex_lock(&run_state.lock);
 			bool signalled = run_state.signal != 0;

@@ -16,6 +16,7 @@
 #include "vmm/virtio/blk.h"
 #include "vmm/virtio/net.h"
 #include "vmm/hw/devices.h"
+#include "vmm/hw/fw_cfg.h"
 #include "vmm/irq.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
@@ -39,6 +40,8 @@ static const struct {
 	{ "sysctl", sysctl_init },
 	{ "acpi-pm", acpi_pm_init },
 	{ "debug-exit", debug_exit_init },
+	{ "debugcon", debugcon_init },
+	{ "fw_cfg", fw_cfg_init },
 	{ "ide", ide_init },
 };
 
@@ -70,6 +73,8 @@ static int vm_attach_drives(struct vm *vm, struct vt_error *err)
 		if (disk->probed_raw)
 			vm_warn(vm, "image format was not specified for '%s' and probing guessed raw; "
 			        "writes to sector 0 are refused (give format=raw)", drive->file);
+		if (drive->interface == VM_DRIVE_NONE)
+			continue; /* if=none without a -device: opened, attached nowhere (as qemu) */
 		if (drive->interface == VM_DRIVE_VIRTIO) {
 			ret = virtio_blk_add(vm, disk, err);
 		} else {
@@ -171,11 +176,13 @@ static void *vm_slow_setup(void *arg)
 	return NULL;
 }
 
-int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
+int vm_create(struct vm *vm, const struct vm_config *cfg, int boot_count,
+              struct vt_error *err)
 {
 	int ret;
 
 	*vm = (struct vm){ .cfg = cfg, .kvm_fd = -1, .vm_fd = -1, .nr_vcpus = cfg->nr_vcpus,
+	                   .boot_count = boot_count,
 	                   .start_ns = now_ns() };
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
@@ -196,9 +203,9 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
 		ret = vm_attach_drives(vm, err);
 	for (int i = 0; !ret && i < cfg->nr_nics; i++)
 		if (cfg->nics[i].model)
-			ret = virtio_net_add(vm, cfg->nics[i].ifname, cfg->nics[i].mac, err);
+			ret = virtio_net_add(vm, &cfg->nics[i], err);
 	if (!ret)
-		ret = boot_load(vm, err);
+		ret = cfg->kernel ? boot_load(vm, err) : firmware_load(vm, err);
 	if (threaded)
 		pthread_join(slow_thread, NULL);
 	if (!ret && vm->slow_ret) {
@@ -330,6 +337,20 @@ int vm_add_device(struct vm *vm, const char *name, void *state, void (*destroy)(
 	}
 	vm->devs[vm->nr_devs++] = (struct vm_dev){ name, state, destroy };
 	return 0;
+}
+
+void vm_add_boot_path(struct vm *vm, int bootindex, const char *fmt, ...)
+{
+	va_list ap;
+	int max = (int)(sizeof(vm->boot_paths) / sizeof(vm->boot_paths[0]));
+
+	if (bootindex < 0 || vm->nr_boot_paths == max)
+		return;
+	struct vm_boot_path *b = &vm->boot_paths[vm->nr_boot_paths++];
+	b->bootindex = bootindex;
+	va_start(ap, fmt);
+	vsnprintf(b->path, sizeof(b->path), fmt, ap);
+	va_end(ap);
 }
 
 void *vm_device(const struct vm *vm, const char *name)

@@ -86,12 +86,20 @@ struct vm {
 	struct irq_table *irq;        /* irq.c: GSI routing */
 	struct vm_entry entry;
 
+	int boot_count;               /* 0 on power-on, +1 at each guest reset (-boot once=) */
 	int nr_vcpus;
 	struct vcpu *vcpus;
 	uint64_t start_ns;            /* CLOCK_MONOTONIC at vm_create, for the start-up figure */
 
 	vm_input_fn *input_fn;
 	void *input_opaque;
+
+	/* Devices given a bootindex, with qemu's OpenFirmware path for the "bootorder" file. */
+	struct vm_boot_path {
+		int bootindex;
+		char path[64];
+	} boot_paths[VM_MAX_DRIVES + VM_MAX_NICS];
+	int nr_boot_paths;
 
 	/* Devices' states, freed by vm_destroy in reverse order of creation. */
 	struct vm_dev {
@@ -108,7 +116,8 @@ struct vm {
 	char *stop_message;           /* VM_STOP_ERROR: what to print (may be multi-line) */
 };
 
-int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err);
+int vm_create(struct vm *vm, const struct vm_config *cfg, int boot_count,
+              struct vt_error *err);
 void vm_destroy(struct vm *vm);
 
 /* Run the vCPUs until something stops the machine; returns the stop reason. */
@@ -134,6 +143,11 @@ void vm_warn(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 
 /* Keep a device's state so vm_destroy frees it. */
 int vm_add_device(struct vm *vm, const char *name, void *state, void (*destroy)(void *),
                   struct vt_error *err);
+/* Record that the device at path (printf-style) boots with priority bootindex (< 0: it
+ * has none, nothing is recorded). */
+void vm_add_boot_path(struct vm *vm, int bootindex, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* The state of the first device added under name ("pci", "ide", "fw_cfg"), or NULL.
  * Devices find each other this way; struct vm names none of them. */
 void *vm_device(const struct vm *vm, const char *name);

@@ -13,7 +13,7 @@
 
 #define BOOT_FILE_MAX (1ull << 32)
 
-static int boot_read_file(struct boot_file *f, const char *path, struct vt_error *err)
+int boot_read_file(struct boot_file *f, const char *path, struct vt_error *err)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -14,9 +14,10 @@ int pci_init(struct vm *vm, struct vt_error *err);         /* hw/pci.c */
 int serial_init(struct vm *vm, struct vt_error *err);      /* hw/serial.c: COM1 */
 int i8042_init(struct vm *vm, struct vt_error *err);       /* hw/i8042.c */
 int rtc_init(struct vm *vm, struct vt_error *err);         /* hw/rtc.c: CMOS + clock */
-int sysctl_init(struct vm *vm, struct vt_error *err);      /* hw/sysctl.c: 0x80, 0x92, 0xcf9 */
+int sysctl_init(struct vm *vm, struct vt_error *err);      /* hw/sysctl.c: 0x80, 0x92, APM */
 int acpi_pm_init(struct vm *vm, struct vt_error *err);     /* hw/acpi.c: PM1 registers */
 int debug_exit_init(struct vm *vm, struct vt_error *err);  /* hw/debug_exit.c */
+int debugcon_init(struct vm *vm, struct vt_error *err);    /* hw/debugcon.c: -debugcon */
 
 struct fw_tables;
 /* Firmware tables, built after the devices exist. ACPI goes into two blobs ("etc/acpi/rsdp",

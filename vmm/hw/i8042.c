@@ -123,12 +123,9 @@ static void i8042_command(struct i8042 *k, uint8_t v)
 	}
 }
 
-static void i8042_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
+static void i8042_io(struct i8042 *k, bool data_port, uint8_t *data, unsigned len,
                      bool is_write)
 {
-	struct i8042 *k = opaque;
-	bool data_port = offset == 0;
-
 	pthread_mutex_lock(&k->lock);
 	if (is_write) {
 		k->status_cmd = data_port ? 0 : STS_CMD;
@@ -151,6 +148,19 @@ static void i8042_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
 	pthread_mutex_unlock(&k->lock);
 }
 
+/* Two one-port ranges: each handler knows which port it serves. */
+static void i8042_data_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
+                          bool is_write)
+{
+	i8042_io(opaque, true, data, len, is_write);
+}
+
+static void i8042_cmd_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
+                         bool is_write)
+{
+	i8042_io(opaque, false, data, len, is_write);
+}
+
 static void i8042_destroy(void *opaque)
 {
 	struct i8042 *k = opaque;
@@ -171,7 +181,7 @@ int i8042_init(struct vm *vm, struct vt_error *err)
 	pthread_mutex_init(&k->lock, NULL);
 	if ((ret = vm_add_device(vm, "i8042", k, i8042_destroy, err)))
 		return ret;
-	if ((ret = bus_register(&vm->pio, I8042_DATA, 1, i8042_io, k, err)))
+	if ((ret = bus_register(&vm->pio, I8042_DATA, 1, i8042_data_io, k, err)))
 		return ret;
-	return bus_register(&vm->pio, I8042_CMD, 1, i8042_io, k, err);
+	return bus_register(&vm->pio, I8042_CMD, 1, i8042_cmd_io, k, err);
 }

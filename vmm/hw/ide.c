@@ -917,6 +917,8 @@ int ide_attach(struct vm *vm, struct vm_disk *disk, int index, struct vt_error *
 		                    "IDE index %d is taken", index);
 	d->disk = disk;
 	d->atapi = disk->drive->media == VM_MEDIA_CDROM;
+	vm_add_boot_path(vm, disk->drive->bootindex, "/pci@i0cf8/ide@1,1/drive@%x/disk@%x",
+	                 index / 2, index % 2);
 	d->media_event = d->atapi;
 	pthread_mutex_lock(&c->lock);
 	soft_reset(c);

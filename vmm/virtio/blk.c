@@ -404,5 +404,10 @@ int virtio_blk_add(struct vm *vm, struct vm_disk *disk, struct vt_error *err)
 		.max_write_zeroes_sectors = MAX_DISCARD, .max_write_zeroes_seg = MAX_DZ_SEGS,
 		.write_zeroes_may_unmap = 1,
 	};
-	return virtio_pci_add(vm, &b->vdev, err);
+	if ((ret = virtio_pci_add(vm, &b->vdev, err)))
+		return ret;
+	int devfn = virtio_pci_devfn(&b->vdev);
+	vm_add_boot_path(vm, disk->drive->bootindex, "/pci@i0cf8/scsi@%x%s/disk@0,0", devfn >> 3,
+	                 devfn & 7 ? ",?" : "");
+	return 0;
 }

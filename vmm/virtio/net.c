@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
+#include "vmm/config.h"
 #include "vmm/virtio/net.h"
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
@@ -267,8 +268,10 @@ static void virtio_net_free(void *opaque)
 	free(n);
 }
 
-int virtio_net_add(struct vm *vm, const char *ifname, const uint8_t mac[6], struct vt_error *err)
+int virtio_net_add(struct vm *vm, const struct vm_nic *nic, struct vt_error *err)
 {
+	const char *ifname = nic->ifname;
+	const uint8_t *mac = nic->mac;
 	struct virtio_net *n = calloc(1, sizeof(*n));
 	int ret;
 
@@ -292,5 +295,9 @@ int virtio_net_add(struct vm *vm, const char *ifname, const uint8_t mac[6], stru
 	n->cfg.max_virtqueue_pairs = 1;
 	n->vdev.ops = &virtio_net_ops;
 	n->vdev.priv = n;
-	return virtio_pci_add(vm, &n->vdev, err);
+	if ((ret = virtio_pci_add(vm, &n->vdev, err)))
+		return ret;
+	vm_add_boot_path(vm, nic->bootindex, "/pci@i0cf8/ethernet@%x/ethernet-phy@0",
+	                 virtio_pci_devfn(&n->vdev) >> 3);
+	return 0;
 }

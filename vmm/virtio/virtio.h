@@ -78,6 +78,9 @@ void virtio_notify(struct virtio_dev *dev, int q);
  * configuration interrupt, warn once. */
 void virtio_broken(struct virtio_dev *dev, const struct vt_error *why);
 
+/* The PCI device/function number the transport got (valid after virtio_pci_add). */
+int virtio_pci_devfn(const struct virtio_dev *dev);
+
 bool virtio_has_feature(const struct virtio_dev *dev, uint64_t bit);
 
 #endif
