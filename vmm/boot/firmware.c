@@ -22,6 +22,12 @@
 #define IDENTITY_MAP_ADDR  0xfeffc000ull
 #define IDENTITY_MAP_SIZE  0x4000ull
 #define COM1_PORT          0x3f8
+/* qemu's pc machine under KVM always hands SeaBIOS this option ROM (it offers TPR
+ * patching to old guests through port 0x7e, which nothing here answers, so it stays
+ * inert). SeaBIOS registers it as a boot connection vector, which puts "Hard Disk" first
+ * in its list when no drive is bootable: running it keeps vtool's boot menu and messages
+ * the same as qemu's. Optional: without the file nothing else changes. */
+#define KVMVAPIC_ROM       "/usr/share/qemu/kvmvapic.bin"
 
 struct __attribute__((packed)) e820_entry {
 	uint64_t addr, len;
@@ -193,6 +199,14 @@ static int firmware_fw_cfg(struct vm *vm, struct fw_cfg *c, struct vt_error *err
 	}
 	if ((ret = firmware_bootorder(vm, c, err)) || (ret = firmware_acpi(vm, c, err)))
 		return ret;
+	struct boot_file rom;
+	struct vt_error ignored;
+	if (boot_read_file(&rom, KVMVAPIC_ROM, &ignored) == 0) {
+		ret = fw_cfg_add_file(c, "genroms/kvmvapic.bin", rom.data, (uint32_t)rom.size, err);
+		free(rom.data);
+		if (ret)
+			return ret;
+	}
 	return smbios_add_fw_cfg(vm, c, err);
 }
 

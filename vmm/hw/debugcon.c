@@ -49,7 +49,8 @@ int debugcon_init(struct vm *vm, struct vt_error *err)
 	struct debugcon *d = calloc(1, sizeof(*d));
 	if (!d)
 		return vt_error_set(err, ENOMEM, "debugcon", "create", NULL);
-	d->fd = open(cfg->debugcon_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+	d->fd = open(cfg->debugcon_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
+	             (vm->boot_count ? 0 : O_TRUNC), 0644);
 	if (d->fd < 0) {
 		free(d);
 		return vt_error_set(err, errno, cfg->debugcon_path, "open debug console output", NULL);
