@@ -14,6 +14,7 @@
 
 #include "util/command.h"
 #include "vmm/console.h"
+#include "vmm/hw/fw_cfg.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
@@ -168,6 +169,54 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* VTOOL_RUN_STATS=1: where a boot's time went, for bench/run-boot.sh. */
+static void print_stats(struct vm *vm, uint64_t t0)
+{
+	struct vcpu_stats sum = { 0 };
+	static uint64_t ports[65536];
+
+	memset(ports, 0, sizeof(ports));
+	for (int i = 0; i < vm->nr_vcpus; i++) {
+		const struct vcpu_stats *st = &vm->vcpus[i].stats;
+		sum.exits += st->exits;
+		sum.io += st->io;
+		sum.io_elems += st->io_elems;
+		sum.mmio += st->mmio;
+		sum.hlt += st->hlt;
+		sum.intr += st->intr;
+		sum.other += st->other;
+		for (int p = 0; st->io_by_port && p < 65536; p++)
+			ports[p] += st->io_by_port[p];
+	}
+	fprintf(stderr, "vtool run: %.3f s; exits %llu: io %llu (%llu elements), mmio %llu, hlt %llu, "
+	        "signal %llu, other %llu\n", (double)(mono_ns() - t0) / 1e9,
+	        (unsigned long long)sum.exits, (unsigned long long)sum.io,
+	        (unsigned long long)sum.io_elems, (unsigned long long)sum.mmio,
+	        (unsigned long long)sum.hlt, (unsigned long long)sum.intr,
+	        (unsigned long long)sum.other);
+	fprintf(stderr, "vtool run: io exits by port:");
+	for (int k = 0; k < 8; k++) {
+		int best = -1;
+		for (int p = 0; p < 65536; p++)
+			if (ports[p] && (best < 0 || ports[p] > ports[best]))
+				best = p;
+		if (best < 0)
+			break;
+		fprintf(stderr, " 0x%x:%llu", best, (unsigned long long)ports[best]);
+		ports[best] = 0;
+	}
+	fprintf(stderr, "\n");
+	struct fw_cfg *fc = vm_device(vm, "fw_cfg");
+	if (fc) {
+		struct fw_cfg_stats f;
+		fw_cfg_get_stats(fc, &f);
+		fprintf(stderr, "vtool run: fw_cfg: %llu selects, %llu data-port reads, %llu DMA "
+		        "transfers (%llu bytes)\n", (unsigned long long)f.selects,
+		        (unsigned long long)f.port_reads, (unsigned long long)f.dma_kicks,
+		        (unsigned long long)f.dma_bytes);
+	}
+}
+
 /* Run one boot of the machine; returns the stop reason and sets *status. */
 static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *daemon_fd,
                              uint64_t t0, int *status)
@@ -196,6 +245,8 @@ static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *d
 	if (getenv("VTOOL_RUN_TIMES") && vm.nr_vcpus > 0)
 		fprintf(stderr, "vtool run: first guest instruction %.3f ms after start\n",
 		        (double)(vm.vcpus[0].first_run_ns - t0) / 1e6);
+	if (getenv("VTOOL_RUN_STATS"))
+		print_stats(&vm, t0);
 	*status = vm.exit_status;
 	if (why == VM_STOP_ERROR) {
 		console_stop();
