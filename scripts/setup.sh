@@ -9,7 +9,7 @@ packages=(
   # peers used by tests and benchmarks
   qemu-utils qemu-system-x86 seabios busybox-static xorriso iproute2 nftables
   isolinux syslinux-common bc
-  lz4 time iputils-ping
+  lz4 time iputils-ping dmidecode
 )
 
 missing=()
