@@ -560,6 +560,8 @@ int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, struct vt_error *err)
 	p->config_written = virtio_pci_config_written;
 	virtio_pci_build_caps(t);
 	p->cfg[PCI_INTERRUPT_PIN] = 1; /* INTA, for drivers without MSI-X */
+	if (dev->rom && (ret = pci_set_rom(vm, p, dev->rom, dev->rom_len, err)))
+		return ret;
 	if ((ret = pci_add_device(vm, p, err)))
 		return ret;
 

@@ -64,6 +64,9 @@ struct virtio_dev {
 	uint8_t status;
 	bool warned;
 	struct virtio_pci *transport;
+	/* Optional: an expansion ROM image for the PCI function (copied at virtio_pci_add). */
+	const uint8_t *rom;
+	uint32_t rom_len;
 };
 
 /* Plug the device into the PCI bus and start its I/O thread; the transport is freed with
