@@ -74,6 +74,8 @@ boot cdrom ELTORITO-CD -cdrom "$T/cd.iso" -boot d
 expect_grep 'Booting from DVD/CD\.\.\.' "$T/cdrom"
 expect_grep 'dl=E0' "$T/cdrom"
 boot virtio VIRTIO-BLK -drive "file=$T/vblk.raw,format=raw,if=virtio"
+# RAM above 4 GiB (etc/e820, CMOS) and SMP (SeaBIOS wakes every vCPU)
+boot smp IDE-DISK -m 4096 -smp 2 -drive "file=$T/ide.raw,format=raw,if=ide"
 # -boot order: both media present, the letters decide
 boot order-dc ELTORITO-CD -drive "file=$T/ide.raw,format=raw" -cdrom "$T/cd.iso" -boot order=dc
 boot order-cd IDE-DISK -drive "file=$T/ide.raw,format=raw" -cdrom "$T/cd.iso" -boot order=cd
