@@ -1,9 +1,12 @@
 /* The virtual machine: KVM handles, guest RAM, the two buses, vCPUs and the machine's
  * lifecycle (who asked it to stop, and with which exit status).
  *
- * Guest-physical layout (the i440FX "pc" shape):
- *   [0, low_ram)            RAM; low_ram = -m, or 3 GiB when -m is larger
- *   [low_ram, 4 GiB)        the PCI hole: device BARs, IOAPIC 0xfec00000, LAPIC 0xfee00000
+ * Guest-physical layout (the i440FX "pc" shape), as regions of the memory table (mem.h):
+ *   [0, low_ram)            RAM; low_ram = -m, or 3 GiB when -m is larger. With firmware,
+ *                           0xe0000-0xfffff holds a copy of the BIOS image's last 128 KiB
+ *   [low_ram, 4 GiB)        the PCI hole: device BARs, IOAPIC 0xfec00000, LAPIC 0xfee00000,
+ *                           KVM's real-mode helpers at 0xfeffc000, and with firmware the
+ *                           BIOS image read-only just below 4 GiB
  *   [4 GiB, 4 GiB+high_ram) the rest of RAM
  * Inside low RAM the VMM keeps fixed places for what it writes before boot (VM_LAYOUT_*). */
 #ifndef VTOOL_VMM_VM_H
