@@ -74,6 +74,9 @@ boot cdrom ELTORITO-CD -cdrom "$T/cd.iso" -boot d
 expect_grep 'Booting from DVD/CD\.\.\.' "$T/cdrom"
 expect_grep 'dl=E0' "$T/cdrom"
 boot virtio VIRTIO-BLK -drive "file=$T/vblk.raw,format=raw,if=virtio"
+# the boot menu prompt (fw_cfg BOOT_MENU, etc/boot-menu-wait) on the serial console
+boot menu IDE-DISK -drive "file=$T/ide.raw,format=raw" -boot menu=on,splash-time=500
+expect_grep 'Press ESC for boot menu\.' "$T/menu"
 # RAM above 4 GiB (etc/e820, CMOS) and SMP (SeaBIOS wakes every vCPU)
 boot smp IDE-DISK -m 4096 -smp 2 -drive "file=$T/ide.raw,format=raw,if=ide"
 # -boot order: both media present, the letters decide
