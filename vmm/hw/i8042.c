@@ -32,6 +32,7 @@ struct i8042 {
 	uint8_t kbd_pending;       /* keyboard command waiting for its parameter */
 	uint8_t queue[QUEUE_LEN];
 	unsigned head, len;
+	uint8_t last;              /* the output buffer keeps the last byte read */
 };
 
 static void i8042_push(struct i8042 *k, uint8_t byte)
@@ -134,11 +135,15 @@ static void i8042_io(struct i8042 *k, bool data_port, uint8_t *data, unsigned le
 		else
 			i8042_command(k, data[0]);
 	} else if (data_port) {
-		data[0] = k->len ? k->queue[k->head] : 0;
+		/* Empty: the last byte again, as the real output buffer (and qemu) does. A late
+		 * keyboard interrupt then reads an old acknowledge (a key release to firmware),
+		 * never a scan code 0. */
 		if (k->len) {
+			k->last = k->queue[k->head];
 			k->head = (k->head + 1) % QUEUE_LEN;
 			k->len--;
 		}
+		data[0] = k->last;
 	} else {
 		data[0] = (uint8_t)((k->len ? STS_OBF : 0) | (k->ctr & CTR_SYS ? STS_SYS : 0) |
 		                    k->status_cmd | STS_UNLOCKED);
