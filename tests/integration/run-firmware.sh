@@ -158,6 +158,23 @@ else
   echo "note: isolinux/syslinux-common not installed; ISOLINUX check skipped"
 fi
 
+# --- -boot n: virtio-net's iPXE option ROM (ipxe-qemu), in a private network namespace
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/null &&
+   [ -f /usr/lib/ipxe/qemu/efi-virtio.rom ]; then
+  rc=0
+  timeout 60 unshare -n sh -c 'ip tuntap add dev vtfw0 mode tap && ip link set vtfw0 up &&
+    exec "$0" run -m 128 -nographic -serial "file:$1" -netdev tap,id=n0,ifname=vtfw0,script=no,downscript=no \
+      -device virtio-net-pci,netdev=n0,bootindex=1 -boot n' "$VTOOL" "$T/pxe" \
+    </dev/null >/dev/null 2>"$T/pxe.err" || rc=$?
+  expect_grep 'iPXE \(http://ipxe\.org\) 00:0[0-9a-f]\.0 ' "$T/pxe"
+  expect_grep 'Booting from ROM\.\.\.' "$T/pxe"
+  # iPXE then runs 32-bit code: a host that can emulate it goes on (and times out here)
+  if [ "$rc" -eq 124 ]; then pass; else
+    want_rc 1 "-boot n under nested KVM" pxe
+    expect_grep '^vtool: vCPU 0: KVM internal error \(suberror 1: emulation failure' "$T/pxe.err"
+  fi
+fi
+
 # --- nothing bootable: SeaBIOS's message, a reboot after reboot-timeout, -no-reboot ends
 vt noboot -no-reboot -boot reboot-timeout=0
 want_rc 0 "nothing bootable, -no-reboot" noboot
