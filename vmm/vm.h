@@ -39,6 +39,8 @@
 #define VM_LAYOUT_BIOS_TABLES 0xe0000ull  /* ACPI tables, scanned by guests */
 #define VM_LAYOUT_MPTABLE    0xf0000ull   /* MP floating pointer + table */
 #define VM_MPTABLE_MAX       0x2000ull
+#define VM_LAYOUT_SMBIOS     0xf2000ull   /* SMBIOS entry point + structures */
+#define VM_SMBIOS_MAX        0x4000ull
 #define VM_LAYOUT_KERNEL     0x100000ull
 
 enum vm_mem_type { VM_MEM_RAM = 1, VM_MEM_RESERVED = 2 };

@@ -221,6 +221,33 @@ START_TEST(test_smbios)
 }
 END_TEST
 
+/* A direct boot's copy in the F segment, as dmidecode finds it scanning memory. */
+START_TEST(test_smbios_direct)
+{
+	struct vt_error e;
+	ck_assert_int_eq(smbios_place(&vm, 0xf2000, 0x4000, &e), 0);
+	ck_assert_mem_eq(vm.ram + 0xf2000, "_SM_", 4);
+	ck_assert_int_eq(smbios_place(&vm, 0xf2000, 0x40, &e), -ENOSPC);
+	if (system("command -v dmidecode >/dev/null 2>&1") != 0)
+		return;
+	char path[] = "/tmp/vtool-mem.XXXXXX";
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, vm.ram, RAM), (int)RAM);
+	close(fd);
+	char cmd[256], out[65536];
+	snprintf(cmd, sizeof(cmd), "dmidecode --dev-mem %s 2>&1", path);
+	FILE *f = popen(cmd, "r");
+	size_t got = fread(out, 1, sizeof(out) - 1, f);
+	out[got] = '\0';
+	pclose(f);
+	unlink(path);
+	ck_assert_msg(strstr(out, "SMBIOS 2.8 present."), "%s", out);
+	ck_assert_msg(strstr(out, "Product Name: Standard PC (i440FX + PIIX, 1996)"), "%s", out);
+	ck_assert_msg(strstr(out, "End Of Table"), "%s", out);
+}
+END_TEST
+
 static uint8_t sum(const uint8_t *p, size_t len)
 {
 	uint8_t s = 0;
@@ -282,6 +309,7 @@ int main(void)
 	tcase_add_test(tc, test_ports);
 	tcase_add_test(tc, test_files_and_dma);
 	tcase_add_test(tc, test_smbios);
+	tcase_add_test(tc, test_smbios_direct);
 	tcase_add_test(tc, test_acpi_placed);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);

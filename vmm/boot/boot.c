@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "vmm/boot/boot.h"
+#include "vmm/boot/smbios.h"
 #include "vmm/boot/tables.h"
 #include "vmm/hw/devices.h"
 #include "vmm/vm.h"
@@ -80,7 +81,8 @@ int boot_place_initrd(struct vm *vm, struct boot_images *img, uint64_t min_addr,
 	return 0;
 }
 
-/* ACPI at 0xe0000 and the MP table at 0xf0000, where guests without firmware scan. */
+/* ACPI at 0xe0000, the MP table at 0xf0000 and SMBIOS at 0xf2000, where guests without
+ * firmware scan. */
 static int boot_tables(struct vm *vm, uint64_t *rsdp, struct vt_error *err)
 {
 	struct fw_tables t = { 0 };
@@ -99,7 +101,7 @@ static int boot_tables(struct vm *vm, uint64_t *rsdp, struct vt_error *err)
 	if (!mp || (ret = mptable_build(vm, VM_LAYOUT_MPTABLE, mp, VM_MPTABLE_MAX)) < 0)
 		return vt_error_set(err, ENOSPC, "mptable", "build", "does not fit at 0x%llx",
 		                    (unsigned long long)VM_LAYOUT_MPTABLE);
-	return 0;
+	return smbios_place(vm, VM_LAYOUT_SMBIOS, VM_SMBIOS_MAX, err);
 }
 
 int boot_load(struct vm *vm, struct vt_error *err)

@@ -214,13 +214,17 @@ static void smbios_memory(struct smbios_buf *b, const struct vm *vm)
 	}
 }
 
-int smbios_add_fw_cfg(struct vm *vm, struct fw_cfg *c, struct vt_error *err)
+/* Build the structures and the entry point (table address addr, 0 for the firmware to
+ * fill in). Returns the buffer (free it) or NULL with err set. */
+static struct smbios_buf *smbios_build(const struct vm *vm, uint32_t addr,
+                                       struct smbios_21_entry *ep, struct vt_error *err)
 {
 	struct smbios_buf *b = calloc(1, sizeof(*b));
-	int ret;
 
-	if (!b)
-		return vt_error_set(err, ENOMEM, "smbios", "build tables", NULL);
+	if (!b) {
+		vt_error_set(err, ENOMEM, "smbios", "build tables", NULL);
+		return NULL;
+	}
 	struct smbios_type1 t1 = {
 		.h = { 1, sizeof(t1), 0x100 }, .manufacturer = 1, .product = 2, .version = 3,
 		.wake_up_type = 0x06, /* power switch */
@@ -259,21 +263,54 @@ int smbios_add_fw_cfg(struct vm *vm, struct fw_cfg *c, struct vt_error *err)
 
 	if (b->overflow) {
 		free(b);
-		return vt_error_set(err, ENOSPC, "smbios", "build tables", "more than %d bytes",
-		                    SMBIOS_MAX_SIZE);
+		vt_error_set(err, ENOSPC, "smbios", "build tables", "more than %d bytes",
+		             SMBIOS_MAX_SIZE);
+		return NULL;
 	}
-	struct smbios_21_entry ep = {
-		.anchor = { '_', 'S', 'M', '_' }, .length = sizeof(ep), .major = 2, .minor = 8,
+	*ep = (struct smbios_21_entry){
+		.anchor = { '_', 'S', 'M', '_' }, .length = sizeof(*ep), .major = 2, .minor = 8,
 		.max_structure_size = (uint16_t)b->max_structure,
 		.intermediate_anchor = { '_', 'D', 'M', 'I', '_' },
-		.table_length = (uint16_t)b->len, .structures = b->count, .bcd_revision = 0x28,
+		.table_length = (uint16_t)b->len, .table_address = addr, .structures = b->count,
+		.bcd_revision = 0x28,
 	};
+	ep->intermediate_checksum = (uint8_t)-sum8(&ep->intermediate_anchor, 15);
+	ep->checksum = (uint8_t)-sum8(ep, 16);
+	return b;
+}
+
+int smbios_add_fw_cfg(struct vm *vm, struct fw_cfg *c, struct vt_error *err)
+{
+	struct smbios_21_entry ep;
 	/* The firmware sets the table address and redoes both checksums. */
-	ep.intermediate_checksum = (uint8_t)-sum8(&ep.intermediate_anchor, 15);
-	ep.checksum = (uint8_t)-sum8(&ep, 16);
+	struct smbios_buf *b = smbios_build(vm, 0, &ep, err);
+	int ret;
+
+	if (!b)
+		return -ENOMEM;
 	ret = fw_cfg_add_file(c, "etc/smbios/smbios-tables", b->data, (uint32_t)b->len, err);
 	if (!ret)
 		ret = fw_cfg_add_file(c, "etc/smbios/smbios-anchor", &ep, sizeof(ep), err);
 	free(b);
 	return ret;
+}
+
+int smbios_place(struct vm *vm, uint64_t base, uint64_t max, struct vt_error *err)
+{
+	struct smbios_21_entry ep;
+	uint64_t table = base + 0x20;
+	struct smbios_buf *b = smbios_build(vm, (uint32_t)table, &ep, err);
+
+	if (!b)
+		return -ENOMEM;
+	uint8_t *dst = 0x20 + b->len <= max ? vm_guest_ptr(vm, base, 0x20 + b->len) : NULL;
+	if (dst) {
+		memcpy(dst, &ep, sizeof(ep));
+		memcpy(dst + 0x20, b->data, b->len);
+	}
+	free(b);
+	if (!dst)
+		return vt_error_set(err, ENOSPC, "smbios", "place tables", "no room at 0x%llx",
+		                    (unsigned long long)base);
+	return 0;
 }
