@@ -265,6 +265,9 @@ static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *d
 	*status = vm.exit_status;
 	if (why == VM_STOP_ERROR) {
 		console_stop();
+		/* The guest's console shares the terminal and rarely ends its line. */
+		if (cfg->serial == VM_SERIAL_STDIO && isatty(STDERR_FILENO))
+			fputc('\n', stderr);
 		if (vm.stop_message)
 			fprintf(stderr, "vtool: %s\n", vm.stop_message);
 		else
