@@ -86,6 +86,11 @@ boot order-cd IDE-DISK -drive "file=$T/ide.raw,format=raw" -cdrom "$T/cd.iso" -b
 boot bootindex VIRTIO-BLK -drive "file=$T/ide.raw,format=raw,if=none,id=d0" \
   -device ide-hd,drive=d0,bootindex=2 -drive "file=$T/vblk.raw,format=raw,if=none,id=d1" \
   -device virtio-blk-pci,drive=d1,bootindex=1
+# bootindex= on -drive itself (a vtool convenience: qemu takes it on -device only)
+vt drive-bootindex -drive "file=$T/ide.raw,format=raw,if=ide,bootindex=2" \
+  -drive "file=$T/vblk.raw,format=raw,if=virtio,bootindex=1"
+want_rc 99 "-drive ...,bootindex=" drive-bootindex
+expect_grep '^BOOT-SECTOR tag=VIRTIO-BLK ' "$T/drive-bootindex"
 # strict=on: only devices with a bootindex boot (bootorder ends in HALT)
 boot strict VIRTIO-BLK -hda "$T/ide.raw" -drive "file=$T/vblk.raw,format=raw,if=none,id=d1" \
   -device virtio-blk-pci,drive=d1,bootindex=1 -boot strict=on
