@@ -19,7 +19,7 @@
 
 enum vm_serial_kind { VM_SERIAL_STDIO, VM_SERIAL_FILE, VM_SERIAL_NONE };
 
-enum vm_drive_if { VM_DRIVE_IDE, VM_DRIVE_VIRTIO };
+enum vm_drive_if { VM_DRIVE_IDE, VM_DRIVE_VIRTIO, VM_DRIVE_NONE };
 enum vm_drive_media { VM_MEDIA_DISK, VM_MEDIA_CDROM };
 
 struct vm_drive {
@@ -33,6 +33,8 @@ struct vm_drive {
 	bool discard_unmap;
 	bool snapshot;
 	const char *option;      /* the option it came from ("-hda", "-drive") for messages */
+	const char *id;          /* -drive id=, for -device ...,drive=ID */
+	int bootindex;           /* -1: none */
 };
 
 struct vm_nic {
@@ -42,6 +44,17 @@ struct vm_nic {
 	uint8_t mac[6];
 	bool has_mac;
 	const char *option;
+	int bootindex;           /* -1: none */
+};
+
+/* -boot: the legacy device letters (c disk, d CD-ROM, n network, a floppy) and the rest. */
+struct vm_boot {
+	char order[8];           /* default "cad" as qemu's pc */
+	char once[8];            /* "" unless once=: the first boot only */
+	int menu;                /* -1 unset, 0 off, 1 on */
+	int splash_time;         /* ms, -1 unset */
+	int reboot_timeout;      /* ms, -1: never (qemu's default) */
+	bool strict;
 };
 
 /* One "+feat" / "-feat" of -cpu. */
@@ -68,13 +81,22 @@ struct vm_config {
 	bool debug_exit;                    /* -device isa-debug-exit */
 	uint16_t debug_exit_port, debug_exit_size;
 
+	const char *bios;                   /* -bios; NULL: Debian's SeaBIOS */
+	struct vm_boot boot;
+	const char *debugcon_path;          /* -debugcon file:PATH / isa-debugcon chardev */
+	uint16_t debugcon_port;             /* 0xe9 unless -global isa-debugcon.iobase= */
+	const char *debugcon_chardev;       /* -device isa-debugcon,chardev=ID before resolving */
+	struct { const char *id, *path; } chardevs[4];
+	int nr_chardevs;
+	uint8_t uuid[16];
+	bool has_uuid;
+
 	/* Later devices: parsed now, refused by vm_config_check() until they exist. */
 	struct vm_drive drives[VM_MAX_DRIVES];
 	int nr_drives;
 	struct vm_nic nics[VM_MAX_NICS];
 	int nr_nics;
 	bool snapshot;                      /* -snapshot */
-	const char *boot_order;             /* -boot */
 	const char *vnc;                    /* -vnc */
 	const char *unsupported;            /* first option parsed but not supported yet */
 };
@@ -83,8 +105,8 @@ struct vm_config {
  * fills err (file = the option) and returns -EINVAL. */
 int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_error *err);
 
-/* Refuse what this build cannot run yet ("not supported yet: -hda") and missing pieces
- * (no -kernel). */
+/* Refuse what this build cannot run yet ("not supported yet: -vnc") and resolve
+ * references between options (-device ...,drive=ID, -netdev ids, chardevs). */
 int vm_config_check(const struct vm_config *cfg, struct vt_error *err);
 
 #endif

@@ -32,6 +32,7 @@ struct i8042 {
 	uint8_t kbd_pending;       /* keyboard command waiting for its parameter */
 	uint8_t queue[QUEUE_LEN];
 	unsigned head, len;
+	uint8_t last;              /* the output buffer keeps the last byte read */
 };
 
 static void i8042_push(struct i8042 *k, uint8_t byte)
@@ -123,12 +124,9 @@ static void i8042_command(struct i8042 *k, uint8_t v)
 	}
 }
 
-static void i8042_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
+static void i8042_io(struct i8042 *k, bool data_port, uint8_t *data, unsigned len,
                      bool is_write)
 {
-	struct i8042 *k = opaque;
-	bool data_port = offset == 0;
-
 	pthread_mutex_lock(&k->lock);
 	if (is_write) {
 		k->status_cmd = data_port ? 0 : STS_CMD;
@@ -137,11 +135,15 @@ static void i8042_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
 		else
 			i8042_command(k, data[0]);
 	} else if (data_port) {
-		data[0] = k->len ? k->queue[k->head] : 0;
+		/* Empty: the last byte again, as the real output buffer (and qemu) does. A late
+		 * keyboard interrupt then reads an old acknowledge (a key release to firmware),
+		 * never a scan code 0. */
 		if (k->len) {
+			k->last = k->queue[k->head];
 			k->head = (k->head + 1) % QUEUE_LEN;
 			k->len--;
 		}
+		data[0] = k->last;
 	} else {
 		data[0] = (uint8_t)((k->len ? STS_OBF : 0) | (k->ctr & CTR_SYS ? STS_SYS : 0) |
 		                    k->status_cmd | STS_UNLOCKED);
@@ -149,6 +151,19 @@ static void i8042_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
 	for (unsigned i = 1; i < len && !is_write; i++)
 		data[i] = 0xff;
 	pthread_mutex_unlock(&k->lock);
+}
+
+/* Two one-port ranges: each handler knows which port it serves. */
+static void i8042_data_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
+                          bool is_write)
+{
+	i8042_io(opaque, true, data, len, is_write);
+}
+
+static void i8042_cmd_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
+                         bool is_write)
+{
+	i8042_io(opaque, false, data, len, is_write);
 }
 
 static void i8042_destroy(void *opaque)
@@ -171,7 +186,7 @@ int i8042_init(struct vm *vm, struct vt_error *err)
 	pthread_mutex_init(&k->lock, NULL);
 	if ((ret = vm_add_device(vm, "i8042", k, i8042_destroy, err)))
 		return ret;
-	if ((ret = bus_register(&vm->pio, I8042_DATA, 1, i8042_io, k, err)))
+	if ((ret = bus_register(&vm->pio, I8042_DATA, 1, i8042_data_io, k, err)))
 		return ret;
-	return bus_register(&vm->pio, I8042_CMD, 1, i8042_io, k, err);
+	return bus_register(&vm->pio, I8042_CMD, 1, i8042_cmd_io, k, err);
 }

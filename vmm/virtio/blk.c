@@ -404,5 +404,16 @@ int virtio_blk_add(struct vm *vm, struct vm_disk *disk, struct vt_error *err)
 		.max_write_zeroes_sectors = MAX_DISCARD, .max_write_zeroes_seg = MAX_DZ_SEGS,
 		.write_zeroes_may_unmap = 1,
 	};
-	return virtio_pci_add(vm, &b->vdev, err);
+	/* The CHS geometry firmware shows for the disk (int 13h): 16 heads, 63 sectors, as
+	 * qemu guesses for a disk it knows nothing about. */
+	uint64_t cyls = (disk->size >> 9) / (16 * 63);
+	b->cfg.cylinders = (uint16_t)(cyls > 16383 ? 16383 : cyls < 2 ? 2 : cyls);
+	b->cfg.heads = 16;
+	b->cfg.sectors = 63;
+	if ((ret = virtio_pci_add(vm, &b->vdev, err)))
+		return ret;
+	int devfn = virtio_pci_devfn(&b->vdev);
+	vm_add_boot_path(vm, disk->drive->bootindex, "/pci@i0cf8/scsi@%x%s/disk@0,0", devfn >> 3,
+	                 devfn & 7 ? ",?" : "");
+	return 0;
 }
