@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "host/host.h"
 #include "util/command.h"
 #include "vmm/console.h"
 #include "vmm/hw/fw_cfg.h"
@@ -242,6 +243,10 @@ static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *d
 	if (vm_create(&vm, cfg, boot_count, &err)) {
 		console_stop();
 		vt_error_print(&err, stderr);
+		/* The fix `vtool host validate` would give for the same failure. */
+		const char *fix = !strcmp(err.file, "/dev/kvm") ? host_kvm_fix(err.code) : NULL;
+		if (fix)
+			fprintf(stderr, "vtool: fix: %s\n", fix);
 		daemon_ready(*daemon_fd, 1);
 		*daemon_fd = -1;
 		vm_destroy(&vm);
