@@ -258,67 +258,6 @@ static int check_writable(struct blk *b, const char *what, struct vt_error *err)
 	return 0;
 }
 
-size_t blk_iov_size(const struct iovec *iov, int iovcnt)
-{
-	size_t n = 0;
-	for (int i = 0; i < iovcnt; i++)
-		n += iov[i].iov_len;
-	return n;
-}
-
-void blk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len)
-{
-	char *p = buf;
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t n = iov[i].iov_len - skip;
-		if (n > len)
-			n = len;
-		memcpy(p, (char *)iov[i].iov_base + skip, n);
-		p += n;
-		len -= n;
-		skip = 0;
-	}
-}
-
-void blk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf,
-                      size_t len)
-{
-	const char *p = buf;
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t n = iov[i].iov_len - skip;
-		if (n > len)
-			n = len;
-		memcpy((char *)iov[i].iov_base + skip, p, n);
-		p += n;
-		len -= n;
-		skip = 0;
-	}
-}
-
-void blk_iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len)
-{
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t n = iov[i].iov_len - skip;
-		if (n > len)
-			n = len;
-		memset((char *)iov[i].iov_base + skip, c, n);
-		len -= n;
-		skip = 0;
-	}
-}
-
 int blk_read_backing(struct blk *b, uint64_t off, void *buf, size_t len,
                      struct vt_error *err)
 {
@@ -343,7 +282,7 @@ int blk_read_backing(struct blk *b, uint64_t off, void *buf, size_t len,
 int blk_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                struct vt_error *err)
 {
-	int r = check_range(b, off, blk_iov_size(iov, iovcnt), "read", err);
+	int r = check_range(b, off, vt_iov_size(iov, iovcnt), "read", err);
 	return r < 0 ? r : b->drv->preadv(b, off, iov, iovcnt, err);
 }
 
@@ -352,7 +291,7 @@ int blk_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt
 {
 	int r = check_writable(b, "write", err);
 	if (r == 0)
-		r = check_range(b, off, blk_iov_size(iov, iovcnt), "write", err);
+		r = check_range(b, off, vt_iov_size(iov, iovcnt), "write", err);
 	return r < 0 ? r : b->drv->pwritev(b, off, iov, iovcnt, err);
 }
 

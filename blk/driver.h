@@ -6,6 +6,7 @@
 #include "blk/blk.h"
 #include "blk/file.h"
 #include "blk/opts.h"
+#include "util/iov.h"
 
 struct blk_driver;
 
@@ -83,13 +84,7 @@ extern const struct blk_driver blk_driver_qed;
 extern const struct blk_driver blk_driver_vpc;
 extern const struct blk_driver blk_driver_vhdx;
 
-/* Helpers drivers share. */
-size_t blk_iov_size(const struct iovec *iov, int iovcnt);
-/* Copy between an iovec (starting skip bytes in) and a flat buffer. */
-void blk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len);
-void blk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf,
-                      size_t len);
-void blk_iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len);
+/* Helpers drivers share. Scatter-gather lists: util/iov.h (vt_iov_*). */
 /* Bytes of src that hold data, each range rounded out to whole clusters of cluster_size
  * (what a copy would allocate), as qemu's measure counts them. */
 int blk_measure_data(struct blk *src, uint64_t cluster_size, uint64_t *bytes,

@@ -172,23 +172,8 @@ static int read_mapped(struct qcow2 *s, uint64_t gc, const struct mapping *m, ui
 static int iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
                      struct iovec *out, int max)
 {
-	int n = 0;
-
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		if (n == max)
-			return -1;
-		size_t c = iov[i].iov_len - skip;
-		if (c > len)
-			c = len;
-		out[n++] = (struct iovec){ (uint8_t *)iov[i].iov_base + skip, c };
-		len -= c;
-		skip = 0;
-	}
-	return n;
+	int m = 0;
+	return vt_iov_slice(iov, iovcnt, skip, len, out, &m, max) ? m : -1;
 }
 
 #define READ_RUN_MAX (8u << 20)
@@ -258,7 +243,7 @@ static int read_backing_run(struct qcow2 *s, uint64_t g, const struct iovec *iov
 		if (r < 0)
 			return r;
 	}
-	blk_iov_memset(iov, iovcnt, skip + in, 0, run - in);
+	vt_iov_memset(iov, iovcnt, skip + in, 0, run - in);
 	return 0;
 }
 
@@ -266,7 +251,7 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
                  struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
-	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	size_t total = vt_iov_size(iov, iovcnt), done = 0;
 	uint8_t *buf = NULL;
 	struct iovec sub[READ_IOV_MAX];
 	int r = 0;
@@ -302,7 +287,7 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 			if ((r = same_type_run(s, g, t, total - done, &run, err)) < 0)
 				break;
 			if (t != QCOW2_UNALLOCATED) {
-				blk_iov_memset(iov, iovcnt, done, 0, run);
+				vt_iov_memset(iov, iovcnt, done, 0, run);
 				done += run;
 				continue;
 			}
@@ -330,7 +315,7 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 			r = read_mapped(s, g - in, &m, in, n, buf, err);
 		}
 		if (r == 0)
-			blk_iov_from_buf(iov, iovcnt, done, buf, n);
+			vt_iov_from_buf(iov, iovcnt, done, buf, n);
 		done += n;
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -730,7 +715,7 @@ int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovc
                   struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
-	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	size_t total = vt_iov_size(iov, iovcnt), done = 0;
 	uint8_t *buf = NULL, *scratch = NULL;
 	int r = 0;
 
@@ -749,7 +734,7 @@ int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovc
 			break;
 		}
 		uint64_t n = s->cs - in < total - done ? s->cs - in : total - done;
-		blk_iov_to_buf(iov, iovcnt, done, buf, n);
+		vt_iov_to_buf(iov, iovcnt, done, buf, n);
 		r = write_cluster(s, g - in, in, n, buf, scratch, err);
 		done += n;
 	}
