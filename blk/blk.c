@@ -10,7 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-static const struct blk_driver *const drivers[] = { &blk_driver_qcow2, &blk_driver_raw };
+extern const struct blk_driver blk_driver_vmdk;
+static const struct blk_driver *const drivers[] = { &blk_driver_qcow2, &blk_driver_raw, &blk_driver_vmdk };
 
 #define MAX_CHAIN_DEPTH 64
 
