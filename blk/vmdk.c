@@ -1,8 +1,7 @@
 /* The VMDK driver (VMware's "Virtual Disk Format 5.0"; qemu's vmdk driver is the
  * reference for behaviour): open (a sparse file with its embedded descriptor, or a text
  * descriptor naming extent files), request routing over the extents, flush, block
- * status, info and check, and the vtable blk.c dispatches to. Internals: vmdk.h. Read
- * only for now: blk.c refuses read-write opens of a driver without pwritev. */
+ * status, info and check, and the vtable blk.c dispatches to. Internals: vmdk.h. */
 #include "blk/vmdk.h"
 
 #include <errno.h>
@@ -32,6 +31,12 @@ int vmdk_file_iov(struct blk_file *f, bool write, uint64_t foff, const struct io
 		skip = 0;
 	}
 	return 0;
+}
+
+int vmdk_read_backing(struct vmdk *s, uint64_t guest_off, void *buf, size_t len,
+                      struct vt_error *err)
+{
+	return blk_read_backing(s->b, guest_off, buf, len, err);
 }
 
 int vmdk_backing_iov(struct vmdk *s, uint64_t guest_off, const struct iovec *iov, int iovcnt,
@@ -72,6 +77,44 @@ int vmdk_check_parent_cid(struct vmdk *s, struct vt_error *err)
 	return 0;
 }
 
+bool vmdk_inflight_busy(struct vmdk *s, const struct vmdk_extent *e, uint64_t g0, uint64_t g1)
+{
+	for (int i = 0; i < s->n_inflight; i++) {
+		const struct vmdk_inflight *x = &s->inflight[i];
+		if (x->ext == e && x->g0 < g1 && g0 < x->g1)
+			return true;
+	}
+	return false;
+}
+
+void vmdk_inflight_wait(struct vmdk *s, const struct vmdk_extent *e, uint64_t g0, uint64_t g1)
+{
+	while (vmdk_inflight_busy(s, e, g0, g1))
+		pthread_cond_wait(&s->cond, &s->lock);
+}
+
+int vmdk_inflight_add(struct vmdk *s, const struct vmdk_extent *e, uint64_t g0, uint64_t g1,
+                      struct vt_error *err)
+{
+	if (s->n_inflight == VMDK_MAX_INFLIGHT)
+		return vt_error_set(err, EBUSY, s->b->filename, "write",
+		                    "more than %d grain allocations at once", VMDK_MAX_INFLIGHT);
+	s->inflight[s->n_inflight++] = (struct vmdk_inflight){ e, g0, g1 };
+	return 0;
+}
+
+void vmdk_inflight_del(struct vmdk *s, const struct vmdk_extent *e, uint64_t g0, uint64_t g1)
+{
+	for (int i = 0; i < s->n_inflight; i++) {
+		struct vmdk_inflight *x = &s->inflight[i];
+		if (x->ext == e && x->g0 == g0 && x->g1 == g1) {
+			*x = s->inflight[--s->n_inflight];
+			break;
+		}
+	}
+	pthread_cond_broadcast(&s->cond);
+}
+
 /* ---- open / close ------------------------------------------------------------------- */
 
 static void vmdk_close(struct blk *b)
@@ -89,6 +132,7 @@ static void vmdk_close(struct blk *b)
 	}
 	free(s->extents);
 	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
 	free(s);
 	b->opaque = NULL;
 }
@@ -121,6 +165,7 @@ static int vmdk_open(struct blk *b, const struct blk_open_opts *o, struct vt_err
 	s->b = b;
 	b->opaque = s;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
 	bool share = o->force_share;
 
 	/* A sparse header, or else a text descriptor. */
@@ -185,29 +230,37 @@ static struct vmdk_extent *find_extent(struct vmdk *s, uint64_t off)
 	return lo < s->n_extents ? &s->extents[lo] : NULL;
 }
 
-static int vmdk_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
-                       struct vt_error *err)
+enum op { OP_READ, OP_WRITE, OP_ZERO };
+
+/* Split [off, off + len) at extent boundaries and hand each piece to its extent. */
+static int route(struct blk *b, enum op op, uint64_t off, const struct iovec *iov,
+                 int iovcnt, uint64_t len, unsigned flags, struct vt_error *err)
 {
 	struct vmdk *s = b->opaque;
-	uint64_t len = blk_iov_size(iov, iovcnt);
 	size_t skip = 0;
-	/* Split at extent boundaries; each piece goes to its extent. */
 	while (len) {
 		struct vmdk_extent *e = find_extent(s, off);
 		if (!e)
-			return vt_error_set(err, EIO, b->filename, "read",
+			return vt_error_set(err, EIO, b->filename, "access",
 			                    "no extent holds offset %llu", (unsigned long long)off);
 		uint64_t rel = off - e->start * VMDK_SECTOR;
 		uint64_t n = e->sectors * VMDK_SECTOR - rel;
 		if (n > len)
 			n = len;
 		int r;
-		if (e->flat)
-			r = vmdk_file_iov(e->file, false, e->flat_offset + rel, iov, iovcnt, skip, n, err);
-		else if (e->compressed)
-			r = vmdk_stream_read(s, e, rel, iov, iovcnt, skip, n, err);
+		if (e->flat && op == OP_ZERO)
+			r = blk_file_zero(e->file, e->flat_offset + rel, n, flags & BLK_MAY_UNMAP, err);
+		else if (e->flat)
+			r = vmdk_file_iov(e->file, op == OP_WRITE, e->flat_offset + rel, iov, iovcnt, skip,
+			                  n, err);
+		else if (op == OP_ZERO)
+			r = vmdk_sparse_zero(s, e, rel, n, err);
+		else if (e->compressed) /* not writable yet: refused at open */
+			r = op == OP_WRITE ? vt_error_set(err, EROFS, b->filename, "write", NULL)
+			                   : vmdk_stream_read(s, e, rel, iov, iovcnt, skip, n, err);
 		else
-			r = vmdk_sparse_read(s, e, rel, iov, iovcnt, skip, n, err);
+			r = op == OP_WRITE ? vmdk_sparse_write(s, e, rel, iov, iovcnt, skip, n, err)
+			                   : vmdk_sparse_read(s, e, rel, iov, iovcnt, skip, n, err);
 		if (r < 0)
 			return r;
 		off += n;
@@ -215,6 +268,50 @@ static int vmdk_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int
 		len -= n;
 	}
 	return 0;
+}
+
+static int vmdk_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                       struct vt_error *err)
+{
+	return route(b, OP_READ, off, iov, iovcnt, blk_iov_size(iov, iovcnt), 0, err);
+}
+
+/* The first write of an open gives the image a new CID (as qemu does), so that images
+ * made on top of it notice the change. */
+static int touch_cid(struct vmdk *s, struct vt_error *err)
+{
+	int r = 0;
+	pthread_mutex_lock(&s->lock);
+	if (!s->cid_updated) {
+		r = vmdk_desc_new_cid(s, err);
+		s->cid_updated = r == 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+static int vmdk_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                        struct vt_error *err)
+{
+	int r = touch_cid(b->opaque, err);
+	return r < 0 ? r : route(b, OP_WRITE, off, iov, iovcnt, blk_iov_size(iov, iovcnt), 0, err);
+}
+
+static int vmdk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
+                             struct vt_error *err)
+{
+	int r = touch_cid(b->opaque, err);
+	return r < 0 ? r : route(b, OP_ZERO, off, NULL, 0, len, flags, err);
+}
+
+static int vmdk_flush(struct blk *b, struct vt_error *err)
+{
+	struct vmdk *s = b->opaque;
+	int r = 0;
+	for (int i = 0; r == 0 && i < s->n_extents; i++)
+		if (s->extents[i].own_file)
+			r = blk_file_flush(s->extents[i].file, err);
+	return r < 0 ? r : blk_file_flush(b->file, err);
 }
 
 static int vmdk_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
@@ -330,9 +427,15 @@ const struct blk_driver blk_driver_vmdk = {
 	.open = vmdk_open,
 	.close = vmdk_close,
 	.preadv = vmdk_preadv,
+	.pwritev = vmdk_pwritev,
+	.flush = vmdk_flush,
+	.write_zeroes = vmdk_write_zeroes,
 	.cluster_size = vmdk_cluster_size,
 	.block_status = vmdk_block_status,
 	.get_info = vmdk_get_info,
 	.format_specific = vmdk_format_specific,
 	.check = vmdk_check,
+	.create = vmdk_create,
+	.create_opts = vmdk_create_opts,
+	.supports_backing = true,
 };

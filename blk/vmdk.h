@@ -7,10 +7,18 @@
  * embedded; the other create types are a text descriptor naming extent files.
  * Files: vmdk.c (driver, request routing), vmdk_desc.c (descriptor text: parsing,
  * writing, CID), vmdk_sparse.c (sparse headers, GD/GT, grain mapping and allocation),
- * vmdk_stream.c (compressed grains).
+ * vmdk_stream.c (compressed grains), vmdk_create.c.
  *
- * Concurrency: one mutex per image (struct vmdk.lock) guards the grain directories and
- * the GT cache. Data I/O and decompression run without it. */
+ * Concurrency: one mutex per image (struct vmdk.lock) guards the grain directories, the
+ * GT cache, allocation frontiers and the in-flight set. Data I/O and decompression run
+ * without it. A grain being allocated or rewritten is "in
+ * flight": any other request touching it waits on struct vmdk.cond, so two writers of
+ * one new grain never both allocate it.
+ *
+ * Crash ordering: a new grain's bytes are written and flushed (blk_file_flush) before
+ * the grain table entry and its redundant copy that point at them. A killed writer
+ * leaves at worst grains nothing points at (qemu-img check does not count those); data
+ * written and flushed is reachable. */
 #ifndef VTOOL_BLK_VMDK_H
 #define VTOOL_BLK_VMDK_H
 
@@ -94,6 +102,7 @@ enum { VMDK_MARKER_EOS = 0, VMDK_MARKER_GT = 1, VMDK_MARKER_GD = 2, VMDK_MARKER_
 #define VMDK_DESC_MAX          ((1u << 20) - 1) /* descriptor bytes read, as qemu */
 #define VMDK_DESC_SIZE         (20u * 512)      /* descriptor area for CID/parent lookups */
 #define VMDK_EXTENT_MAX_SECTORS (1ull << 32)    /* grain table entries are 32-bit sectors */
+#define VMDK_MAX_RUN           16               /* whole grains allocated and written together */
 
 struct vmdk_range {
 	uint64_t start, end;          /* sectors, [start, end) */
@@ -112,14 +121,15 @@ struct vmdk_extent {
 	bool vmdk3;
 	int version;
 	bool compressed, has_marker, zero_grain;
-	bool footer;                  /* header said "GD at end" */
+	bool footer;                  /* header said "GD at end": read-only */
 	uint64_t grain_sectors;
 	uint32_t gtes;                /* entries per grain table */
 	uint32_t gd_entries;
-	uint32_t *gd, *rgd;           /* host order */
+	uint32_t *gd, *rgd;           /* host order; rgd only for writable opens */
 	uint64_t gd_offset, rgd_offset; /* sectors */
 	uint64_t overhead;            /* sectors: grains start here */
-	uint64_t end_sectors;         /* file end: entries beyond fail */
+	uint64_t next_sector;         /* allocation frontier */
+	uint64_t end_sectors;         /* file end (grows with allocations): entries beyond fail */
 	struct vmdk_range *meta;      /* header, descriptor, GD/RGD and tables; sorted */
 	size_t n_meta;
 };
@@ -140,19 +150,29 @@ struct vmdk_gt_slot {
 	uint32_t *entries;            /* host order */
 };
 
+#define VMDK_MAX_INFLIGHT 64
+struct vmdk_inflight {
+	const struct vmdk_extent *ext;
+	uint64_t g0, g1;              /* grains [g0, g1) */
+};
+
 struct vmdk {
 	struct blk *b;
 	pthread_mutex_t lock;
+	pthread_cond_t cond;          /* an in-flight range ended */
 
 	struct vmdk_extent *extents;
 	int n_extents;
 	char create_type[128];
 	uint64_t desc_offset;         /* where the descriptor is in the image file (bytes) */
 	uint32_t cid, parent_cid;
+	bool cid_updated;             /* the CID was changed for this open (first write) */
 	bool cid_checked;             /* the parent's CID was found to match */
 
 	struct vmdk_gt_slot cache[VMDK_GT_CACHE];
 	uint64_t lru_clock;
+	struct vmdk_inflight inflight[VMDK_MAX_INFLIGHT];
+	int n_inflight;
 };
 
 static inline uint16_t vmdk_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -163,6 +183,17 @@ static inline uint32_t vmdk_le32(const uint8_t *p)
 static inline uint64_t vmdk_le64(const uint8_t *p)
 {
 	return (uint64_t)vmdk_le32(p) | (uint64_t)vmdk_le32(p + 4) << 32;
+}
+static inline void vmdk_put_le16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void vmdk_put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+static inline void vmdk_put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++, v >>= 8)
+		p[i] = (uint8_t)v;
 }
 
 static inline uint64_t vmdk_grain_bytes(const struct vmdk_extent *e)
@@ -184,11 +215,20 @@ int vmdk_file_iov(struct blk_file *f, bool write, uint64_t foff, const struct io
                   int iovcnt, size_t skip, uint64_t len, struct vt_error *err);
 /* The backing file's bytes at guest_off (zeros without one, or past its end). Callers
  * have checked the parent's CID (vmdk_check_parent_cid). */
+int vmdk_read_backing(struct vmdk *s, uint64_t guest_off, void *buf, size_t len,
+                      struct vt_error *err);
 int vmdk_backing_iov(struct vmdk *s, uint64_t guest_off, const struct iovec *iov, int iovcnt,
                      size_t skip, uint64_t len, struct vt_error *err);
 /* qemu's rule: data falls through to the parent only while the parent's CID is the
  * parentCID this image recorded (-EINVAL otherwise). Lock held. */
 int vmdk_check_parent_cid(struct vmdk *s, struct vt_error *err);
+/* In-flight grain ranges (lock held). wait blocks while [g0, g1) of e overlaps one; a
+ * thread holds at most two ranges at a time, so the table cannot fill up. */
+void vmdk_inflight_wait(struct vmdk *s, const struct vmdk_extent *e, uint64_t g0, uint64_t g1);
+bool vmdk_inflight_busy(struct vmdk *s, const struct vmdk_extent *e, uint64_t g0, uint64_t g1);
+int vmdk_inflight_add(struct vmdk *s, const struct vmdk_extent *e, uint64_t g0, uint64_t g1,
+                      struct vt_error *err);
+void vmdk_inflight_del(struct vmdk *s, const struct vmdk_extent *e, uint64_t g0, uint64_t g1);
 
 /* vmdk_desc.c */
 /* Read a descriptor (up to VMDK_DESC_MAX bytes from off), NUL-terminated, malloc'd. */
@@ -198,6 +238,12 @@ int vmdk_desc_open(struct vmdk *s, const char *desc, const char *desc_path, bool
                    bool share, struct vt_error *err);
 /* CID, parentCID and parentFileNameHint from the descriptor area, as qemu reads them. */
 int vmdk_desc_ids(struct vmdk *s, struct vt_error *err);
+/* Replace the CID in place with a fresh one of the same length. */
+int vmdk_desc_new_cid(struct vmdk *s, struct vt_error *err);
+/* The descriptor text qemu writes for a new image (malloc'd). */
+char *vmdk_desc_build(uint32_t cid, uint32_t parent_cid, const char *create_type,
+                      const char *parent_hint, const char *extent_lines, const char *hwversion,
+                      uint64_t size, const char *adapter_type, const char *toolsversion);
 
 /* vmdk_sparse.c */
 /* Open a sparse extent from its first bytes (head, at least 512): header, footer, GD. */
@@ -212,11 +258,22 @@ int vmdk_gte(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint32_t *gte,
              struct vt_error *err);
 /* Is the grain at sector (grain_sectors long) outside metadata? */
 bool vmdk_grain_ok(const struct vmdk_extent *e, uint64_t sector, uint64_t sectors);
+/* Point grain g at value (a sector, or 1 for a zeroed grain), in the GT and its copy. */
+int vmdk_set_gte(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint32_t value,
+                 struct vt_error *err);
+/* Reserve n sectors at the end of e (lock held). */
+int vmdk_alloc(struct vmdk *s, struct vmdk_extent *e, uint64_t n, uint64_t *sector,
+               struct vt_error *err);
 void vmdk_cache_drop(struct vmdk *s);
-/* Reads of [off, off + len) of one uncompressed sparse extent (offsets relative to the
- * extent). */
+/* Reads, writes and zeroing of [off, off + len) of one uncompressed sparse extent
+ * (offsets relative to the extent). */
 int vmdk_sparse_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
                      const struct iovec *iov, int iovcnt, size_t skip, uint64_t len,
+                     struct vt_error *err);
+int vmdk_sparse_write(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
+                      const struct iovec *iov, int iovcnt, size_t skip, uint64_t len,
+                      struct vt_error *err);
+int vmdk_sparse_zero(struct vmdk *s, struct vmdk_extent *e, uint64_t off, uint64_t len,
                      struct vt_error *err);
 int vmdk_sparse_status(struct vmdk *s, struct vmdk_extent *e, uint64_t off, uint64_t len,
                        struct blk_status *st, struct vt_error *err);
@@ -235,5 +292,10 @@ int vmdk_stream_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
                      struct vt_error *err);
 /* A per-thread scratch buffer of at least n bytes (freed at thread exit). */
 uint8_t *vmdk_scratch(int which, size_t n);
+
+/* vmdk_create.c */
+int vmdk_create(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
+                const struct blk_optlist *opts, char **formatting, struct vt_error *err);
+extern const struct blk_optdesc vmdk_create_opts[];
 
 #endif

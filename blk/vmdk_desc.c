@@ -1,5 +1,6 @@
 /* VMDK text descriptors: the create type, the extent lines (opening the extent files),
- * CID / parentCID / parentFileNameHint. The descriptor is untrusted: every line is bounded, numbers are
+ * CID / parentCID / parentFileNameHint, the in-place CID update, and the text qemu writes
+ * for a new image. The descriptor is untrusted: every line is bounded, numbers are
  * range-checked, and the extent lines are matched exactly as qemu's sscanf pattern
  * matches them (including its habit of reading on across line ends), so that vtool
  * accepts and refuses the same descriptors.
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #define BAD(...) vt_error_set(err, EINVAL, s->b->filename, "open", __VA_ARGS__)
@@ -312,8 +314,10 @@ int vmdk_desc_open(struct vmdk *s, const char *desc, const char *desc_path, bool
 
 /* ---- CID, parentCID, parentFileNameHint --------------------------------------------- */
 
-/* sscanf("%x") after `key` plus one character: optional space, sign and 0x, hex digits. */
-static bool scan_hex_after(const char *desc, const char *key, uint32_t *v)
+/* sscanf("%x") after `key` plus one character: optional space, sign and 0x, hex digits.
+ * pos and len locate the digits, for an in-place update. */
+static bool scan_hex_after(const char *desc, const char *key, uint32_t *v, size_t *pos,
+                           size_t *len)
 {
 	const char *p = strstr(desc, key);
 	if (!p)
@@ -337,6 +341,10 @@ static bool scan_hex_after(const char *desc, const char *key, uint32_t *v)
 	if (p == d)
 		return false;
 	*v = x > UINT32_MAX ? UINT32_MAX : (uint32_t)x;
+	if (pos) {
+		*pos = (size_t)(d - desc);
+		*len = (size_t)(p - d);
+	}
 	return true;
 }
 
@@ -372,13 +380,87 @@ int vmdk_desc_ids(struct vmdk *s, struct vt_error *err)
 			snprintf(s->b->backing_format, sizeof(s->b->backing_format), "vmdk");
 	}
 	desc[VMDK_DESC_SIZE - 1] = '\0';
-	if (!scan_hex_after(desc, "CID", &s->cid)) {
+	if (!scan_hex_after(desc, "CID", &s->cid, NULL, NULL)) {
 		r = BAD("Invalid argument: the descriptor has no CID");
 		goto out;
 	}
-	if (!scan_hex_after(desc, "parentCID", &s->parent_cid))
+	if (!scan_hex_after(desc, "parentCID", &s->parent_cid, NULL, NULL))
 		r = BAD("Invalid argument: the descriptor has no parentCID");
 out:
 	free(desc);
 	return r;
+}
+
+int vmdk_desc_new_cid(struct vmdk *s, struct vt_error *err)
+{
+	char desc[VMDK_DESC_SIZE + 1];
+	int r = blk_file_pread(s->b->file, s->desc_offset, desc, VMDK_DESC_SIZE, err);
+	if (r < 0)
+		return r;
+	desc[VMDK_DESC_SIZE - 1] = '\0';
+	size_t pos, len;
+	uint32_t old;
+	if (!scan_hex_after(desc, "CID", &old, &pos, &len) || len > 16)
+		return vt_error_set(err, EINVAL, s->b->filename, "update CID",
+		                    "the descriptor has no CID");
+	/* A value of the same number of digits, written over the old one: one small write
+	 * that cannot leave a half-rewritten descriptor behind. */
+	uint32_t v;
+	char digits[24];
+	do {
+		if (getrandom(&v, sizeof(v), 0) != sizeof(v))
+			v ^= (uint32_t)rand();
+		if (len < 8) {
+			uint32_t lo = len == 1 ? 1 : 1u << (4 * (len - 1)), hi = 1u << (4 * len);
+			v = lo + v % (hi - lo);
+		}
+		snprintf(digits, sizeof(digits), "%0*x", (int)len, v);
+	} while (v == old || strlen(digits) != len);
+	if ((r = blk_file_pwrite(s->b->file, s->desc_offset + pos, digits, len, err)) < 0)
+		return r;
+	s->cid = v;
+	return 0;
+}
+
+char *vmdk_desc_build(uint32_t cid, uint32_t parent_cid, const char *create_type,
+                      const char *parent_hint, const char *extent_lines, const char *hwversion,
+                      uint64_t size, const char *adapter_type, const char *toolsversion)
+{
+	/* qemu's descriptor, key for key: heads 16 for IDE, 255 otherwise (what VMware uses
+	 * for SCSI adapters), 63 sectors per track. */
+	unsigned heads = strcmp(adapter_type, "ide") ? 255 : 16;
+#define DESC_TEMPLATE \
+		"# Disk DescriptorFile\n" \
+		"version=1\n" \
+		"CID=%x\n" \
+		"parentCID=%x\n" \
+		"createType=\"%s\"\n" \
+		"%s%s%s" \
+		"\n" \
+		"# Extent description\n" \
+		"%s" \
+		"\n" \
+		"# The Disk Data Base\n" \
+		"#DDB\n" \
+		"\n" \
+		"ddb.virtualHWVersion = \"%s\"\n" \
+		"ddb.geometry.cylinders = \"%llu\"\n" \
+		"ddb.geometry.heads = \"%u\"\n" \
+		"ddb.geometry.sectors = \"63\"\n" \
+		"ddb.adapterType = \"%s\"\n" \
+		"ddb.toolsVersion = \"%s\"\n"
+
+	unsigned long long cyl = size / (63ull * heads * VMDK_SECTOR);
+	const char *pre = parent_hint ? "parentFileNameHint=\"" : "";
+	const char *post = parent_hint ? "\"" : "";
+	int n = snprintf(NULL, 0, DESC_TEMPLATE, cid, parent_cid, create_type, pre,
+	                 parent_hint ? parent_hint : "", post, extent_lines, hwversion, cyl, heads,
+	                 adapter_type, toolsversion);
+	char *out = n >= 0 ? malloc((size_t)n + 1) : NULL;
+	if (out)
+		snprintf(out, (size_t)n + 1, DESC_TEMPLATE, cid, parent_cid, create_type, pre,
+		         parent_hint ? parent_hint : "", post, extent_lines, hwversion, cyl, heads,
+		         adapter_type, toolsversion);
+	return out;
+#undef DESC_TEMPLATE
 }

@@ -1,13 +1,14 @@
 /* VMDK sparse extents: the KDMV (hosted sparse, streamOptimized) and COWD (ESX) headers,
  * the footer of VMware's streams, the grain directory (and its redundant copy), a cache
- * of grain tables, grain mapping, and reads and block status of uncompressed grains.
- * Compressed grains are in vmdk_stream.c.
+ * of grain tables, grain mapping, allocation at the end of the extent file, and reads,
+ * writes, zeroing and block status of uncompressed grains. Compressed grains are in
+ * vmdk_stream.c.
  *
  * Everything in a header is untrusted: sizes are checked before anything is allocated
  * (the grain directory must lie inside its file, so its size is bounded by the file's),
  * every directory entry must name a table inside the file, and a grain table entry that
  * points past the end of the file or into the header, descriptor, directories or tables
- * is refused when it is used -- qemu would read there. */
+ * is refused when it is used -- qemu would read (and write) there. */
 #include "blk/vmdk.h"
 
 #include <errno.h>
@@ -233,9 +234,9 @@ static int open_vmdk4(struct vmdk_extent *e, const uint8_t *head, uint64_t fsize
 		return vt_error_set(err, ENOTSUP, e->path, "open",
 		                    "a streamOptimized image with its grain directory at the end "
 		                    "(VMware's layout) can only be read; convert it to write");
-	if (writable && e->compressed && !e->has_marker)
+	if (writable && e->compressed)
 		return vt_error_set(err, ENOTSUP, e->path, "open",
-		                    "compressed grains without markers can only be read");
+		                    "vtool cannot write streamOptimized images yet");
 	return 0;
 }
 
@@ -270,6 +271,7 @@ int vmdk_sparse_open(struct vmdk_extent *e, const uint8_t *head, bool writable,
 	if ((r = build_meta(e, desc_off, desc_sectors, err)) < 0)
 		return r;
 	e->end_sectors = div_up(fsize, VMDK_SECTOR);
+	e->next_sector = div_up(e->end_sectors, e->grain_sectors) * e->grain_sectors;
 	return 0;
 }
 
@@ -366,6 +368,39 @@ int vmdk_lookup(struct vmdk *s, struct vmdk_extent *e, uint64_t g, struct vmdk_m
 	return 0;
 }
 
+int vmdk_set_gte(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint32_t value,
+                 struct vt_error *err)
+{
+	uint64_t i = g / e->gtes, idx = g % e->gtes;
+	uint8_t b[4];
+	if (i >= e->gd_entries || !e->gd[i])
+		return vt_error_set(err, EIO, s->b->filename, "write", "grain %llu has no grain table",
+		                    (unsigned long long)g);
+	vmdk_put_le32(b, value);
+	int r = blk_file_pwrite(e->file, e->gd[i] * (uint64_t)VMDK_SECTOR + idx * 4, b, 4, err);
+	if (r == 0 && e->rgd && e->rgd[i])
+		r = blk_file_pwrite(e->file, e->rgd[i] * (uint64_t)VMDK_SECTOR + idx * 4, b, 4, err);
+	for (int k = 0; k < VMDK_GT_CACHE; k++) {
+		struct vmdk_gt_slot *c = &s->cache[k];
+		if (c->ext == e && (c->sector == e->gd[i] || (e->rgd && c->sector == e->rgd[i])))
+			c->entries[idx] = value;
+	}
+	return r;
+}
+
+int vmdk_alloc(struct vmdk *s, struct vmdk_extent *e, uint64_t n, uint64_t *sector,
+               struct vt_error *err)
+{
+	if (e->next_sector + n > VMDK_EXTENT_MAX_SECTORS)
+		return vt_error_set(err, ENOSPC, s->b->filename, "write",
+		                    "%s is full: grain tables address at most 2 TiB of it", e->path);
+	*sector = e->next_sector;
+	e->next_sector += n;
+	if (e->next_sector > e->end_sectors)
+		e->end_sectors = e->next_sector;
+	return 0;
+}
+
 /* ---- uncompressed grains ------------------------------------------------------------- */
 
 static uint64_t min64(uint64_t a, uint64_t b)
@@ -381,7 +416,8 @@ static uint64_t extend_run(struct vmdk *s, struct vmdk_extent *e, uint64_t g, ui
 	uint64_t gb = vmdk_grain_bytes(e), run = min64(len, gb - in);
 	for (uint64_t g2 = g + 1; run < len; g2++) {
 		struct vmdk_map m2;
-		if (vmdk_lookup(s, e, g2, &m2, NULL) < 0 || m2.state != m->state ||
+		if (vmdk_inflight_busy(s, e, g2, g2 + 1) || vmdk_lookup(s, e, g2, &m2, NULL) < 0 ||
+		    m2.state != m->state ||
 		    (m->state == VMDK_DATA && m2.sector != m->sector + (g2 - g) * e->grain_sectors))
 			break;
 		run += min64(len - run, gb);
@@ -398,6 +434,7 @@ int vmdk_sparse_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
 		uint64_t g = off / gb, in = off % gb, run = 0;
 		struct vmdk_map m;
 		pthread_mutex_lock(&s->lock);
+		vmdk_inflight_wait(s, e, g, g + 1);
 		int r = vmdk_lookup(s, e, g, &m, err);
 		if (r == 0)
 			run = extend_run(s, e, g, in, &m, len);
@@ -418,6 +455,135 @@ int vmdk_sparse_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
 		off += run;
 		skip += run;
 		len -= run;
+	}
+	return 0;
+}
+
+/* Fill and write new grains at sector (allocated, [g, g + k) in flight, by the caller):
+ * one partly written grain g (the rest from the backing file or zeros), or k whole ones.
+ * The data is flushed before the grain tables point at it. */
+static int write_new(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint64_t k,
+                     uint64_t sector, uint64_t in, uint64_t n, const struct vmdk_map *m,
+                     const struct iovec *iov, int iovcnt, size_t skip, struct vt_error *err)
+{
+	uint64_t gb = vmdk_grain_bytes(e);
+	int r = 0;
+	if (in == 0 && n == k * gb) {
+		r = vmdk_file_iov(e->file, true, sector * VMDK_SECTOR, iov, iovcnt, skip, n, err);
+	} else {
+		uint8_t *buf = vmdk_scratch(1, gb);
+		if (!buf)
+			r = vt_error_set(err, ENOMEM, s->b->filename, "write", NULL);
+		else if (m->state == VMDK_UNALLOC)
+			r = vmdk_read_backing(s, (e->start + g * e->grain_sectors) * VMDK_SECTOR, buf, gb, err);
+		else
+			memset(buf, 0, gb);
+		if (r == 0) {
+			blk_iov_to_buf(iov, iovcnt, skip, buf + in, n);
+			r = blk_file_pwrite(e->file, sector * VMDK_SECTOR, buf, gb, err);
+		}
+	}
+	if (r == 0)
+		r = blk_file_flush(e->file, err);
+	pthread_mutex_lock(&s->lock);
+	for (uint64_t i = 0; r == 0 && i < k; i++)
+		r = vmdk_set_gte(s, e, g + i, (uint32_t)(sector + i * e->grain_sectors), err);
+	vmdk_inflight_del(s, e, g, g + k);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int vmdk_sparse_write(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
+                      const struct iovec *iov, int iovcnt, size_t skip, uint64_t len,
+                      struct vt_error *err)
+{
+	uint64_t gb = vmdk_grain_bytes(e);
+	while (len) {
+		uint64_t g = off / gb, in = off % gb, n = min64(len, gb - in), run = n;
+		struct vmdk_map m;
+		pthread_mutex_lock(&s->lock);
+		vmdk_inflight_wait(s, e, g, g + 1);
+		int r = vmdk_lookup(s, e, g, &m, err);
+		if (r == 0 && m.state == VMDK_DATA) {
+			run = extend_run(s, e, g, in, &m, len);
+			pthread_mutex_unlock(&s->lock);
+			r = vmdk_file_iov(e->file, true, m.sector * VMDK_SECTOR + in, iov, iovcnt, skip,
+			                  run, err);
+		} else if (r == 0 && !m.has_gt) {
+			pthread_mutex_unlock(&s->lock);
+			r = vt_error_set(err, ENOTSUP, s->b->filename, "write",
+			                 "grain %llu of %s has no grain table (vtool does not add grain "
+			                 "tables to an image)", (unsigned long long)g, e->path);
+		} else if (r == 0 && (r = vmdk_check_parent_cid(s, err)) == 0) {
+			uint64_t k = 1;
+			if (in == 0 && n == gb) {
+				/* Whole new grains: as many as follow, allocated and written together. */
+				for (; k < VMDK_MAX_RUN && len >= (k + 1) * gb; k++) {
+					struct vmdk_map m2;
+					if (vmdk_inflight_busy(s, e, g + k, g + k + 1) ||
+					    vmdk_lookup(s, e, g + k, &m2, NULL) < 0 || !m2.has_gt ||
+					    (m2.state != VMDK_UNALLOC && m2.state != VMDK_ZEROED))
+						break;
+				}
+				run = k * gb;
+			}
+			/* Allocated and marked in flight before the lock goes: nobody else can
+			 * allocate these grains meanwhile. */
+			uint64_t sector = 0;
+			r = vmdk_alloc(s, e, k * e->grain_sectors, &sector, err);
+			if (r == 0)
+				r = vmdk_inflight_add(s, e, g, g + k, err);
+			pthread_mutex_unlock(&s->lock);
+			if (r == 0)
+				r = write_new(s, e, g, k, sector, in, run, &m, iov, iovcnt, skip, err);
+		} else {
+			pthread_mutex_unlock(&s->lock);
+		}
+		if (r < 0)
+			return r;
+		off += run;
+		skip += run;
+		len -= run;
+	}
+	return 0;
+}
+
+int vmdk_sparse_zero(struct vmdk *s, struct vmdk_extent *e, uint64_t off, uint64_t len,
+                     struct vt_error *err)
+{
+	uint64_t gb = vmdk_grain_bytes(e);
+	while (len) {
+		uint64_t g = off / gb, in = off % gb, glen = vmdk_grain_len(e, g);
+		uint64_t n = min64(len, glen - in);
+		struct vmdk_map m;
+		bool write = false, punch = false;
+		pthread_mutex_lock(&s->lock);
+		vmdk_inflight_wait(s, e, g, g + 1);
+		int r = vmdk_lookup(s, e, g, &m, err);
+		if (r < 0)
+			;
+		else if (in == 0 && n == glen && e->zero_grain && m.has_gt)
+			r = m.state == VMDK_ZEROED ? 0 : vmdk_set_gte(s, e, g, 1, err);
+		else if (m.state == VMDK_ZEROED || (m.state == VMDK_UNALLOC && !s->b->backing))
+			;
+		else if (m.state == VMDK_DATA)
+			punch = true;
+		else
+			write = true;
+		pthread_mutex_unlock(&s->lock);
+		if (r == 0 && punch)
+			r = blk_file_zero(e->file, m.sector * VMDK_SECTOR + in, n, true, err);
+		if (r == 0 && write) {
+			uint8_t *z = calloc(1, n);
+			struct iovec zv = { z, n };
+			r = !z ? vt_error_set(err, ENOMEM, s->b->filename, "write zeroes", NULL)
+			       : vmdk_sparse_write(s, e, off, &zv, 1, 0, n, err);
+			free(z);
+		}
+		if (r < 0)
+			return r;
+		off += n;
+		len -= n;
 	}
 	return 0;
 }

@@ -125,6 +125,7 @@ int vmdk_stream_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
 		uint64_t g = off / gb, in = off % gb, n = len < gb - in ? len : gb - in;
 		struct vmdk_map m = { 0 };
 		pthread_mutex_lock(&s->lock);
+		vmdk_inflight_wait(s, e, g, g + 1);
 		int r = vmdk_lookup(s, e, g, &m, err);
 		if (r == 0 && m.state == VMDK_UNALLOC)
 			r = vmdk_check_parent_cid(s, err);
