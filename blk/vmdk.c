@@ -122,6 +122,7 @@ static void vmdk_close(struct blk *b)
 	struct vmdk *s = b->opaque;
 	if (!s)
 		return;
+	vmdk_stream_drop_pending(s);
 	vmdk_cache_drop(s);
 	for (int i = 0; i < s->n_extents; i++) {
 		struct vmdk_extent *e = &s->extents[i];
@@ -255,8 +256,8 @@ static int route(struct blk *b, enum op op, uint64_t off, const struct iovec *io
 			                  n, err);
 		else if (op == OP_ZERO)
 			r = vmdk_sparse_zero(s, e, rel, n, err);
-		else if (e->compressed) /* not writable yet: refused at open */
-			r = op == OP_WRITE ? vt_error_set(err, EROFS, b->filename, "write", NULL)
+		else if (e->compressed)
+			r = op == OP_WRITE ? vmdk_stream_write(s, e, rel, iov, iovcnt, skip, n, err)
 			                   : vmdk_stream_read(s, e, rel, iov, iovcnt, skip, n, err);
 		else
 			r = op == OP_WRITE ? vmdk_sparse_write(s, e, rel, iov, iovcnt, skip, n, err)
@@ -304,10 +305,19 @@ static int vmdk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned
 	return r < 0 ? r : route(b, OP_ZERO, off, NULL, 0, len, flags, err);
 }
 
+/* qemu-img convert -c: streamOptimized grains are compressed anyway; other extents
+ * take the data as it is (as qemu's driver does). */
+static int vmdk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
+                                 struct vt_error *err)
+{
+	struct iovec iov = { (void *)buf, len };
+	return vmdk_pwritev(b, off, &iov, 1, err);
+}
+
 static int vmdk_flush(struct blk *b, struct vt_error *err)
 {
 	struct vmdk *s = b->opaque;
-	int r = 0;
+	int r = vmdk_stream_flush(s, err);
 	for (int i = 0; r == 0 && i < s->n_extents; i++)
 		if (s->extents[i].own_file)
 			r = blk_file_flush(s->extents[i].file, err);
@@ -430,6 +440,7 @@ const struct blk_driver blk_driver_vmdk = {
 	.pwritev = vmdk_pwritev,
 	.flush = vmdk_flush,
 	.write_zeroes = vmdk_write_zeroes,
+	.write_compressed = vmdk_write_compressed,
 	.cluster_size = vmdk_cluster_size,
 	.block_status = vmdk_block_status,
 	.get_info = vmdk_get_info,

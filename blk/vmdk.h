@@ -7,11 +7,11 @@
  * embedded; the other create types are a text descriptor naming extent files.
  * Files: vmdk.c (driver, request routing), vmdk_desc.c (descriptor text: parsing,
  * writing, CID), vmdk_sparse.c (sparse headers, GD/GT, grain mapping and allocation),
- * vmdk_stream.c (compressed grains), vmdk_create.c.
+ * vmdk_stream.c (compressed grains: inflate, deflate, pending grains), vmdk_create.c.
  *
  * Concurrency: one mutex per image (struct vmdk.lock) guards the grain directories, the
- * GT cache, allocation frontiers and the in-flight set. Data I/O and decompression run
- * without it. A grain being allocated or rewritten is "in
+ * GT cache, allocation frontiers, the pending-grain table and the in-flight set. Data
+ * I/O and (de)compression run without it. A grain being allocated or rewritten is "in
  * flight": any other request touching it waits on struct vmdk.cond, so two writers of
  * one new grain never both allocate it.
  *
@@ -150,6 +150,17 @@ struct vmdk_gt_slot {
 	uint32_t *entries;            /* host order */
 };
 
+/* streamOptimized: a partly written grain waits here (at most VMDK_MAX_PENDING) until it
+ * is complete, evicted or flushed, so that a grain written in pieces (convert skips
+ * zero runs inside grains) is compressed and appended once. */
+#define VMDK_MAX_PENDING 32
+struct vmdk_pending {
+	struct vmdk_extent *ext;
+	uint64_t grain;
+	uint64_t seq;                 /* age: the oldest is evicted first */
+	uint8_t *buf;                 /* the whole grain */
+};
+
 #define VMDK_MAX_INFLIGHT 64
 struct vmdk_inflight {
 	const struct vmdk_extent *ext;
@@ -171,6 +182,9 @@ struct vmdk {
 
 	struct vmdk_gt_slot cache[VMDK_GT_CACHE];
 	uint64_t lru_clock;
+	struct vmdk_pending pending[VMDK_MAX_PENDING];
+	int n_pending;
+	uint64_t pending_seq;
 	struct vmdk_inflight inflight[VMDK_MAX_INFLIGHT];
 	int n_inflight;
 };
@@ -290,6 +304,16 @@ int vmdk_stream_read_grain(struct vmdk *s, struct vmdk_extent *e, uint64_t g,
 int vmdk_stream_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
                      const struct iovec *iov, int iovcnt, size_t skip, uint64_t len,
                      struct vt_error *err);
+int vmdk_stream_write(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
+                      const struct iovec *iov, int iovcnt, size_t skip, uint64_t len,
+                      struct vt_error *err);
+/* Compress and append every pending grain. */
+int vmdk_stream_flush(struct vmdk *s, struct vt_error *err);
+/* Is grain g of e waiting in the pending table? (lock held) */
+bool vmdk_stream_pending(struct vmdk *s, const struct vmdk_extent *e, uint64_t g);
+/* Its buffer (NULL if not pending), to zero a range in place (lock held). */
+uint8_t *vmdk_stream_pending_buf(struct vmdk *s, const struct vmdk_extent *e, uint64_t g);
+void vmdk_stream_drop_pending(struct vmdk *s);
 /* A per-thread scratch buffer of at least n bytes (freed at thread exit). */
 uint8_t *vmdk_scratch(int which, size_t n);
 

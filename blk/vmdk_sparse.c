@@ -234,9 +234,9 @@ static int open_vmdk4(struct vmdk_extent *e, const uint8_t *head, uint64_t fsize
 		return vt_error_set(err, ENOTSUP, e->path, "open",
 		                    "a streamOptimized image with its grain directory at the end "
 		                    "(VMware's layout) can only be read; convert it to write");
-	if (writable && e->compressed)
+	if (writable && e->compressed && !e->has_marker)
 		return vt_error_set(err, ENOTSUP, e->path, "open",
-		                    "vtool cannot write streamOptimized images yet");
+		                    "compressed grains without markers can only be read");
 	return 0;
 }
 
@@ -418,7 +418,8 @@ static uint64_t extend_run(struct vmdk *s, struct vmdk_extent *e, uint64_t g, ui
 		struct vmdk_map m2;
 		if (vmdk_inflight_busy(s, e, g2, g2 + 1) || vmdk_lookup(s, e, g2, &m2, NULL) < 0 ||
 		    m2.state != m->state ||
-		    (m->state == VMDK_DATA && m2.sector != m->sector + (g2 - g) * e->grain_sectors))
+		    (m->state == VMDK_DATA && m2.sector != m->sector + (g2 - g) * e->grain_sectors) ||
+		    (e->compressed && vmdk_stream_pending(s, e, g2)))
 			break;
 		run += min64(len - run, gb);
 	}
@@ -559,8 +560,11 @@ int vmdk_sparse_zero(struct vmdk *s, struct vmdk_extent *e, uint64_t off, uint64
 		bool write = false, punch = false;
 		pthread_mutex_lock(&s->lock);
 		vmdk_inflight_wait(s, e, g, g + 1);
-		int r = vmdk_lookup(s, e, g, &m, err);
-		if (r < 0)
+		uint8_t *pend = e->compressed ? vmdk_stream_pending_buf(s, e, g) : NULL;
+		int r = 0;
+		if (pend)
+			memset(pend + in, 0, n); /* still in memory: zero it there */
+		else if ((r = vmdk_lookup(s, e, g, &m, err)) < 0)
 			;
 		else if (in == 0 && n == glen && e->zero_grain && m.has_gt)
 			r = m.state == VMDK_ZEROED ? 0 : vmdk_set_gte(s, e, g, 1, err);
@@ -577,7 +581,8 @@ int vmdk_sparse_zero(struct vmdk *s, struct vmdk_extent *e, uint64_t off, uint64
 			uint8_t *z = calloc(1, n);
 			struct iovec zv = { z, n };
 			r = !z ? vt_error_set(err, ENOMEM, s->b->filename, "write zeroes", NULL)
-			       : vmdk_sparse_write(s, e, off, &zv, 1, 0, n, err);
+			       : e->compressed ? vmdk_stream_write(s, e, off, &zv, 1, 0, n, err)
+			                       : vmdk_sparse_write(s, e, off, &zv, 1, 0, n, err);
 			free(z);
 		}
 		if (r < 0)
@@ -594,8 +599,11 @@ int vmdk_sparse_status(struct vmdk *s, struct vmdk_extent *e, uint64_t off, uint
 	uint64_t gb = vmdk_grain_bytes(e), g = off / gb, in = off % gb;
 	struct vmdk_map m;
 	pthread_mutex_lock(&s->lock);
-	int r = vmdk_lookup(s, e, g, &m, err);
-	if (r == 0) {
+	int r = 0;
+	if (e->compressed && vmdk_stream_pending(s, e, g)) {
+		m = (struct vmdk_map){ .state = VMDK_COMPRESSED, .has_gt = true };
+		st->len = min64(len, gb - in);
+	} else if ((r = vmdk_lookup(s, e, g, &m, err)) == 0) {
 		if (!m.has_gt) /* no table: the rest of what it would map is unallocated */
 			st->len = min64(len, (e->gtes - g % e->gtes) * gb - in);
 		else
