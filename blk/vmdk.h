@@ -102,7 +102,7 @@ enum { VMDK_MARKER_EOS = 0, VMDK_MARKER_GT = 1, VMDK_MARKER_GD = 2, VMDK_MARKER_
 #define VMDK_DESC_MAX          ((1u << 20) - 1) /* descriptor bytes read, as qemu */
 #define VMDK_DESC_SIZE         (20u * 512)      /* descriptor area for CID/parent lookups */
 #define VMDK_EXTENT_MAX_SECTORS (1ull << 32)    /* grain table entries are 32-bit sectors */
-#define VMDK_MAX_RUN           16               /* whole grains allocated and written together */
+#define VMDK_MAX_RUN           16               /* whole grains written together */
 
 struct vmdk_range {
 	uint64_t start, end;          /* sectors, [start, end) */
@@ -198,7 +198,11 @@ static inline uint64_t vmdk_le64(const uint8_t *p)
 {
 	return (uint64_t)vmdk_le32(p) | (uint64_t)vmdk_le32(p + 4) << 32;
 }
-static inline void vmdk_put_le16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void vmdk_put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
 static inline void vmdk_put_le32(uint8_t *p, uint32_t v)
 {
 	for (int i = 0; i < 4; i++, v >>= 8)

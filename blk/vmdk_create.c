@@ -66,7 +66,8 @@ static bool sparse_fits(uint64_t bytes)
 	return div_up(bytes / VMDK_SECTOR, GRAIN) <= UINT32_MAX && l.overhead < (1ull << 32);
 }
 
-static int write_gd(struct blk_file *f, uint64_t at, const struct layout *l, struct vt_error *err)
+static int write_gd(struct blk_file *f, uint64_t at, const struct layout *l,
+                    struct vt_error *err)
 {
 	size_t n = (size_t)(l->gd_sectors * VMDK_SECTOR);
 	uint8_t *buf = calloc(1, n ? n : 1);
@@ -267,13 +268,15 @@ static int create_extents(const char *filename, uint64_t size, const struct para
 		struct blk_file *f;
 		if ((r = blk_file_open(full, BLK_FILE_CREATE, BLK_CACHE_WRITEBACK, &f, err)) < 0)
 			break;
-		r = p->flat ? blk_file_truncate(f, cur, err) : init_sparse(f, cur, false, p->zeroed_grain, err);
+		r = p->flat ? blk_file_truncate(f, cur, err)
+		            : init_sparse(f, cur, false, p->zeroed_grain, err);
 		if (r == 0)
 			r = blk_file_flush(f, err);
 		blk_file_close(f);
 		char line[8400];
-		int n = snprintf(line, sizeof(line), p->flat ? "RW %llu FLAT \"%s\" 0\n" : "RW %llu SPARSE \"%s\"\n",
-		                 (unsigned long long)div_up(cur, VMDK_SECTOR), rel);
+		unsigned long long sectors = div_up(cur, VMDK_SECTOR);
+		int n = p->flat ? snprintf(line, sizeof(line), "RW %llu FLAT \"%s\" 0\n", sectors, rel)
+		                : snprintf(line, sizeof(line), "RW %llu SPARSE \"%s\"\n", sectors, rel);
 		char *l2 = realloc(*lines, used + (size_t)n + 1);
 		if (!l2)
 			return vt_error_set(err, ENOMEM, filename, "create", NULL);

@@ -251,7 +251,8 @@ static int open_line_extent(struct vmdk *s, const struct extent_line *l, const c
 		r = vt_error_set(err, EINVAL, path, "open", "Image not in VMDK format");
 		goto fail;
 	}
-	if (!memcmp(head, "KDMV", 4) && vmdk_le64(head + offsetof(struct vmdk4_header, capacity)) == 0 &&
+	if (!memcmp(head, "KDMV", 4) &&
+	    vmdk_le64(head + offsetof(struct vmdk4_header, capacity)) == 0 &&
 	    vmdk_le64(head + offsetof(struct vmdk4_header, desc_offset)) != 0) {
 		/* qemu would recurse into it (and loop on a self-reference). */
 		r = vt_error_set(err, ENOTSUP, path, "open",

@@ -247,8 +247,10 @@ int vmdk_sparse_open(struct vmdk_extent *e, const uint8_t *head, bool writable,
 	int r = blk_file_size(e->file, &fsize, err);
 	if (r < 0)
 		return r;
-	r = !memcmp(head, "COWD", 4) ? open_vmdk3(e, head, err)
-	                             : open_vmdk4(e, head, fsize, writable, &desc_off, &desc_sectors, err);
+	if (!memcmp(head, "COWD", 4))
+		r = open_vmdk3(e, head, err);
+	else
+		r = open_vmdk4(e, head, fsize, writable, &desc_off, &desc_sectors, err);
 	if (r < 0)
 		return r;
 	if (e->grain_sectors > VMDK_MAX_GRAIN_SECTORS)
