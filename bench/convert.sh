@@ -79,3 +79,11 @@ row "qcow2->raw" -m 8 -W -O raw "$dir/in.qcow2" -- -O raw "$dir/in.qcow2"
 row "sparse raw->qcow2" -m 8 -W -O qcow2 "$dir/sparse.raw" -- -O qcow2 "$dir/sparse.raw"
 row "sparse qcow2->raw" -m 8 -W -O raw "$dir/sparse.qcow2" -- -O raw "$dir/sparse.qcow2"
 row "chain->qcow2 (flatten)" -m 8 -W -O qcow2 "$dir/top.qcow2" -- -O qcow2 "$dir/top.qcow2"
+
+# ---- vmdk (blk/vmdk*.c) ----------------------------------------------------------------
+# streamOptimized in and out: every grain inflated / deflated; qemu-img does both on one
+# thread (its vmdk driver holds one lock across (de)compression), vtool's convert workers
+# on every core.
+qemu-img convert -O vmdk -o subformat=streamOptimized "$dir/in.raw" "$dir/in.vmdk"
+row "vmdk stream->qcow2" -m 8 -W -O qcow2 "$dir/in.vmdk" -- -O qcow2 "$dir/in.vmdk"
+row "qcow2->vmdk stream" -m 8 -W -O vmdk -o subformat=streamOptimized "$dir/in.qcow2" -- -O vmdk -o subformat=streamOptimized "$dir/in.qcow2"

@@ -16,12 +16,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <zstd.h>
+#include <zstd_errors.h>
 
-/* ---- per-thread scratch -------------------------------------------------------------- */
+/* ---- per-thread scratch and zlib state ---------------------------------------------- */
 
 struct vmdk_tls {
 	uint8_t *buf[3];
 	size_t cap[3];
+	z_stream inf, def, store;
+	bool has_inf, has_def, has_store;
+	ZSTD_CCtx *probe;
 };
 
 static pthread_key_t tls_key;
@@ -32,6 +37,13 @@ static void tls_free(void *p)
 	struct vmdk_tls *t = p;
 	for (int i = 0; i < 3; i++)
 		free(t->buf[i]);
+	if (t->has_inf)
+		inflateEnd(&t->inf);
+	if (t->has_def)
+		deflateEnd(&t->def);
+	if (t->has_store)
+		deflateEnd(&t->store);
+	ZSTD_freeCCtx(t->probe);
 	free(t);
 }
 
@@ -68,25 +80,67 @@ uint8_t *vmdk_scratch(int which, size_t n)
 	return t->buf[which];
 }
 
-/* The whole zlib stream in, exactly (qemu's uncompress()): anything but a clean end
- * within cap is an error. */
+/* The whole zlib stream in, exactly: anything but a clean end within cap is an error. */
 static int inflate_buf(const uint8_t *in, size_t in_len, uint8_t *out, size_t cap,
                        size_t *out_len)
 {
-	uLongf n = cap;
-	if (uncompress(out, &n, in, (uLong)in_len) != Z_OK)
+	struct vmdk_tls *t = tls();
+	if (!t)
+		return -ENOMEM;
+	if (!t->has_inf) {
+		if (inflateInit(&t->inf) != Z_OK)
+			return -ENOMEM;
+		t->has_inf = true;
+	} else if (inflateReset(&t->inf) != Z_OK) {
 		return -EIO;
-	*out_len = n;
+	}
+	t->inf.next_in = (Bytef *)in;
+	t->inf.avail_in = (uInt)in_len;
+	t->inf.next_out = out;
+	t->inf.avail_out = (uInt)cap;
+	if (inflate(&t->inf, Z_FINISH) != Z_STREAM_END)
+		return -EIO;
+	*out_len = cap - t->inf.avail_out;
 	return 0;
+}
+
+/* Deflate spends as long failing on incompressible data as it does succeeding on text.
+ * zstd's fastest level (many times faster) says when there is nothing to win: if it
+ * cannot save 1/64 of the grain, deflate cannot either, and the grain goes into the
+ * stream as stored deflate blocks (still a zlib stream; no larger than level 6 makes). */
+static bool incompressible(struct vmdk_tls *t, const uint8_t *in, size_t len, uint8_t *out,
+                           size_t cap)
+{
+	if (!t->probe && !(t->probe = ZSTD_createCCtx()))
+		return false;
+	size_t room = len - len / 64;
+	size_t n = ZSTD_compressCCtx(t->probe, out, room < cap ? room : cap, in, len, 1);
+	return ZSTD_isError(n) && ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall;
 }
 
 /* zlib format at qemu's level (compress(): the default), so the output is alike. */
 static int deflate_buf(const uint8_t *in, size_t len, uint8_t *out, size_t cap, size_t *out_len)
 {
-	uLongf n = cap;
-	if (compress2(out, &n, in, (uLong)len, Z_DEFAULT_COMPRESSION) != Z_OK)
+	struct vmdk_tls *t = tls();
+	if (!t)
+		return -ENOMEM;
+	bool store = len >= 4096 && incompressible(t, in, len, out, cap);
+	z_stream *z = store ? &t->store : &t->def;
+	bool *has = store ? &t->has_store : &t->has_def;
+	if (!*has) {
+		if (deflateInit(z, store ? Z_NO_COMPRESSION : Z_DEFAULT_COMPRESSION) != Z_OK)
+			return -ENOMEM;
+		*has = true;
+	} else if (deflateReset(z) != Z_OK) {
 		return -EIO;
-	*out_len = n;
+	}
+	z->next_in = (Bytef *)in;
+	z->avail_in = (uInt)len;
+	z->next_out = out;
+	z->avail_out = (uInt)cap;
+	if (deflate(z, Z_FINISH) != Z_STREAM_END)
+		return -EIO;
+	*out_len = cap - z->avail_out;
 	return 0;
 }
 
@@ -200,7 +254,9 @@ int vmdk_stream_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
 		else if (m.state == VMDK_ZEROED)
 			blk_iov_memset(iov, iovcnt, skip, 0, n);
 		else {
-			uint8_t *out = vmdk_scratch(2, gb);
+			/* A whole grain into one piece of the caller's memory: inflate right there. */
+			uint8_t *direct = in == 0 && n == gb ? iov_contig(iov, iovcnt, skip, n) : NULL;
+			uint8_t *out = direct ? direct : vmdk_scratch(2, gb);
 			size_t got = 0;
 			if (!out)
 				return vt_error_set(err, ENOMEM, s->b->filename, "read", NULL);
@@ -210,7 +266,8 @@ int vmdk_stream_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
 				return vt_error_set(err, EIO, s->b->filename, "read",
 				                    "the grain for sector %llu inflates to %zu bytes only",
 				                    (unsigned long long)(e->start + g * e->grain_sectors), got);
-			blk_iov_from_buf(iov, iovcnt, skip, out + in, n);
+			if (!direct)
+				blk_iov_from_buf(iov, iovcnt, skip, out + in, n);
 		}
 		if (r < 0)
 			return r;
@@ -231,7 +288,9 @@ static int commit(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint64_t k,
                   struct vt_error *err)
 {
 	uint64_t gb = vmdk_grain_bytes(e), sector = 0;
-	size_t rec_cap = ((size_t)compressBound((uLong)gb) + 12 + VMDK_SECTOR - 1) & ~(size_t)(VMDK_SECTOR - 1);
+	/* Room for one grain's record: marker, the worst deflate output, sector padding. */
+	size_t rec_cap = (size_t)compressBound((uLong)gb) + 12 + VMDK_SECTOR - 1;
+	rec_cap &= ~(size_t)(VMDK_SECTOR - 1);
 	uint8_t *out = vmdk_scratch(1, k * rec_cap);
 	uint64_t rel[VMDK_MAX_RUN];
 	size_t used = 0;
