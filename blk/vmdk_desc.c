@@ -9,7 +9,8 @@
  * absolute names are used as they are -- what qemu allows (VMware descriptors on ESX use
  * absolute paths). Beyond qemu, an extent must be a regular file or a block device:
  * FIFOs, sockets, character devices and directories are refused before open, so a
- * hostile descriptor cannot make vtool block on a pipe or read /dev/urandom forever. */
+ * hostile descriptor cannot make vtool block on a pipe or read /dev/urandom forever; and
+ * nothing under /proc (this process's own open files through /proc/self/fd). */
 #include "blk/vmdk.h"
 
 #include <ctype.h>
@@ -179,6 +180,22 @@ static char *extent_path(const char *desc_path, const char *fname)
 static int open_extent_file(struct vmdk *s, const char *path, bool writable, bool share,
                             struct blk_file **f, struct vt_error *err)
 {
+	/* /proc/<pid>/fd/N (also reached as /dev/fd/N, or relative to a descriptor opened
+	 * through /proc) is whatever this process has open: its output, a socket, the image
+	 * itself. Fuzzing found a descriptor that made vtool write into its own log. */
+	char *dir = strdup(path), *real = NULL;
+	if (!dir)
+		return vt_error_set(err, ENOMEM, s->b->filename, "open", NULL);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	real = realpath(slash ? dir : ".", NULL);
+	bool in_proc = real && (!strcmp(real, "/proc") || !strncmp(real, "/proc/", 6));
+	free(dir);
+	free(real);
+	if (in_proc)
+		return vt_error_set(err, EPERM, s->b->filename, "open",
+		                    "Could not open '%s': extents under /proc are refused", path);
 	struct stat st;
 	if (stat(path, &st) < 0)
 		return vt_error_set(err, errno, s->b->filename, "open", "Could not open '%s': %s",
