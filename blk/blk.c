@@ -16,6 +16,7 @@ static const struct blk_driver *const drivers[] = {
 	&blk_driver_qed,
 	&blk_driver_vpc,
 	&blk_driver_vhdx,
+	&blk_driver_vmdk,
 };
 
 #define MAX_CHAIN_DEPTH 64

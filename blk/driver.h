@@ -83,6 +83,7 @@ extern const struct blk_driver blk_driver_vdi;
 extern const struct blk_driver blk_driver_qed;
 extern const struct blk_driver blk_driver_vpc;
 extern const struct blk_driver blk_driver_vhdx;
+extern const struct blk_driver blk_driver_vmdk;
 
 /* Helpers drivers share. Scatter-gather lists: util/iov.h (vt_iov_*). */
 /* Bytes of src that hold data, each range rounded out to whole clusters of cluster_size
