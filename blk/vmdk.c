@@ -274,7 +274,7 @@ static int route(struct blk *b, enum op op, uint64_t off, const struct iovec *io
 static int vmdk_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                        struct vt_error *err)
 {
-	return route(b, OP_READ, off, iov, iovcnt, blk_iov_size(iov, iovcnt), 0, err);
+	return route(b, OP_READ, off, iov, iovcnt, vt_iov_size(iov, iovcnt), 0, err);
 }
 
 /* The first write of an open gives the image a new CID (as qemu does), so that images
@@ -295,7 +295,7 @@ static int vmdk_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, in
                         struct vt_error *err)
 {
 	int r = touch_cid(b->opaque, err);
-	return r < 0 ? r : route(b, OP_WRITE, off, iov, iovcnt, blk_iov_size(iov, iovcnt), 0, err);
+	return r < 0 ? r : route(b, OP_WRITE, off, iov, iovcnt, vt_iov_size(iov, iovcnt), 0, err);
 }
 
 static int vmdk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,

@@ -452,7 +452,7 @@ int vmdk_sparse_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
 		else if (m.state == VMDK_UNALLOC)
 			r = vmdk_backing_iov(s, (e->start * VMDK_SECTOR) + off, iov, iovcnt, skip, run, err);
 		else
-			blk_iov_memset(iov, iovcnt, skip, 0, run);
+			vt_iov_memset(iov, iovcnt, skip, 0, run);
 		if (r < 0)
 			return r;
 		off += run;
@@ -482,7 +482,7 @@ static int write_new(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint64_t
 		else
 			memset(buf, 0, gb);
 		if (r == 0) {
-			blk_iov_to_buf(iov, iovcnt, skip, buf + in, n);
+			vt_iov_to_buf(iov, iovcnt, skip, buf + in, n);
 			r = blk_file_pwrite(e->file, sector * VMDK_SECTOR, buf, gb, err);
 		}
 	}

@@ -241,7 +241,7 @@ int vmdk_stream_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
 		vmdk_inflight_wait(s, e, g, g + 1);
 		struct vmdk_pending *p = find_pending(s, e, g);
 		if (p)
-			blk_iov_from_buf(iov, iovcnt, skip, p->buf + in, n);
+			vt_iov_from_buf(iov, iovcnt, skip, p->buf + in, n);
 		else if ((r = vmdk_lookup(s, e, g, &m, err)) == 0 && m.state == VMDK_UNALLOC)
 			r = vmdk_check_parent_cid(s, err);
 		pthread_mutex_unlock(&s->lock);
@@ -252,7 +252,7 @@ int vmdk_stream_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
 		else if (m.state == VMDK_UNALLOC)
 			r = vmdk_backing_iov(s, e->start * VMDK_SECTOR + off, iov, iovcnt, skip, n, err);
 		else if (m.state == VMDK_ZEROED)
-			blk_iov_memset(iov, iovcnt, skip, 0, n);
+			vt_iov_memset(iov, iovcnt, skip, 0, n);
 		else {
 			/* A whole grain into one piece of the caller's memory: inflate right there. */
 			uint8_t *direct = in == 0 && n == gb ? iov_contig(iov, iovcnt, skip, n) : NULL;
@@ -267,7 +267,7 @@ int vmdk_stream_read(struct vmdk *s, struct vmdk_extent *e, uint64_t off,
 				                    "the grain for sector %llu inflates to %zu bytes only",
 				                    (unsigned long long)(e->start + g * e->grain_sectors), got);
 			if (!direct)
-				blk_iov_from_buf(iov, iovcnt, skip, out + in, n);
+				vt_iov_from_buf(iov, iovcnt, skip, out + in, n);
 		}
 		if (r < 0)
 			return r;
@@ -304,7 +304,7 @@ static int commit(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint64_t k,
 				r = vt_error_set(err, ENOMEM, s->b->filename, "write", NULL);
 				break;
 			}
-			blk_iov_to_buf(iov, iovcnt, skip + i * gb, tmp, glen);
+			vt_iov_to_buf(iov, iovcnt, skip + i * gb, tmp, glen);
 			src = tmp;
 		}
 		uint8_t *rec = out + used;
@@ -393,7 +393,7 @@ static int write_partial(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint
 	vmdk_inflight_wait(s, e, g, g + 1);
 	struct vmdk_pending *p = find_pending(s, e, g);
 	if (p) {
-		blk_iov_to_buf(iov, iovcnt, skip, p->buf + in, n);
+		vt_iov_to_buf(iov, iovcnt, skip, p->buf + in, n);
 		if (!complete) {
 			pthread_mutex_unlock(&s->lock);
 			return 0;
@@ -428,7 +428,7 @@ static int write_partial(struct vmdk *s, struct vmdk_extent *e, uint64_t g, uint
 	else if (m.state == VMDK_ZEROED)
 		memset(buf, 0, gb);
 	if (r == 0) {
-		blk_iov_to_buf(iov, iovcnt, skip, buf + in, n);
+		vt_iov_to_buf(iov, iovcnt, skip, buf + in, n);
 		if (complete) {
 			r = commit(s, e, g, 1, buf, NULL, 0, 0, err);
 			free(buf);
