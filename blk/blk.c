@@ -494,6 +494,25 @@ int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 	return b->drv->truncate(b, size, err);
 }
 
+bool blk_create_makes_one_file(const char *format, const char *options)
+{
+	const struct blk_driver *d = find_driver(format);
+	if (!d || !d->creates_several_files)
+		return true;
+	struct blk_optlist opts = { 0 };
+	bool one = true;
+	if (blk_opts_parse(options, d->create_opts, &opts, NULL) == 0)
+		one = !d->creates_several_files(&opts);
+	blk_opts_free(&opts);
+	return one;
+}
+
+bool blk_format_compresses(const char *format)
+{
+	const struct blk_driver *d = find_driver(format);
+	return d && d->write_compressed;
+}
+
 const char *blk_create_help(const char *format)
 {
 	static char buf[8192];

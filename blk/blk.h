@@ -145,6 +145,11 @@ struct blk_create_opts {
  * "fmt=... size=..." description (malloc'd) for the "Formatting" line. */
 int blk_create(const char *filename, const struct blk_create_opts *opts, char **formatting,
                struct vt_error *err);
+/* Whether creating an image of `format` with `options` makes one file (so it can be
+ * made under a temporary name and renamed), and whether the format stores compressed
+ * clusters (blk_write_compressed). */
+bool blk_create_makes_one_file(const char *format, const char *options);
+bool blk_format_compresses(const char *format);
 /* "-o help" text for a format. NULL if the format is unknown. */
 const char *blk_create_help(const char *format);
 

@@ -72,6 +72,9 @@ struct blk_driver {
 	/* Optional: without it, measure fails with -ENOTSUP. */
 	int (*measure)(const struct blk_optlist *opts, uint64_t size, struct blk *src,
 	               struct blk_measure *m, struct vt_error *err);
+	/* Optional: the image create makes is several files named after the first (vmdk's
+	 * flat and split subformats), so it cannot be made under a temporary name. */
+	bool (*creates_several_files)(const struct blk_optlist *opts);
 	const struct blk_optdesc *create_opts; /* terminated by a NULL name */
 	bool supports_backing;                 /* create accepts -b/-F */
 };

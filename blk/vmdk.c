@@ -448,5 +448,6 @@ const struct blk_driver blk_driver_vmdk = {
 	.check = vmdk_check,
 	.create = vmdk_create,
 	.create_opts = vmdk_create_opts,
+	.creates_several_files = vmdk_creates_several_files,
 	.supports_backing = true,
 };

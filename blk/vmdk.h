@@ -325,5 +325,6 @@ uint8_t *vmdk_scratch(int which, size_t n);
 int vmdk_create(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
                 const struct blk_optlist *opts, char **formatting, struct vt_error *err);
 extern const struct blk_optdesc vmdk_create_opts[];
+bool vmdk_creates_several_files(const struct blk_optlist *opts);
 
 #endif

@@ -377,3 +377,11 @@ out:
 	free(desc);
 	return r;
 }
+
+bool vmdk_creates_several_files(const struct blk_optlist *opts)
+{
+	/* monolithicFlat writes a descriptor and a -flat extent; the twoGb subformats split
+	 * the disk into -sNNN / -fNNN extents. */
+	const char *v = blk_opts_get(opts, "subformat");
+	return v && (strstr(v, "Flat") || strstr(v, "twoGb"));
+}

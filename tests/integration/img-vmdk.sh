@@ -318,4 +318,18 @@ expect_rc 1 "$VTOOL" img info miss/img.vmdk
 expect_lines 1 "$T/err"
 expect_grep "img-s002.vmdk" "$T/err"
 
+# convert to an image of several files: the extents are named after the output, as
+# qemu-img names them, and nothing is left under a temporary name; -c with vmdk works.
+mkdir -p cv && head -c 5M /dev/urandom >cv/src.raw
+for sub in monolithicFlat twoGbMaxExtentFlat twoGbMaxExtentSparse; do
+  rm -rf cv/v cv/q && mkdir -p cv/v cv/q
+  expect_rc 0 "$VTOOL" img convert -O vmdk -o subformat=$sub cv/src.raw cv/v/out.vmdk
+  qemu-img convert -O vmdk -o subformat=$sub cv/src.raw cv/q/out.vmdk
+  [ "$(ls -A cv/v)" = "$(ls -A cv/q)" ] && pass || fail "$sub: files $(ls -A cv/v | tr '\n' ' ') vs qemu's $(ls -A cv/q | tr '\n' ' ')"
+  expect_rc 0 qemu-img compare cv/src.raw cv/v/out.vmdk
+done
+expect_rc 0 "$VTOOL" img convert -c -O vmdk -o subformat=streamOptimized cv/src.raw cv/c.vmdk
+expect_rc 0 qemu-img compare cv/src.raw cv/c.vmdk
+expect_rc 0 qemu-img check cv/c.vmdk
+
 finish
