@@ -120,6 +120,7 @@ void qcow2_close_internal(struct blk *b)
 	free(s->cbuf);
 	free(s->frees);
 	free(s->meta);
+	qcow2_snapshots_free(s->snapshots, s->nb_snapshots);
 	free(s);
 	b->opaque = NULL;
 }
@@ -162,6 +163,8 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 	}
 	if (r == 0 && !(s->cbuf = qcow2_alloc_buf(2 * s->cs)))
 		r = vt_error_set(err, ENOMEM, b->filename, "open", NULL);
+	if (r == 0)
+		r = qcow2_snapshots_load(s, err);
 	if (r == 0 && b->writable && !b->repair) {
 		if (s->incompat & QCOW2_INCOMPAT_CORRUPT)
 			r = vt_error_set(err, EACCES, b->filename, "open",
@@ -179,8 +182,10 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 		s->writethrough = b->cache == BLK_CACHE_WRITETHROUGH ||
 		                  b->cache == BLK_CACHE_DIRECTSYNC;
 		if (r == 0 && s->autoclear && s->version >= 3) {
-			/* We do not maintain bitmaps or anything else autoclear guards. */
+			/* We do not maintain bitmaps or anything else autoclear guards: they are
+			 * stale from now on, and gone for anyone reading the image after us. */
 			s->autoclear = 0;
+			s->has_bitmaps = false;
 			r = qcow2_write_be64_field(s, QCOW2_OFF_AUTOCLEAR, 0, err);
 		}
 	}
@@ -193,23 +198,34 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 static int qcow2_load_snapshot(struct blk *b, const struct blk_open_opts *o, struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
-	uint64_t l1_off, disk_size, *l1;
-	uint32_t l1_size;
-	int r;
+	uint64_t *l1;
+	int r, i;
 
 	if (b->writable)
 		return vt_error_set(err, EINVAL, b->filename, "open snapshot",
 		                    "snapshots can only be opened read-only");
-	if ((r = qcow2_find_snapshot(s, o->snapshot_id, o->snapshot_name, o->snapshot, &l1_off,
-	                             &l1_size, &disk_size, err)) < 0 ||
-	    (r = load_table(s, l1_off, l1_size, &l1, err)) < 0)
+	if (o->snapshot)
+		i = qcow2_snapshot_find_id_or_name(s, o->snapshot);
+	else
+		i = qcow2_snapshot_find(s, o->snapshot_id, o->snapshot_name);
+	if (i < 0)
+		return vt_error_set(err, ENOENT, s->b->filename, "Failed to load snapshot",
+		                    "Can't find snapshot");
+	const struct qcow2_snapshot *sn = &s->snapshots[i];
+	if ((r = qcow2_snapshot_check_l1(s, sn, err)) < 0)
+		return r;
+	/* The L1 table must cover the snapshot's disk. */
+	uint64_t per_l1 = s->cs * s->l2_entries;
+	if (sn->disk_size / per_l1 + (sn->disk_size % per_l1 != 0) > sn->l1_size)
+		return qcow2_signal_corruption(s, err, "snapshot %s: L1 table too small", sn->id);
+	if ((r = load_table(s, sn->l1_offset, sn->l1_size, &l1, err)) < 0)
 		return r;
 	free(s->l1);
 	s->l1 = l1;
 	qcow2_meta_changed(s);
-	s->l1_size = l1_size;
-	s->l1_offset = l1_off;
-	b->size = disk_size;
+	s->l1_size = sn->l1_size;
+	s->l1_offset = sn->l1_offset;
+	b->size = sn->disk_size;
 	return 0;
 }
 
@@ -247,7 +263,7 @@ static int qcow2_get_info(struct blk *b, struct blk_info *info, struct vt_error 
 	info->cluster_size = (uint32_t)s->cs;
 	info->dirty = s->incompat & QCOW2_INCOMPAT_DIRTY;
 	pthread_mutex_lock(&s->lock);
-	int r = qcow2_read_snapshots(s, info, err);
+	int r = qcow2_snapshots_info(s, info, err);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }

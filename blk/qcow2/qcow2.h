@@ -102,6 +102,20 @@ enum qcow2_cluster_type {
 
 struct qcow2_cache;
 
+/* One entry of the snapshot table (specs/qcow2.md §8), decoded. */
+struct qcow2_snapshot {
+	uint64_t l1_offset;
+	uint32_t l1_size;
+	char *id, *name;             /* NUL-terminated copies */
+	uint32_t date_sec, date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t vm_state_size;      /* the 64-bit one when the extra data has it */
+	uint64_t disk_size;          /* the image's size when the extra data lacks it */
+	uint64_t icount;             /* UINT64_MAX when absent */
+	uint32_t extra_size;         /* extra data bytes as stored */
+	uint8_t *extra_unknown;      /* extra data past the 24 bytes we know, kept as is */
+};
+
 /* A range of host clusters each losing one reference at the next flush. */
 struct qcow2_free {
 	uint64_t off, len;
@@ -138,6 +152,9 @@ struct qcow2 {
 
 	uint32_t nb_snapshots;
 	uint64_t snapshots_offset;
+	uint64_t snapshots_size;     /* bytes the table takes on disk */
+	struct qcow2_snapshot *snapshots; /* the table, parsed at open (snapshot.c) */
+	bool has_bitmaps;            /* persistent bitmaps that qemu would load */
 
 	uint64_t free_hint;          /* cluster index where free-cluster search starts */
 	struct qcow2_cache *l2c;     /* L2 tables */
@@ -238,12 +255,23 @@ int qcow2_signal_corruption(struct qcow2 *s, struct vt_error *err, const char *f
 	__attribute__((format(printf, 3, 4)));
 int qcow2_create(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
                  const struct blk_optlist *opts, char **formatting, struct vt_error *err);
-int qcow2_read_snapshots(struct qcow2 *s, struct blk_info *info, struct vt_error *err);
-/* The L1 table and size of the snapshot with that ID and/or name (or either == ID or name). */
-int qcow2_find_snapshot(struct qcow2 *s, const char *id, const char *name, const char *either,
-                        uint64_t *l1_off, uint32_t *l1_size, uint64_t *disk_size,
-                        struct vt_error *err);
 extern const struct blk_optdesc qcow2_create_opts[];
+
+/* snapshot.c: the snapshot table -- read and validated once at open (qemu's rules and
+ * messages), listed by info, searched by convert -l, walked by check. */
+int qcow2_snapshots_load(struct qcow2 *s, struct vt_error *err);
+void qcow2_snapshots_free(struct qcow2_snapshot *sn, uint32_t n);
+/* qemu's lookups: by ID and/or name (NULL matches anything); by ID, else by name.
+ * The index, or -1. */
+int qcow2_snapshot_find(const struct qcow2 *s, const char *id, const char *name);
+int qcow2_snapshot_find_id_or_name(const struct qcow2 *s, const char *id_or_name);
+/* qemu's validation of a snapshot's L1 table before it is used ("Snapshot L1 table ..."). */
+int qcow2_snapshot_check_l1(struct qcow2 *s, const struct qcow2_snapshot *sn,
+                            struct vt_error *err);
+/* The table as qemu writes it (extra data at least 24 bytes); *len its size. */
+int qcow2_snapshots_encode(struct qcow2 *s, const struct qcow2_snapshot *sn, uint32_t n,
+                           uint8_t **out, uint64_t *len, struct vt_error *err);
+int qcow2_snapshots_info(struct qcow2 *s, struct blk_info *info, struct vt_error *err);
 
 /* refcount.c */
 int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *rc, struct vt_error *err);
