@@ -548,6 +548,33 @@ int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 	return b->drv->truncate(b, size, err);
 }
 
+int blk_snapshot_create(struct blk *b, const char *name, struct vt_error *err)
+{
+	int r = check_writable(b, "create snapshot", err);
+	if (r == 0 && !b->drv->snapshot_create)
+		r = vt_error_set(err, ENOTSUP, b->filename, "create snapshot", NULL);
+	return r < 0 ? r : b->drv->snapshot_create(b, name, err);
+}
+
+int blk_snapshot_goto(struct blk *b, const char *id_or_name, bool dry_run,
+                      struct vt_error *err)
+{
+	int r = dry_run ? 0 : check_writable(b, "apply snapshot", err);
+	if (r == 0 && !b->drv->snapshot_goto)
+		r = vt_error_set(err, ENOTSUP, b->filename, "",
+		                 "Block driver does not support snapshots");
+	return r < 0 ? r : b->drv->snapshot_goto(b, id_or_name, dry_run, err);
+}
+
+int blk_snapshot_delete(struct blk *b, const char *id, const char *name,
+                        struct vt_error *err)
+{
+	int r = check_writable(b, "delete snapshot", err);
+	if (r == 0 && !b->drv->snapshot_delete)
+		r = vt_error_set(err, ENOTSUP, b->filename, "delete snapshot", NULL);
+	return r < 0 ? r : b->drv->snapshot_delete(b, id, name, err);
+}
+
 const char *blk_create_help(const char *format)
 {
 	static char buf[8192];

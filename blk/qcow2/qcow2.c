@@ -47,7 +47,7 @@ void qcow2_io_end(struct qcow2 *s, uint64_t epoch)
 /* Wait for the unlocked transfers that started before now (they may still target a
  * cluster that is about to be released). Later ones looked the mapping up after the
  * frees were made, so they cannot. The previous epoch was drained by the last call. */
-static void io_drain(struct qcow2 *s)
+void qcow2_io_drain(struct qcow2 *s)
 {
 	pthread_mutex_lock(&s->io_lock);
 	uint64_t old = s->io_epoch++;
@@ -82,7 +82,7 @@ int qcow2_flush_metadata(struct qcow2 *s, struct vt_error *err)
 	if ((r = blk_file_flush(s->b->file, err)) < 0 || !s->nfrees)
 		return r;
 	/* Nothing durable points at the freed clusters any more: release them. */
-	io_drain(s);
+	qcow2_io_drain(s);
 	if ((r = qcow2_release_frees(s, err)) < 0 || (r = qcow2_cache_write(s->rbc, err)) < 0)
 		return r;
 	return blk_file_flush(s->b->file, err);
@@ -333,6 +333,9 @@ const struct blk_driver blk_driver_qcow2 = {
 	.format_specific = qcow2_format_specific,
 	.supports_backing = true,
 	.truncate = qcow2_truncate,
+	.snapshot_create = qcow2_snapshot_create,
+	.snapshot_goto = qcow2_snapshot_goto,
+	.snapshot_delete = qcow2_snapshot_delete,
 	.create = qcow2_create,
 	.create_opts = qcow2_create_opts,
 };

@@ -212,6 +212,31 @@ static inline void qcow2_put_be32(uint8_t *p, uint32_t v)
 		p[i] = (uint8_t)v;
 }
 
+/* A refcount block's entry i (refcount_bits wide, sub-byte widths LSB first). */
+static inline uint64_t qcow2_rb_get(const struct qcow2 *s, const uint8_t *rb, uint64_t i)
+{
+	unsigned w = s->refcount_bits;
+	if (w < 8)
+		return (rb[i * w / 8] >> ((i * w) % 8)) & ((1u << w) - 1);
+	uint64_t v = 0;
+	for (unsigned k = 0; k < w / 8; k++)
+		v = v << 8 | rb[i * (w / 8) + k];
+	return v;
+}
+static inline void qcow2_rb_set(const struct qcow2 *s, uint8_t *rb, uint64_t i, uint64_t v)
+{
+	unsigned w = s->refcount_bits;
+	if (w < 8) {
+		uint8_t mask = (uint8_t)(((1u << w) - 1) << ((i * w) % 8));
+		uint8_t *p = &rb[i * w / 8];
+		*p = (uint8_t)((*p & ~mask) | ((v << ((i * w) % 8)) & mask));
+		return;
+	}
+	unsigned n = w / 8;
+	for (unsigned k = 0; k < n; k++)
+		rb[i * n + k] = (uint8_t)(v >> (8 * (n - 1 - k)));
+}
+
 /* cache.c: write-back caches of L2 tables and refcount blocks (see the top of cache.c). */
 int qcow2_cache_create(struct qcow2 *s, uint32_t nslots, const char *what,
                        struct qcow2_cache **out, struct vt_error *err);
@@ -246,6 +271,8 @@ int qcow2_mark_dirty(struct qcow2 *s, struct vt_error *err);
 /* Count an unlocked transfer to or from a cluster that some L2 entry maps. */
 uint64_t qcow2_io_begin(struct qcow2 *s);
 void qcow2_io_end(struct qcow2 *s, uint64_t epoch);
+/* Wait for the unlocked transfers that started before now. */
+void qcow2_io_drain(struct qcow2 *s);
 
 /* header.c */
 int qcow2_read_header(struct qcow2 *s, struct vt_error *err);
@@ -258,7 +285,9 @@ int qcow2_create(struct blk_file *f, const char *filename, const struct blk_crea
 extern const struct blk_optdesc qcow2_create_opts[];
 
 /* snapshot.c: the snapshot table -- read and validated once at open (qemu's rules and
- * messages), listed by info, searched by convert -l, walked by check. */
+ * messages), listed by info, searched by convert -l, walked by check, rewritten by the
+ * snapshot operations -- and the operations themselves (create, apply, delete), each one
+ * metadata switch (shadow.c). */
 int qcow2_snapshots_load(struct qcow2 *s, struct vt_error *err);
 void qcow2_snapshots_free(struct qcow2_snapshot *sn, uint32_t n);
 /* qemu's lookups: by ID and/or name (NULL matches anything); by ID, else by name.
@@ -272,6 +301,48 @@ int qcow2_snapshot_check_l1(struct qcow2 *s, const struct qcow2_snapshot *sn,
 int qcow2_snapshots_encode(struct qcow2 *s, const struct qcow2_snapshot *sn, uint32_t n,
                            uint8_t **out, uint64_t *len, struct vt_error *err);
 int qcow2_snapshots_info(struct qcow2 *s, struct blk_info *info, struct vt_error *err);
+int qcow2_snapshot_create(struct blk *b, const char *name, struct vt_error *err);
+int qcow2_snapshot_goto(struct blk *b, const char *id_or_name, bool dry_run,
+                        struct vt_error *err);
+int qcow2_snapshot_delete(struct blk *b, const char *id, const char *name,
+                          struct vt_error *err);
+
+/* shadow.c: a metadata change made beside the live metadata and switched in with one
+ * header write. Snapshot operations change refcounts and the COPIED flags that must agree
+ * with them in many clusters at once; qemu-img check calls any state between the two a
+ * corruption. So the new refcounts go to copies of the refcount blocks (and a new
+ * refcount table), new tables to free clusters, and bytes 24-72 of the header (size,
+ * L1, refcount table, snapshot table) switch everything in one sector write, synced
+ * before and after: a crash leaves the old image or the new one, never a mix, and the
+ * clusters the change releases are free at the very moment nothing points at them.
+ * Callers hold s->lock with the metadata flushed (qcow2_shadow_begin does it). */
+struct qcow2_shadow;
+int qcow2_shadow_begin(struct qcow2 *s, struct qcow2_shadow **out, struct vt_error *err);
+void qcow2_shadow_abort(struct qcow2_shadow *sh);
+/* A cluster's refcount in the new state. */
+int qcow2_shadow_get(struct qcow2_shadow *sh, uint64_t cluster, uint64_t *rc,
+                     struct vt_error *err);
+/* Add delta to the refcount of each cluster [off, off+len) touches (-ERANGE when it would
+ * pass the refcount width, a corruption error below 0). */
+int qcow2_shadow_add(struct qcow2_shadow *sh, uint64_t off, uint64_t len, int delta,
+                     struct vt_error *err);
+/* n contiguous clusters free in the old and the new state, counted once in the new. */
+int qcow2_shadow_alloc(struct qcow2_shadow *sh, uint64_t n, uint64_t *off,
+                       struct vt_error *err);
+/* Write buf (taken over, qcow2_alloc_buf'd) at off, a range qcow2_shadow_alloc gave. */
+int qcow2_shadow_write(struct qcow2_shadow *sh, uint64_t off, uint8_t *buf, uint64_t len,
+                       struct vt_error *err);
+struct qcow2_shadow_header {
+	uint64_t size;
+	uint32_t l1_size;
+	uint64_t l1_offset;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+};
+/* Write everything, switch the header, adopt the new state: l1 (l1_size entries, host
+ * order) becomes the active L1 table. The shadow is gone either way. */
+int qcow2_shadow_commit(struct qcow2_shadow *sh, const struct qcow2_shadow_header *h,
+                        uint64_t *l1, struct vt_error *err);
 
 /* refcount.c */
 int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *rc, struct vt_error *err);
