@@ -548,6 +548,34 @@ int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 	return b->drv->truncate(b, size, err);
 }
 
+int blk_prealloc_parse(const char *name, enum blk_prealloc *out)
+{
+	static const char *const names[] = { "off", "metadata", "falloc", "full" };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!strcmp(name, names[i])) {
+			*out = (enum blk_prealloc)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int blk_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struct vt_error *err)
+{
+	int r = check_writable(b, "resize", err);
+	if (r < 0)
+		return r;
+	if (b->drv->resize)
+		return b->drv->resize(b, size, prealloc, err);
+	if (!b->drv->truncate)
+		return vt_error_set(err, ENOTSUP, b->filename, "resize",
+		                    "format %s cannot be resized", b->drv->name);
+	if (prealloc != BLK_PREALLOC_OFF)
+		return vt_error_set(err, ENOTSUP, b->filename, "resize",
+		                    "Unsupported preallocation mode for format %s", b->drv->name);
+	return b->drv->truncate(b, size, err);
+}
+
 int blk_snapshot_create(struct blk *b, const char *name, struct vt_error *err)
 {
 	int r = check_writable(b, "create snapshot", err);

@@ -148,6 +148,19 @@ const char *blk_create_help(const char *format);
 
 int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err);
 
+/* qemu-img resize: the virtual disk becomes `size` bytes. Growing may preallocate the new
+ * part (qemu's modes; raw takes off, falloc and full); shrinking drops what lies past
+ * the new end. Atomic against crashes where the format allows (qcow2). */
+enum blk_prealloc {
+	BLK_PREALLOC_OFF,
+	BLK_PREALLOC_METADATA,
+	BLK_PREALLOC_FALLOC,
+	BLK_PREALLOC_FULL,
+};
+/* "off", "metadata", "falloc", "full"; -EINVAL for anything else. */
+int blk_prealloc_parse(const char *name, enum blk_prealloc *out);
+int blk_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struct vt_error *err);
+
 /* Internal snapshots (qemu-img snapshot; qcow2 only, -ENOTSUP for other formats). They
  * are listed by blk_get_info. Each operation is one atomic metadata switch: a crash
  * leaves the image as it was before or after, never between.

@@ -60,6 +60,10 @@ struct blk_driver {
 	struct vt_json *(*format_specific)(struct blk *b);
 	/* Optional: without it, resizing fails with -ENOTSUP. */
 	int (*truncate)(struct blk *b, uint64_t size, struct vt_error *err);
+	/* Optional: blk_resize with preallocation; without it blk_resize calls truncate
+	 * (preallocation modes other than off then fail with -ENOTSUP). */
+	int (*resize)(struct blk *b, uint64_t size, enum blk_prealloc prealloc,
+	              struct vt_error *err);
 	/* Optional (internal snapshots): without them the blk_snapshot_* calls fail with
 	 * -ENOTSUP. blk.c checks that create, delete and a real goto have a writable
 	 * handle. */

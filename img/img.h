@@ -18,6 +18,7 @@ extern const struct vt_command vt_cmd_img_map;
 extern const struct vt_command vt_cmd_img_measure;
 extern const struct vt_command vt_cmd_img_check;
 extern const struct vt_command vt_cmd_img_snapshot;
+extern const struct vt_command vt_cmd_img_resize;
 
 /* Print e as "vtool: <file>: <what>: <why>" and return 1 (the generic failure status). */
 int img_fail(const struct vt_error *e);

@@ -433,18 +433,15 @@ int qcow2_create(struct blk_file *f, const char *filename, const struct blk_crea
 		r = qcow2_write_be64_field(s, 24, size, err);
 	tmp.size = size;
 	if (r == 0 && p.prealloc && strcmp(p.prealloc, "off")) {
-		uint64_t data_end = 0;
-		r = qcow2_preallocate(s, size, &data_end, err);
-		uint64_t fsize;
+		uint64_t data_end = 0, fsize;
+		enum blk_prealloc mode;
+		blk_prealloc_parse(p.prealloc, &mode);
+		r = qcow2_preallocate(s, 0, size, mode, &data_end, err);
 		if (r == 0)
 			r = blk_file_size(f, &fsize, err);
-		if (r == 0 && data_end > fsize) {
-			if (!strcmp(p.prealloc, "metadata"))
-				r = blk_file_truncate(f, data_end, err);
-			else
-				r = blk_file_allocate(f, fsize, data_end - fsize,
-				                      !strcmp(p.prealloc, "full"), err);
-		}
+		/* Metadata preallocation reserves nothing: the file just covers the data. */
+		if (r == 0 && data_end > fsize)
+			r = blk_file_truncate(f, data_end, err);
 	}
 	qcow2_close_internal(&tmp);
 	if (r < 0)

@@ -1,5 +1,5 @@
 /* The qcow2 driver: open/close, flush (the crash-safe write-back order of qcow2.h), info,
- * resize, and the vtable blk.c dispatches to. */
+ * and the vtable blk.c dispatches to. */
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
@@ -286,27 +286,6 @@ static struct vt_json *qcow2_format_specific(struct blk *b)
 	return d;
 }
 
-static int qcow2_truncate(struct blk *b, uint64_t size, struct vt_error *err)
-{
-	struct qcow2 *s = b->opaque;
-	if (size < b->size)
-		return vt_error_set(err, ENOTSUP, b->filename, "resize",
-		                    "shrinking qcow2 images is not supported yet");
-	if (s->nb_snapshots && s->version < 3)
-		return vt_error_set(err, ENOTSUP, b->filename, "resize",
-		                    "Can't resize a v2 image which has snapshots");
-	size = (size + 511) & ~511ull;
-	uint64_t per_l1 = s->cs * s->l2_entries;
-	pthread_mutex_lock(&s->lock);
-	int r = qcow2_grow_l1(s, size / per_l1 + (size % per_l1 != 0), true, err);
-	if (r == 0)
-		r = qcow2_write_be64_field(s, 24, size, err);
-	if (r == 0)
-		b->size = size;
-	pthread_mutex_unlock(&s->lock);
-	return r;
-}
-
 static uint32_t qcow2_cluster_size(struct blk *b)
 {
 	return (uint32_t)((struct qcow2 *)b->opaque)->cs;
@@ -333,6 +312,7 @@ const struct blk_driver blk_driver_qcow2 = {
 	.format_specific = qcow2_format_specific,
 	.supports_backing = true,
 	.truncate = qcow2_truncate,
+	.resize = qcow2_resize,
 	.snapshot_create = qcow2_snapshot_create,
 	.snapshot_goto = qcow2_snapshot_goto,
 	.snapshot_delete = qcow2_snapshot_delete,

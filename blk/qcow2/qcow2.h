@@ -378,15 +378,24 @@ int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_sta
                        struct vt_error *err);
 /* Grow the L1 table to hold at least n entries (resize, create). */
 int qcow2_grow_l1(struct qcow2 *s, uint64_t n, bool exact, struct vt_error *err);
-/* Allocate every L2 table and data cluster of [0, size) (preallocation=metadata). */
-int qcow2_preallocate(struct qcow2 *s, uint64_t size, uint64_t *data_end,
-                      struct vt_error *err);
+/* Allocate L2 tables and data clusters for the guest clusters of [start, end) that map
+ * nothing yet, reading as zeros (preallocation metadata, falloc or full: how the host
+ * space is reserved). *data_end: the end of the highest data cluster allocated. */
+int qcow2_preallocate(struct qcow2 *s, uint64_t start, uint64_t end, enum blk_prealloc mode,
+                      uint64_t *data_end, struct vt_error *err);
+/* Guest clusters [first, first+n) (cluster indexes) map nothing afterwards; what they
+ * mapped is released after the next flush (resize --shrink). */
+int qcow2_drop_clusters(struct qcow2 *s, uint64_t first, uint64_t n, struct vt_error *err);
 /* The L1 entry i changed in memory: written at the next flush. */
 void qcow2_l1_mark_dirty(struct qcow2 *s, uint64_t i);
 int qcow2_write_l1(struct qcow2 *s, struct vt_error *err);
 
 int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
                            struct vt_error *err);
+
+/* resize.c: qemu-img resize (grow with preallocation, shrink). */
+int qcow2_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struct vt_error *err);
+int qcow2_truncate(struct blk *b, uint64_t size, struct vt_error *err);
 
 /* check.c */
 int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
