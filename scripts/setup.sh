@@ -8,7 +8,7 @@ packages=(
   zlib1g-dev libzstd-dev uuid-dev libvncserver-dev check libmnl-dev libnftnl-dev liburing-dev
   # peers used by tests and benchmarks
   qemu-utils qemu-system-x86 seabios busybox-static xorriso iproute2 nftables
-  lz4 time iputils-ping dnsmasq-base
+  lz4 time iputils-ping dnsmasq-base strace
 )
 
 missing=()
