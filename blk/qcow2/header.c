@@ -442,6 +442,9 @@ int qcow2_create(struct blk_file *f, const char *filename, const struct blk_crea
 		/* Metadata preallocation reserves nothing: the file just covers the data. */
 		if (r == 0 && data_end > fsize)
 			r = blk_file_truncate(f, data_end, err);
+		/* The tables are in the caches: to the file, in order, before closing. */
+		if (r == 0)
+			r = qcow2_flush_metadata(s, err);
 	}
 	qcow2_close_internal(&tmp);
 	if (r < 0)
