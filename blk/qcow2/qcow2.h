@@ -360,7 +360,7 @@ int qcow2_free_later(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_erro
 /* Apply the deferred frees (called by the flush once the metadata is durable). */
 int qcow2_release_frees(struct qcow2 *s, struct vt_error *err);
 /* Refuse (and mark the image corrupt) when [off, off+len) overlaps metadata we know of:
- * the header, L1, refcount table and blocks, L2 tables, snapshot table. A hostile or
+ * the header, L1, refcount table and blocks, L2 tables, snapshot table, snapshot L1s. A hostile or
  * damaged image can make free-looking clusters or L2 entries point there. */
 int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err);
 /* The L1 or refcount table changed: the overlap check's index is rebuilt. */

@@ -62,7 +62,14 @@ static int meta_index(struct qcow2 *s, struct vt_error *err)
 {
 	if (!s->meta_stale)
 		return 0;
-	size_t n = 0, cap = (size_t)s->rt_entries + s->l1_size + 1;
+	/* Snapshot L1 clusters: all of them in any sane image; a hostile table of huge ones
+	 * is bounded (this index is a second line of defence, the refcounts the first). */
+	uint64_t inactive = 0;
+	for (uint32_t i = 0; i < s->nb_snapshots; i++)
+		inactive += ((uint64_t)s->snapshots[i].l1_size * 8 + s->cs - 1) / s->cs;
+	if (inactive > (1u << 20))
+		inactive = 1u << 20;
+	size_t n = 0, cap = (size_t)s->rt_entries + s->l1_size + (size_t)inactive + 1;
 	uint64_t *m = realloc(s->meta, cap * sizeof(*m));
 	if (!m)
 		return vt_error_set(err, ENOMEM, s->b->filename, "index metadata", NULL);
@@ -72,6 +79,14 @@ static int meta_index(struct qcow2 *s, struct vt_error *err)
 	for (uint64_t i = 0; i < s->l1_size; i++)
 		if (s->l1[i] & QCOW2_OFFSET_MASK)
 			m[n++] = (s->l1[i] & QCOW2_OFFSET_MASK) >> s->cluster_bits;
+	/* The snapshots' L1 tables (qemu checks these "inactive L1" tables too). */
+	for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+		const struct qcow2_snapshot *sn = &s->snapshots[i];
+		uint64_t c = sn->l1_offset >> s->cluster_bits;
+		for (uint64_t k = 0; k < ((uint64_t)sn->l1_size * 8 + s->cs - 1) / s->cs &&
+		                    inactive; k++, inactive--)
+			m[n++] = c + k;
+	}
 	qsort(m, n, sizeof(*m), cmp_u64);
 	s->meta = m;
 	s->nmeta = n;
@@ -94,7 +109,9 @@ int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_e
 		what = "active L1 table";
 	else if (overlaps(off, len, s->rt_offset, (uint64_t)s->rt_clusters * s->cs))
 		what = "refcount table";
-	else if (s->nb_snapshots && overlaps(off, len, s->snapshots_offset, s->cs))
+	else if (s->nb_snapshots &&
+	         overlaps(off, len, s->snapshots_offset,
+	                  (s->snapshots_size + s->cs - 1) & ~(s->cs - 1)))
 		what = "snapshot table";
 	if (!what && len) {
 		if ((r = meta_index(s, err)) < 0)
@@ -114,6 +131,10 @@ int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_e
 			for (uint64_t i = 0; i < s->l1_size; i++)
 				if ((s->l1[i] & QCOW2_OFFSET_MASK) == c)
 					what = "active L2 table";
+			for (uint32_t i = 0; i < s->nb_snapshots; i++)
+				if (overlaps(c, s->cs, s->snapshots[i].l1_offset,
+				             (uint64_t)s->snapshots[i].l1_size * 8))
+					what = "inactive L1 table";
 		}
 	}
 	if (what)
