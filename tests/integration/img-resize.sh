@@ -138,7 +138,7 @@ if command -v strace >/dev/null 2>&1; then
   head -c 2M before.raw >shrunk.raw
   qemu-img convert -l keep -O raw C.base keep.raw
   kills=0
-  for op in "--shrink C 2M" "C +9M" "--preallocation=metadata C 12M" "--preallocation=full C 10M"; do
+  for op in "--shrink C 2M" "C +9M" "--preallocation=full C 12M"; do
     for sc in pwrite64 pwritev fdatasync ftruncate fallocate; do
       n=1
       while :; do
