@@ -513,6 +513,61 @@ bool blk_format_compresses(const char *format)
 	return d && d->write_compressed;
 }
 
+int blk_prealloc_parse(const char *name, enum blk_prealloc *out)
+{
+	static const char *const names[] = { "off", "metadata", "falloc", "full" };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!strcmp(name, names[i])) {
+			*out = (enum blk_prealloc)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int blk_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struct vt_error *err)
+{
+	int r = check_writable(b, "resize", err);
+	if (r < 0)
+		return r;
+	if (b->drv->resize)
+		return b->drv->resize(b, size, prealloc, err);
+	if (!b->drv->truncate)
+		return vt_error_set(err, ENOTSUP, b->filename, "resize",
+		                    "format %s cannot be resized", b->drv->name);
+	if (prealloc != BLK_PREALLOC_OFF)
+		return vt_error_set(err, ENOTSUP, b->filename, "resize",
+		                    "Unsupported preallocation mode for format %s", b->drv->name);
+	return b->drv->truncate(b, size, err);
+}
+
+int blk_snapshot_create(struct blk *b, const char *name, struct vt_error *err)
+{
+	int r = check_writable(b, "create snapshot", err);
+	if (r == 0 && !b->drv->snapshot_create)
+		r = vt_error_set(err, ENOTSUP, b->filename, "create snapshot", NULL);
+	return r < 0 ? r : b->drv->snapshot_create(b, name, err);
+}
+
+int blk_snapshot_goto(struct blk *b, const char *id_or_name, bool dry_run,
+                      struct vt_error *err)
+{
+	int r = dry_run ? 0 : check_writable(b, "apply snapshot", err);
+	if (r == 0 && !b->drv->snapshot_goto)
+		r = vt_error_set(err, ENOTSUP, b->filename, "",
+		                 "Block driver does not support snapshots");
+	return r < 0 ? r : b->drv->snapshot_goto(b, id_or_name, dry_run, err);
+}
+
+int blk_snapshot_delete(struct blk *b, const char *id, const char *name,
+                        struct vt_error *err)
+{
+	int r = check_writable(b, "delete snapshot", err);
+	if (r == 0 && !b->drv->snapshot_delete)
+		r = vt_error_set(err, ENOTSUP, b->filename, "delete snapshot", NULL);
+	return r < 0 ? r : b->drv->snapshot_delete(b, id, name, err);
+}
+
 const char *blk_create_help(const char *format)
 {
 	static char buf[8192];

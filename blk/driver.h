@@ -61,6 +61,18 @@ struct blk_driver {
 	struct vt_json *(*format_specific)(struct blk *b);
 	/* Optional: without it, resizing fails with -ENOTSUP. */
 	int (*truncate)(struct blk *b, uint64_t size, struct vt_error *err);
+	/* Optional: blk_resize with preallocation; without it blk_resize calls truncate
+	 * (preallocation modes other than off then fail with -ENOTSUP). */
+	int (*resize)(struct blk *b, uint64_t size, enum blk_prealloc prealloc,
+	              struct vt_error *err);
+	/* Optional (internal snapshots): without them the blk_snapshot_* calls fail with
+	 * -ENOTSUP. blk.c checks that create, delete and a real goto have a writable
+	 * handle. */
+	int (*snapshot_create)(struct blk *b, const char *name, struct vt_error *err);
+	int (*snapshot_goto)(struct blk *b, const char *id_or_name, bool dry_run,
+	                     struct vt_error *err);
+	int (*snapshot_delete)(struct blk *b, const char *id, const char *name,
+	                       struct vt_error *err);
 	/* Optional (formats vtool can only read): create the image in an already created,
 	 * empty file. */
 	int (*create)(struct blk_file *f, const char *filename, const struct blk_create_opts *o,

@@ -1027,26 +1027,108 @@ out:
 	return r;
 }
 
-int qcow2_preallocate(struct qcow2 *s, uint64_t size, uint64_t *data_end, struct vt_error *err)
+/* Host clusters [off, off+len) just allocated for preallocation must read as zeros before
+ * anything maps them (a reused cluster may hold old bytes): below the end of the file
+ * they are zeroed (holes for metadata), past it falloc reserves space and full writes
+ * zeros; metadata leaves the file to be extended at the end. */
+static int prealloc_host(struct qcow2 *s, uint64_t off, uint64_t len, enum blk_prealloc mode,
+                         uint64_t fsize, struct vt_error *err)
 {
-	uint64_t clusters = (size + s->cs - 1) / s->cs;
 	int r = 0;
+	if (off < fsize) {
+		uint64_t in = fsize - off < len ? fsize - off : len;
+		if (mode == BLK_PREALLOC_FULL)
+			r = blk_file_allocate(s->b->file, off, in, true, err);
+		else
+			r = blk_file_zero(s->b->file, off, in, mode == BLK_PREALLOC_METADATA, err);
+		off += in;
+		len -= in;
+	}
+	if (r == 0 && len && mode != BLK_PREALLOC_METADATA)
+		r = blk_file_allocate(s->b->file, off, len, mode == BLK_PREALLOC_FULL, err);
+	return r;
+}
+
+int qcow2_preallocate(struct qcow2 *s, uint64_t start, uint64_t end, enum blk_prealloc mode,
+                      uint64_t *data_end, struct vt_error *err)
+{
+	uint64_t first = start / s->cs, clusters = (end + s->cs - 1) / s->cs, fsize;
+	int r = blk_file_size(s->b->file, &fsize, err);
 	*data_end = 0;
-	for (uint64_t c = 0; c < clusters && r == 0;) {
+	for (uint64_t c = first; c < clusters && r == 0;) {
 		uint64_t gc = c * s->cs, l2_off, data;
 		uint64_t n = s->l2_entries - (c & (s->l2_entries - 1));
 		if (n > clusters - c)
 			n = clusters - c;
-		if ((r = l2_for_write(s, gc >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0 ||
-		    (r = qcow2_alloc_clusters(s, n, &data, err)) < 0)
+		if ((r = l2_for_write(s, gc >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0)
 			break;
-		for (uint64_t i = 0; i < n && r == 0; i++) {
-			uint64_t idx = (c + i) & (s->l2_entries - 1);
-			r = set_entry(s, l2_off, idx, (data + i * s->cs) | QCOW2_OFLAG_COPIED, 0, true, err);
+		/* Runs of clusters nothing maps yet, within this L2 table. */
+		uint64_t k = 0;
+		while (k < n && r == 0) {
+			struct mapping m;
+			uint64_t run = 0;
+			while (k + run < n) {
+				if ((r = lookup(s, gc + (k + run) * s->cs, &m, err)) < 0)
+					break;
+				enum qcow2_cluster_type t = classify(s, m.entry);
+				if ((m.entry & QCOW2_OFFSET_MASK) || t == QCOW2_COMPRESSED)
+					break;
+				run++;
+			}
+			if (r < 0)
+				break;
+			if (!run) {
+				k++;
+				continue;
+			}
+			if ((r = qcow2_alloc_clusters(s, run, &data, err)) < 0 ||
+			    (r = prealloc_host(s, data, run * s->cs, mode, fsize, err)) < 0)
+				break;
+			for (uint64_t i = 0; i < run && r == 0; i++) {
+				uint64_t idx = (c + k + i) & (s->l2_entries - 1);
+				/* With subclusters qemu leaves the bitmap empty: the cluster is
+				 * reserved, and reads from below until written. */
+				r = set_entry(s, l2_off, idx, (data + i * s->cs) | QCOW2_OFLAG_COPIED, 0,
+				              true, err);
+			}
+			if (data + run * s->cs > *data_end)
+				*data_end = data + run * s->cs;
+			k += run;
 		}
-		if (data + n * s->cs > *data_end)
-			*data_end = data + n * s->cs;
 		c += n;
+	}
+	return r;
+}
+
+/* Guest clusters [first, first+n) become unallocated (entry 0), what they mapped released
+ * after the next flush: the cropped part of a shrunk image. Tables that do not exist, or
+ * map nothing there, are left alone. */
+int qcow2_drop_clusters(struct qcow2 *s, uint64_t first, uint64_t n, struct vt_error *err)
+{
+	uint64_t end = first + n;
+	int r = 0;
+	while (first < end && r == 0) {
+		uint64_t l1i = first >> s->l2_bits, next = (l1i + 1) << s->l2_bits, l2_off;
+		if (next > end)
+			next = end;
+		if ((r = l2_offset(s, l1i, &l2_off, err)) < 0)
+			break;
+		bool any = false;
+		for (uint64_t c = first; l2_off && c < next && !any && r == 0; c++) {
+			struct mapping m;
+			if ((r = lookup(s, c << s->cluster_bits, &m, err)) == 0)
+				any = m.entry || m.bitmap;
+		}
+		if (r == 0 && any)
+			r = l2_for_write(s, l1i, &l2_off, err);
+		for (uint64_t c = first; any && c < next && r == 0; c++) {
+			struct mapping m;
+			if ((r = lookup(s, c << s->cluster_bits, &m, err)) < 0 || (!m.entry && !m.bitmap))
+				continue;
+			if ((r = set_entry(s, l2_off, m.l2_index, 0, 0, false, err)) == 0)
+				r = release_mapping(s, m.entry, err);
+		}
+		first = next;
 	}
 	return r;
 }
