@@ -61,11 +61,11 @@ struct vga_render_state {
 	int width, height;
 	uint32_t key[16];          /* mode parameters: a change redraws the whole frame */
 	uint32_t palette[256];     /* resolved colours, 0x00RRGGBB */
-	uint16_t *cells;           /* text: the char/attribute last drawn in each cell */
+	uint32_t *cells;           /* text: char, attribute, cursor and blink bits last drawn */
 	int nr_cells;
 	int cursor_cell;           /* text: where the cursor was drawn, -1 none */
 	bool cursor_on, blink_on;
-	uint64_t blink_ns;
+	uint64_t blink_ns, verify_ns;
 };
 
 struct vga {

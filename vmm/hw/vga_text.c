@@ -44,26 +44,32 @@ void vga_palette16(const struct vga_regs *s, uint32_t out[16])
 	}
 }
 
-static void draw_glyph(struct surface *surf, int x0, int y0, int cw, int ch,
+/* Draw one cell; returns whether any pixel changed (only those go to clients). */
+static bool draw_glyph(struct surface *surf, int x0, int y0, int cw, int ch,
                        const uint8_t *font_col, uint32_t fg, uint32_t bg, bool dup9,
                        int cursor_from, int cursor_to)
 {
 	uint32_t *row = surf->pixels + (size_t)y0 * (size_t)surf->width + x0;
+	uint32_t diff = 0;
 
 	for (int l = 0; l < ch; l++, row += surf->width) {
 		unsigned bits = font_col[(size_t)l * 4];
-		if (l >= cursor_from && l <= cursor_to)
+		bool cur = l >= cursor_from && l <= cursor_to;
+		if (cur)
 			bits = 0xff;
-		if (cw == 16) {
-			for (int b = 0; b < 8; b++)
-				row[2 * b] = row[2 * b + 1] = bits & (0x80u >> b) ? fg : bg;
-			continue;
-		}
+		uint32_t px[18];
 		for (int b = 0; b < 8; b++)
-			row[b] = bits & (0x80u >> b) ? fg : bg;
-		if (cw == 9)
-			row[8] = (dup9 || (l >= cursor_from && l <= cursor_to)) && (bits & 1) ? fg : bg;
+			px[b] = bits & (0x80u >> b) ? fg : bg;
+		px[8] = (dup9 || cur) && (bits & 1) ? fg : bg;
+		if (cw == 16)
+			for (int b = 7; b >= 0; b--)
+				px[2 * b] = px[2 * b + 1] = px[b];
+		for (int b = 0; b < cw; b++) {
+			diff |= row[b] ^ px[b];
+			row[b] = px[b];
+		}
 	}
+	return diff != 0;
 }
 
 void vga_draw_text(struct vga *v, const struct vga_regs *s, struct surface *surf,
@@ -99,8 +105,13 @@ void vga_draw_text(struct vga *v, const struct vga_regs *s, struct surface *surf
 	    __atomic_exchange_n(&v->font_written, false, __ATOMIC_ACQ_REL))
 		full = true;
 	int w = cols * cw, h = rows * cheight;
-	if (surface_resize(surf, w, h) != 0)
+	bool resized = surface_resize(surf, w, h) != 0;
+	/* Every second the whole screen is drawn again and compared with what clients have:
+	 * whatever the cell cache missed is corrected then. */
+	if (resized || now >= rs->verify_ns + 1000000000ull || now < rs->verify_ns) {
 		full = true;
+		rs->verify_ns = now;
+	}
 	if (surf->width != w || surf->height != h)
 		return;   /* could not resize */
 	if (rs->nr_cells != cols * rows) {
@@ -149,9 +160,11 @@ void vga_draw_text(struct vga *v, const struct vga_regs *s, struct surface *surf
 			/* A glyph's 32 rows must stay inside VRAM: fonts sit in the first 64 KiB. */
 			if ((size_t)(glyph - v->vram) + 32u * 4 > v->vram_size)
 				glyph = v->vram + 2;
-			draw_glyph(surf, col * cw, row * cheight, cw, cheight, glyph, fg, bg,
-			           dup9_on && chr >= 0xb0 && chr <= 0xdf,
-			           i == new_cursor ? cur_from : cheight, i == new_cursor ? cur_to : -1);
+			if (!draw_glyph(surf, col * cw, row * cheight, cw, cheight, glyph, fg, bg,
+			                dup9_on && chr >= 0xb0 && chr <= 0xdf,
+			                i == new_cursor ? cur_from : cheight, i == new_cursor ? cur_to : -1) &&
+			    !resized)
+				continue;
 			if (col < cmin)
 				cmin = col;
 			cmax = col;

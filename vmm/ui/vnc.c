@@ -88,6 +88,7 @@ static void quiet_log(const char *fmt, ...)
 
 static void surf_changed(void *opaque, int x, int y, int w, int h)
 {
+
 	rfbMarkRectAsModified(vnc.screen, x, y, x + w, y + h);
 }
 
