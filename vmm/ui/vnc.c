@@ -289,17 +289,15 @@ static void police_clients(void)
 
 /* --- the thread --------------------------------------------------------------------- */
 
+/* Without a VGA (-vga none, or between machines) the surface keeps what it shows: a
+ * black screen, or the last picture of a machine that stopped. */
 static void render(void)
 {
 	bool full = vnc.redraw;
 
 	vnc.redraw = false;
-	if (vnc.vga) {
+	if (vnc.vga)
 		vga_render(vnc.vga, &vnc.surf, full);
-	} else if (full) {
-		memset(vnc.surf.pixels, 0, (size_t)vnc.surf.width * (size_t)vnc.surf.height * 4);
-		surface_changed(&vnc.surf, 0, 0, vnc.surf.width, vnc.surf.height);
-	}
 }
 
 static void *vnc_thread(void *arg)
