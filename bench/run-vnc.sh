@@ -61,9 +61,28 @@ def wait_serial(ser, marker, timeout=90):
         time.sleep(0.05)
     raise SystemExit(f"timed out waiting for {marker!r} in {ser}")
 
-def cpu_s(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+def connect(disp):
+    end = time.monotonic() + 30
+    while True:
+        try:
+            return RFB(f"127.0.0.1:{disp}")
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
+
+def ticks(path):
+    f = open(path).read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+def cpu_s(pid):
+    """(whole process, its threads other than the vCPUs: the monitor's own work)"""
+    total, vcpu = ticks(f"/proc/{pid}/stat"), 0.0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        name = open(f"/proc/{pid}/task/{t}/comm").read().strip()
+        if name.startswith("vcpu") or name.startswith("CPU "):
+            vcpu += ticks(f"/proc/{pid}/task/{t}/stat")
+    return total, total - vcpu
 
 def stop(p):
     p.send_signal(signal.SIGTERM)
@@ -79,14 +98,15 @@ for which in ("vtool", "qemu"):
     ser = os.path.join(d, which + ".serial")
     p, disp = start(which, ["-drive", f"file={disk},format=raw,if=ide"], ser)
     wait_serial(ser, "VGASECT-READY")
-    c = RFB(f"127.0.0.1:{disp}")
+    c = connect(disp)
     c.snapshot(delay=1.0)
     c.request()
     c0, t0 = cpu_s(p.pid), time.monotonic()
     while time.monotonic() - t0 < secs:
         if c.wait_update(timeout=0.5):
             pass
-    r["cpu"] = cpu_s(p.pid) - c0
+    c1 = cpu_s(p.pid)
+    r["cpu"], r["cpu_mon"] = c1[0] - c0[0], c1[1] - c0[1]
     r["wall"] = time.monotonic() - t0
     # (c): bytes in the second after one key, and in an idle second
     c.snapshot(delay=0.5)
@@ -107,7 +127,7 @@ for which in ("vtool", "qemu"):
     # (b): full-screen VBE changes
     ser = os.path.join(d, which + "-vbe.serial")
     p, disp = start(which, ["-kernel", tguest, "-append", f"test=vbe flips={flips}"], ser)
-    c = RFB(f"127.0.0.1:{disp}")
+    c = connect(disp)
     for mode in "ABCD":
         wait_serial(ser, f"TG-VBE {mode} ")
         c.tap(ord(" "))
@@ -135,6 +155,7 @@ v, q = res["vtool"], res["qemu"]
 print(f"vtool run display benchmark: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
 print(f"{'':44} {'vtool':>10} {'qemu':>10} {'vtool/qemu':>10}")
 print(f"{'(a) VMM CPU, idle text screen watched ' + str(int(secs)) + ' s':44} {v['cpu']:9.2f}s {q['cpu']:9.2f}s {v['cpu'] / max(q['cpu'], 1e-9):10.2f}")
+print(f"{'    of it outside the vCPU threads':44} {v['cpu_mon']:9.2f}s {q['cpu_mon']:9.2f}s {v['cpu_mon'] / max(q['cpu_mon'], 1e-9):10.2f}")
 print(f"{'(b) key -> full-screen VBE change, median':44} {v['flip_ms']:8.1f}ms {q['flip_ms']:8.1f}ms {v['flip_ms'] / q['flip_ms']:10.2f}")
 print(f"{'(c) bytes for one changed character (1 s)':44} {v['key_bytes']:10d} {q['key_bytes']:10d} {v['key_bytes'] / max(q['key_bytes'], 1):10.2f}")
 print(f"{'    the same second without a key (blink)':44} {v['idle_bytes']:10d} {q['idle_bytes']:10d}")

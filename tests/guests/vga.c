@@ -46,18 +46,19 @@ static uint64_t find_lfb(void)
 	fail("vbe", "no std VGA (1234:1111)");
 }
 
-/* A key press from the i8042 (any byte), with a timeout of about a minute. */
+/* A key tap from the i8042 (set 1 through the controller's translation): returns at
+ * its break code, so each tap is one call. Times out after about a minute. */
 static void wait_key(const char *name)
 {
 	uint64_t start = rdtsc();
-	while (!(inb(0x64) & 1))
-		if (rdtsc() - start > 150000000000ull)
-			fail(name, "no key within the time limit");
-	(void)inb(0x60);
-	/* Swallow the rest of the event (break code, prefixes). */
-	for (int i = 0; i < 2000; i++)
-		if (inb(0x64) & 1)
-			(void)inb(0x60);
+	for (;;) {
+		while (!(inb(0x64) & 1))
+			if (rdtsc() - start > 150000000000ull)
+				fail(name, "no key within the time limit");
+		uint8_t b = inb(0x60);
+		if ((b & 0x80) && b != 0xe0 && b != 0xe1)
+			return;
+	}
 }
 
 struct draw {

@@ -116,15 +116,17 @@ def wait_serial(path, marker, timeout=60.0, count=1, proc=None):
     return False
 
 
-def connect(disp, **kw):
-    end = time.monotonic() + 10
+def connect(disp, retry=10.0, **kw):
+    """Connect, trying again while refused (not listening yet) or, within `retry`
+    seconds, turned away (a server full of other connections), as a viewer's user would."""
+    end = time.monotonic() + retry
     while True:
         try:
             return RFB(disp if isinstance(disp, str) else f"127.0.0.1:{disp}", **kw)
-        except (ConnectionRefusedError, FileNotFoundError):
+        except (ConnectionRefusedError, FileNotFoundError, ConnectionResetError, RFBError):
             if time.monotonic() > end:
                 raise
-            time.sleep(0.1)
+            time.sleep(0.2)
 
 
 def capture(c, name, quiet=0.6):
@@ -299,7 +301,7 @@ try:
             break
     time.sleep(2)
     t_good = time.monotonic()
-    good = connect(disp)                                 # a new client during all that
+    good = connect(disp, retry=30)                       # a new client during all that
     got = good.wait_update(timeout=20, incremental=False)
     check(got and (good.width, good.height) == (1024, 768),
           f"a new client gets the screen while bad clients hang on ({good.width}x{good.height}, "
@@ -424,12 +426,12 @@ p = start(["-m", "128", "-vnc", f"0.0.0.0:{disp},password-secret=pw0", "-object"
 try:
     time.sleep(0.3)
     try:
-        connect(disp)
+        connect(disp, retry=0)
         check(False, "no password: refused")
     except RFBError as e:
         check("password" in str(e), f"no password: refused ({e})")
     try:
-        connect(disp, password="wrong")
+        connect(disp, retry=0, password="wrong")
         check(False, "a wrong password: refused")
     except RFBError as e:
         check("authentication failed" in str(e), f"a wrong password: refused ({e})")

@@ -282,9 +282,14 @@ static void draw_blank(struct vga *v, struct surface *s)
 void vga_render(struct vga *v, struct surface *s, bool full)
 {
 	struct vga_regs snap;
+	uint64_t now = now_ns();
 
+	if (!full && vga_text_idle(v, now))
+		return;
 	pthread_mutex_lock(&v->lock);
 	snap = v->r;
+	v->rs.seen_regs_gen = v->regs_gen;
+	v->rs.seen_mem_gen = __atomic_load_n(&v->mem_gen, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&v->lock);
 	if (full)
 		v->rs.mode = -1;
@@ -295,7 +300,7 @@ void vga_render(struct vga *v, struct surface *s, bool full)
 		return;
 	}
 	if (!vbe && !(snap.gr[6] & 1)) {
-		vga_draw_text(v, &snap, s, v->rs.mode != VGA_MODE_TEXT, now_ns());
+		vga_draw_text(v, &snap, s, v->rs.mode != VGA_MODE_TEXT, now);
 		return;
 	}
 	/* Graphics: the window's dirty pages and KVM's for the LFB. */

@@ -66,6 +66,7 @@ struct vga_render_state {
 	int cursor_cell;           /* text: where the cursor was drawn, -1 none */
 	bool cursor_on, blink_on;
 	uint64_t blink_ns, verify_ns;
+	uint32_t seen_regs_gen, seen_mem_gen;   /* text: nothing changed since then */
 };
 
 struct vga {
@@ -91,7 +92,7 @@ struct vga {
 	uint64_t *dirty;
 	uint64_t *dirty_frame, *dirty_kvm;   /* the renderer's copies */
 	uint32_t nr_pages;
-	uint32_t regs_gen;
+	uint32_t regs_gen, mem_gen;  /* mem_gen counts writes through the window */
 	bool font_written;           /* plane 2 written: the text font may have changed */
 
 	struct vga_render_state rs;
@@ -116,6 +117,8 @@ void vga_draw_text(struct vga *v, const struct vga_regs *s, struct surface *surf
                    bool full, uint64_t now_ns);
 void vga_draw_graphics(struct vga *v, const struct vga_regs *s, const uint64_t *dirty,
                        struct surface *surf, bool full);
+/* Nothing a text frame shows has changed since the last one (no frame is needed). */
+bool vga_text_idle(const struct vga *v, uint64_t now);
 /* The 16 attribute colours (text and planar modes) and the 256 DAC colours. */
 void vga_palette16(const struct vga_regs *s, uint32_t out[16]);
 uint32_t vga_dac_color(const struct vga_regs *s, unsigned index);

@@ -18,6 +18,7 @@ void vga_mark_dirty(struct vga *v, uint32_t off, uint32_t len)
 {
 	if (!len || off >= v->vram_size)
 		return;
+	__atomic_fetch_add(&v->mem_gen, 1, __ATOMIC_RELAXED);
 	uint32_t first = off >> VGA_PAGE_SHIFT;
 	uint32_t last = (off + len - 1) >> VGA_PAGE_SHIFT;
 	for (uint32_t p = first; p <= last && p < v->nr_pages; p++)

@@ -13,6 +13,7 @@
 #include "vmm/ui/surface.h"
 
 #define CURSOR_HALF_PERIOD_NS 266666667ull   /* 16 frames at 60 Hz */
+#define VERIFY_NS             5000000000ull  /* the whole screen is compared this often */
 #define MAX_CELLS             (256 * 128)
 
 /* 6-bit DAC value to 8 bits: the low bit fills the two new ones (0x3f -> 0xff), as qemu
@@ -44,13 +45,14 @@ void vga_palette16(const struct vga_regs *s, uint32_t out[16])
 	}
 }
 
-/* Draw one cell; returns whether any pixel changed (only those go to clients). */
+/* Draw one cell; widens [*lo, *hi] to the scan lines whose pixels changed (only those
+ * go to clients: a blinking cursor costs its two lines). Returns whether any did. */
 static bool draw_glyph(struct surface *surf, int x0, int y0, int cw, int ch,
                        const uint8_t *font_col, uint32_t fg, uint32_t bg, bool dup9,
-                       int cursor_from, int cursor_to)
+                       int cursor_from, int cursor_to, int *lo, int *hi)
 {
 	uint32_t *row = surf->pixels + (size_t)y0 * (size_t)surf->width + x0;
-	uint32_t diff = 0;
+	bool any = false;
 
 	for (int l = 0; l < ch; l++, row += surf->width) {
 		unsigned bits = font_col[(size_t)l * 4];
@@ -64,12 +66,31 @@ static bool draw_glyph(struct surface *surf, int x0, int y0, int cw, int ch,
 		if (cw == 16)
 			for (int b = 7; b >= 0; b--)
 				px[2 * b] = px[2 * b + 1] = px[b];
+		uint32_t diff = 0;
 		for (int b = 0; b < cw; b++) {
 			diff |= row[b] ^ px[b];
 			row[b] = px[b];
 		}
+		if (diff) {
+			any = true;
+			if (l < *lo)
+				*lo = l;
+			if (l > *hi)
+				*hi = l;
+		}
 	}
-	return diff != 0;
+	return any;
+}
+
+bool vga_text_idle(const struct vga *v, uint64_t now)
+{
+	const struct vga_render_state *rs = &v->rs;
+
+	return rs->mode == VGA_MODE_TEXT &&
+	       __atomic_load_n(&v->regs_gen, __ATOMIC_RELAXED) == rs->seen_regs_gen &&
+	       __atomic_load_n(&v->mem_gen, __ATOMIC_RELAXED) == rs->seen_mem_gen &&
+	       now >= rs->blink_ns && now < rs->blink_ns + CURSOR_HALF_PERIOD_NS &&
+	       now >= rs->verify_ns && now < rs->verify_ns + VERIFY_NS;
 }
 
 void vga_draw_text(struct vga *v, const struct vga_regs *s, struct surface *surf,
@@ -107,8 +128,8 @@ void vga_draw_text(struct vga *v, const struct vga_regs *s, struct surface *surf
 	int w = cols * cw, h = rows * cheight;
 	bool resized = surface_resize(surf, w, h) != 0;
 	/* Every second the whole screen is drawn again and compared with what clients have:
-	 * whatever the cell cache missed is corrected then. */
-	if (resized || now >= rs->verify_ns + 1000000000ull || now < rs->verify_ns) {
+	 * whatever the cell cache missed would be corrected then. */
+	if (resized || now >= rs->verify_ns + VERIFY_NS || now < rs->verify_ns) {
 		full = true;
 		rs->verify_ns = now;
 	}
@@ -142,7 +163,7 @@ void vga_draw_text(struct vga *v, const struct vga_regs *s, struct surface *surf
 	uint32_t addr = start;
 	int line = 0;
 	for (int row = 0; row < rows; row++) {
-		int cmin = cols, cmax = -1;
+		int cmin = cols, cmax = -1, lo = cheight, hi = -1;
 		for (int col = 0; col < cols; col++) {
 			int i = row * cols + col;
 			uint32_t a = (addr + (uint32_t)col) & plane_mask;
@@ -162,15 +183,20 @@ void vga_draw_text(struct vga *v, const struct vga_regs *s, struct surface *surf
 				glyph = v->vram + 2;
 			if (!draw_glyph(surf, col * cw, row * cheight, cw, cheight, glyph, fg, bg,
 			                dup9_on && chr >= 0xb0 && chr <= 0xdf,
-			                i == new_cursor ? cur_from : cheight, i == new_cursor ? cur_to : -1) &&
-			    !resized)
+			                i == new_cursor ? cur_from : cheight, i == new_cursor ? cur_to : -1,
+			                &lo, &hi) && !resized)
 				continue;
 			if (col < cmin)
 				cmin = col;
 			cmax = col;
 		}
+		if (resized) {
+			lo = 0;
+			hi = cheight - 1;
+		}
 		if (cmax >= 0)
-			surface_changed(surf, cmin * cw, row * cheight, (cmax - cmin + 1) * cw, cheight);
+			surface_changed(surf, cmin * cw, row * cheight + lo, (cmax - cmin + 1) * cw,
+			                hi - lo + 1);
 		int next = line + cheight;
 		addr += line_offset;
 		if (line < line_compare && next >= line_compare)

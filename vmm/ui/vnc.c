@@ -9,8 +9,8 @@
  * the VGA's and i8042's locks, which this thread holds for microseconds.
  *
  * Hostile clients: at most VNC_MAX_CLIENTS connections (and never a descriptor
- * select() cannot watch), a new one taking the place of one that is still in the RFB
- * handshake; a handshake is closed after VNC_HANDSHAKE_S; a client whose socket stops draining is put on hold (its
+ * select() cannot watch), a new one taking the place of one that has sent nothing
+ * for half a second; a handshake is closed after VNC_HANDSHAKE_S; a client whose socket stops draining is put on hold (its
  * updates wait) and closed after VNC_STALL_S; libvncserver bounds the rest (cut text up
  * to 1 MiB, closes on protocol errors, at most maxClientWait in a blocking read). */
 #include <arpa/inet.h>
@@ -39,10 +39,12 @@
 #include "vmm/ui/surface.h"
 #include "vmm/vm.h"
 
-#define VNC_TICK_US       15000      /* frame interval while a client watches */
+#define VNC_TICK_US       15000      /* frame interval while the screen changes */
+#define VNC_TICK_MAX_US   100000     /* ... growing to this while it does not (as qemu's) */
 #define VNC_IDLE_US       200000     /* poll interval with nobody connected */
 #define VNC_MAX_CLIENTS   32
 #define VNC_HANDSHAKE_S   5
+#define VNC_SILENT_NS     500000000ull   /* connected, not a byte sent: may make room */
 #define VNC_STALL_S       10
 #define VNC_BACKLOG_BYTES (512 * 1024)  /* unsent bytes that put a client on hold */
 #define VNC_MAX_WAIT_MS   2000
@@ -63,6 +65,8 @@ static struct vnc {
 	struct vga *vga;
 	struct i8042 *kbd;
 	bool redraw;              /* a new machine or a first client: draw everything */
+	bool changed;             /* the last frame changed something (or input came) */
+	long tick_us;
 	struct surface surf;
 	int nr_clients;
 	char *passwords[2];
@@ -88,6 +92,7 @@ static void quiet_log(const char *fmt, ...)
 
 static void surf_changed(void *opaque, int x, int y, int w, int h)
 {
+	vnc.changed = true;
 
 	rfbMarkRectAsModified(vnc.screen, x, y, x + w, y + h);
 }
@@ -146,6 +151,7 @@ static void vnc_key(rfbBool down, rfbKeySym keysym, rfbClientPtr cl)
 
 	if (!key)
 		return;
+	vnc.changed = true;   /* input: the guest is likely to answer on the screen */
 	pthread_mutex_lock(&vnc.lock);
 	send_key(key, down);
 	pthread_mutex_unlock(&vnc.lock);
@@ -161,6 +167,7 @@ static void release_keys(void)
 
 static void vnc_pointer(int mask, int x, int y, rfbClientPtr cl)
 {
+	vnc.changed = true;
 	pthread_mutex_lock(&vnc.lock);
 	int dx = vnc.have_pos ? x - vnc.last_x : 0, dy = vnc.have_pos ? y - vnc.last_y : 0;
 	/* RFB: 1 left, 2 middle, 4 right, 8 wheel up, 16 wheel down (a press is a step). */
@@ -195,13 +202,14 @@ static void client_gone(rfbClientPtr cl)
 	}
 }
 
-/* Connections still open. When full, the connection furthest behind in its handshake
- * (the oldest of those) makes room: a flood of idle connections cannot lock real viewers
- * out, and a viewer that has answered once outranks every connection that has not. */
+/* Connections still open. When full, a connection that has sent nothing for
+ * VNC_SILENT_NS makes room (the oldest such): a flood of idle connections cannot lock
+ * real viewers out for long, and a viewer that answered is never pushed out by one. */
 static int live_clients(bool make_room)
 {
 	rfbClientIteratorPtr it = rfbGetClientIterator(vnc.screen);
 	rfbClientPtr cl, victim = NULL;
+	uint64_t now = now_ns();
 	int n = 0;
 
 	while ((cl = rfbClientIteratorNext(it))) {
@@ -209,11 +217,9 @@ static int live_clients(bool make_room)
 		if (cl->sock == RFB_INVALID_SOCKET)
 			continue;
 		n++;
-		if (!c || cl->state == RFB_NORMAL)
+		if (!c || cl->state != RFB_PROTOCOL_VERSION || now - c->since_ns < VNC_SILENT_NS)
 			continue;
-		struct vnc_client *v = victim ? victim->clientData : NULL;
-		if (!victim || cl->state < victim->state ||
-		    (cl->state == victim->state && c->since_ns < v->since_ns))
+		if (!victim || c->since_ns < ((struct vnc_client *)victim->clientData)->since_ns)
 			victim = cl;
 	}
 	rfbReleaseClientIterator(it);
@@ -224,12 +230,14 @@ static int live_clients(bool make_room)
 	return n;
 }
 
+/* Take every connection waiting (a bounded number a frame): a flood is cleared fast. */
 static void accept_clients(void)
 {
-	for (int i = 0; i < 16; i++) {
+	for (int i = 0; i < 1024; i++) {
 		int fd = accept4(vnc.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0)
 			return;
+		vnc.changed = true;
 		struct vnc_client *c = calloc(1, sizeof(*c));
 		if (!c || fd >= FD_SETSIZE || live_clients(true) >= VNC_MAX_CLIENTS) {
 			free(c);
@@ -314,7 +322,13 @@ static void *vnc_thread(void *arg)
 			render();
 			pthread_mutex_unlock(&vnc.lock);
 		}
-		rfbProcessEvents(vnc.screen, vnc.nr_clients ? VNC_TICK_US : VNC_IDLE_US);
+		/* Frames every 15 ms while the picture changes, then less often (up to 100 ms)
+		 * while it does not: an idle screen costs little. */
+		vnc.tick_us = vnc.changed ? VNC_TICK_US : vnc.tick_us + VNC_TICK_US;
+		if (vnc.tick_us > VNC_TICK_MAX_US)
+			vnc.tick_us = VNC_TICK_MAX_US;
+		vnc.changed = false;
+		rfbProcessEvents(vnc.screen, vnc.nr_clients ? vnc.tick_us : VNC_IDLE_US);
 	}
 	return NULL;
 }
