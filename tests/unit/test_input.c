@@ -4,6 +4,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmm/hw/ps2.h"
 #include "vmm/ui/keymap.h"
@@ -43,6 +44,26 @@ START_TEST(test_keymap)
 	}
 	ck_assert_uint_eq(ps2_set2_to_set1(0x1c), 0x1e);             /* A */
 	ck_assert_uint_eq(ps2_set2_to_set1(0x83), 0x41);             /* F7 */
+}
+END_TEST
+
+/* -k: qemu's keymap files (when qemu-system-data is installed). */
+START_TEST(test_layouts)
+{
+	struct vt_error e = { 0 };
+
+	ck_assert_int_eq(keymap_load("en-us", &e), 0);
+	ck_assert_uint_eq(keymap_key('z'), 0x1a);
+	ck_assert_int_lt(keymap_load("no-such-layout", &e), 0);
+	ck_assert_ptr_nonnull(strstr(e.why, "no-such-layout"));
+	if (access(KEYMAP_DIR "/de", R_OK) == 0) {
+		ck_assert_int_eq(keymap_load("de", &e), 0);
+		ck_assert_uint_eq(keymap_key('z'), 0x35);                /* German Z: the US Y key */
+		ck_assert_uint_eq(keymap_key('y'), 0x1a);
+		ck_assert_uint_eq(keymap_key(0xe4), 0x52);               /* adiaeresis */
+		ck_assert_uint_eq(keymap_key(0xff52), KEY_E0 | 0x75);    /* Up: from the file too */
+	}
+	keymap_unload();
 }
 END_TEST
 
@@ -108,6 +129,7 @@ int main(void)
 	Suite *s = suite_create("input");
 	TCase *tc = tcase_create("input");
 	tcase_add_test(tc, test_keymap);
+	tcase_add_test(tc, test_layouts);
 	tcase_add_test(tc, test_keyboard);
 	tcase_add_test(tc, test_mouse);
 	suite_add_tcase(s, tc);

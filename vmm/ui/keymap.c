@@ -1,7 +1,20 @@
-/* X11 keysyms (what RFB key events carry) to the set-2 codes of a US keyboard. */
+/* X11 keysyms (what RFB key events carry) to the set-2 codes of a US keyboard, and
+ * qemu's keymap files for other layouts. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "vmm/hw/ps2.h"
 #include "vmm/ui/keymap.h"
+#include "vmm/keysym_names.h"   /* generated from rfb/keysym.h */
+
+/* The loaded layout: keysym -> key, sorted by keysym. */
+static struct layout_key {
+	uint32_t keysym;
+	uint16_t key;
+} *layout;
+static size_t layout_len, layout_cap;
 
 /* Printable ASCII 0x20..0x7e: the key that types it (shifted or not). */
 static const uint8_t ascii_key[95] = {
@@ -80,8 +93,25 @@ static const struct {
 	{ 0x00b0, 0x0e },           /* degree */
 };
 
+static int cmp_layout(const void *a, const void *b)
+{
+	const struct layout_key *x = a, *y = b;
+	return x->keysym < y->keysym ? -1 : x->keysym > y->keysym;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(a, ((const struct keysym_name *)b)->name);
+}
+
 uint16_t keymap_key(uint32_t keysym)
 {
+	if (layout_len) {
+		struct layout_key k = { keysym, 0 };
+		const struct layout_key *f = bsearch(&k, layout, layout_len, sizeof(k), cmp_layout);
+		if (f)
+			return f->key;
+	}
 	if (keysym >= 0x20 && keysym <= 0x7e)
 		return ascii_key[keysym - 0x20];
 	for (size_t i = 0; i < sizeof(special) / sizeof(special[0]); i++)
@@ -119,4 +149,97 @@ size_t keymap_bytes(uint16_t key, bool down, uint8_t out[8])
 		out[n++] = (uint8_t)key;
 		return n;
 	}
+}
+
+/* qemu's key number (set 1, bit 7 for the E0 prefix) as a set-2 key. */
+static uint16_t qnum_key(unsigned q)
+{
+	if (q == 0xb7)
+		return KEY_PRINT;
+	if (q == 0xc6)
+		return KEY_PAUSE;
+	for (unsigned c = 1; c < 0x85; c++)
+		if (ps2_set2_to_set1((uint8_t)c) == (q & 0x7f))
+			return (uint16_t)(c | (q & 0x80 ? KEY_E0 : 0));
+	return 0;
+}
+
+static int load_file(const char *layout_name, int depth, struct vt_error *err)
+{
+	char path[512], line[256];
+
+	if (depth > 4 || strchr(layout_name, '/'))
+		return vt_error_set(err, EINVAL, "-k", NULL, "bad keymap name '%s'", layout_name);
+	snprintf(path, sizeof(path), "%s/%s", KEYMAP_DIR, layout_name);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return vt_error_set(err, errno, "-k", NULL, "keymap '%s': %s: %s (qemu's keymaps come "
+		                    "with Debian's qemu-system-data)", layout_name, path, strerror(errno));
+	int ret = 0;
+	while (!ret && fgets(line, sizeof(line), f)) {
+		char *hash = strchr(line, '#');
+		if (hash)
+			*hash = '\0';
+		char *name = strtok(line, " \t\r\n"), *val = strtok(NULL, " \t\r\n");
+		if (!name || !val)
+			continue;
+		if (!strcmp(name, "include")) {
+			ret = load_file(val, depth + 1, err);
+			continue;
+		}
+		if (!strcmp(name, "map"))
+			continue;
+		uint32_t keysym;
+		const struct keysym_name *n = bsearch(name, keysym_names,
+		                                      sizeof(keysym_names) / sizeof(keysym_names[0]),
+		                                      sizeof(keysym_names[0]), cmp_name);
+		if (n)
+			keysym = n->keysym;
+		else if (name[0] == 'U' && strlen(name) >= 5)
+			keysym = 0x1000000u | (uint32_t)strtoul(name + 1, NULL, 16);
+		else
+			continue;
+		uint16_t key = qnum_key((unsigned)strtoul(val, NULL, 0));
+		if (!key)
+			continue;
+		bool known = false;          /* the first line naming a keysym wins */
+		for (size_t i = 0; i < layout_len && !known; i++)
+			known = layout[i].keysym == keysym;
+		if (known)
+			continue;
+		if (layout_len == layout_cap) {
+			size_t cap = layout_cap ? layout_cap * 2 : 256;
+			struct layout_key *p = realloc(layout, cap * sizeof(*p));
+			if (!p) {
+				ret = vt_error_set(err, ENOMEM, "-k", NULL, "keymap '%s'", layout_name);
+				break;
+			}
+			layout = p;
+			layout_cap = cap;
+		}
+		layout[layout_len++] = (struct layout_key){ keysym, key };
+	}
+	fclose(f);
+	return ret;
+}
+
+int keymap_load(const char *layout_name, struct vt_error *err)
+{
+	keymap_unload();
+	if (!layout_name || !strcmp(layout_name, "en-us"))
+		return 0;
+	int ret = load_file(layout_name, 0, err);
+	if (ret) {
+		keymap_unload();
+		return ret;
+	}
+	qsort(layout, layout_len, sizeof(*layout), cmp_layout);
+	return 0;
+}
+
+void keymap_unload(void)
+{
+	free(layout);
+	layout = NULL;
+	layout_len = layout_cap = 0;
 }

@@ -1,7 +1,9 @@
 /* RFB key events (X11 keysyms) to PS/2 scan code set 2 for a US 101/102-key keyboard:
  * letters, digits and punctuation (shifted symbols map to their key: the client sends
  * Shift itself), modifiers, F1-F12, the editing and arrow keys, the keypad, Print Screen
- * (SysRq with Alt) and Pause (Break with Ctrl), the Windows and Menu keys. */
+ * (SysRq with Alt) and Pause (Break with Ctrl), the Windows and Menu keys.
+ * With -k LAYOUT, qemu's keymap file for that layout (/usr/share/qemu/keymaps) says
+ * which key types each keysym first; the US table covers what it does not name. */
 #ifndef VTOOL_VMM_UI_KEYMAP_H
 #define VTOOL_VMM_UI_KEYMAP_H
 
@@ -17,6 +19,12 @@
 #define KEY_BREAK 0x27e   /* Ctrl+Pause */
 
 uint16_t keymap_key(uint32_t keysym);
+
+#include "util/error.h"
+#define KEYMAP_DIR "/usr/share/qemu/keymaps"
+/* Load a qemu keymap ("de", "fr", ...; NULL or "en-us": the built-in US table only). */
+int keymap_load(const char *layout, struct vt_error *err);
+void keymap_unload(void);
 
 /* The bytes a PS/2 keyboard sends for key going down or up (at most 8); 0 if none. */
 size_t keymap_bytes(uint16_t key, bool down, uint8_t out[8]);

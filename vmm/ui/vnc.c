@@ -400,6 +400,9 @@ int display_start(const struct vm_config *cfg, struct vt_error *err)
 		return 0;
 	rfbLog = quiet_log;
 	rfbErr = quiet_log;
+	int ret = keymap_load(d->keymap, err);
+	if (ret)
+		return ret;
 	int fd = d->vnc_unix ? listen_unix(d->vnc_unix, err) : listen_tcp(d, err);
 	if (fd < 0)
 		return fd;
@@ -500,4 +503,5 @@ void display_stop(void)
 	if (vnc.listen_fd >= 0)
 		close(vnc.listen_fd);
 	vnc.listen_fd = -1;
+	keymap_unload();
 }
