@@ -39,10 +39,12 @@ xorriso -as mkisofs -quiet -o "$T/cd.iso" -b boot.bin -no-emul-boot -boot-load-s
 
 EXIT_DEV=(-device isa-debug-exit,iobase=0x501,iosize=2)
 # vt OUT ARGS...: vtool with SeaBIOS's screen on the serial port, into $T/OUT; sets $rc.
+# No VGA, as qemu's -nodefaults below (the VGA BIOS costs ~0.7 s a boot here; run-vnc.py
+# boots SeaBIOS with the VGA).
 vt() {
   local out=$1; shift
   rc=0
-  timeout 90 "$VTOOL" run -m 128 -nographic "${EXIT_DEV[@]}" -serial "file:$T/$out" "$@" \
+  timeout 90 "$VTOOL" run -m 128 -nographic -vga none "${EXIT_DEV[@]}" -serial "file:$T/$out" "$@" \
     </dev/null >"$T/$out.stdout" 2>"$T/$out.err" || rc=$?
 }
 q() {
@@ -173,7 +175,7 @@ if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/nu
    [ -f /usr/lib/ipxe/qemu/efi-virtio.rom ]; then
   rc=0
   timeout 60 unshare -n sh -c 'ip tuntap add dev vtfw0 mode tap && ip link set vtfw0 up &&
-    exec "$0" run -m 128 -nographic -serial "file:$1" -netdev tap,id=n0,ifname=vtfw0,script=no,downscript=no \
+    exec "$0" run -m 128 -nographic -vga none -serial "file:$1" -netdev tap,id=n0,ifname=vtfw0,script=no,downscript=no \
       -device virtio-net-pci,netdev=n0,bootindex=1 -boot n' "$VTOOL" "$T/pxe" \
     </dev/null >/dev/null 2>"$T/pxe.err" || rc=$?
   expect_grep 'iPXE \(http://ipxe\.org\) 00:0[0-9a-f]\.0 ' "$T/pxe"
