@@ -244,7 +244,7 @@ static int read_reply(struct nbd_state *s, int fd, uint64_t gen, const char **wh
 			*why = "hole chunk outside the read or overlapping";
 			return -EPROTO;
 		}
-		blk_iov_memset(sl->iov, sl->iovcnt, (size_t)(off - sl->off), 0, (size_t)n);
+		vt_iov_memset(sl->iov, sl->iovcnt, (size_t)(off - sl->off), 0, (size_t)n);
 		break;
 	}
 	case NBD_REPLY_TYPE_BLOCK_STATUS: {
@@ -503,14 +503,14 @@ static int rw_aligned(struct blk *b, uint16_t type, uint64_t off, const struct i
 			}
 			*heap = (struct iovec){ bb, n };
 			if (type == NBD_CMD_WRITE)
-				blk_iov_to_buf(iov, iovcnt, done, bb, n);
+				vt_iov_to_buf(iov, iovcnt, done, bb, n);
 		}
 		struct rq q = { .type = type, .off = off + done, .len = (uint32_t)n,
 		                .iov = heap ? heap : sub, .iovcnt = heap ? 1 : cnt };
 		int r = request(b, &q, err);
 		if (heap) {
 			if (r == 0 && type == NBD_CMD_READ)
-				blk_iov_from_buf(iov, iovcnt, done, heap->iov_base, n);
+				vt_iov_from_buf(iov, iovcnt, done, heap->iov_base, n);
 			free(heap->iov_base);
 			free(heap);
 		}
@@ -527,7 +527,7 @@ static int rw(struct blk *b, uint16_t type, uint64_t off, const struct iovec *io
               int iovcnt, struct vt_error *err)
 {
 	struct nbd_state *s = b->opaque;
-	size_t total = blk_iov_size(iov, iovcnt);
+	size_t total = vt_iov_size(iov, iovcnt);
 	uint64_t m = s->n.min_block;
 	if (total == 0)
 		return 0;
@@ -547,12 +547,12 @@ static int rw(struct blk *b, uint16_t type, uint64_t off, const struct iovec *io
 	if (type == NBD_CMD_READ) {
 		r = rw_aligned(b, NBD_CMD_READ, as, &bv, 1, blen, err);
 		if (r == 0)
-			blk_iov_from_buf(iov, iovcnt, 0, bb + (off - as), total);
+			vt_iov_from_buf(iov, iovcnt, 0, bb + (off - as), total);
 	} else {
 		pthread_mutex_lock(&s->rmw_lock);
 		r = rw_aligned(b, NBD_CMD_READ, as, &bv, 1, blen, err);
 		if (r == 0) {
-			blk_iov_to_buf(iov, iovcnt, 0, bb + (off - as), total);
+			vt_iov_to_buf(iov, iovcnt, 0, bb + (off - as), total);
 			r = rw_aligned(b, NBD_CMD_WRITE, as, &bv, 1, blen, err);
 		}
 		pthread_mutex_unlock(&s->rmw_lock);

@@ -127,7 +127,8 @@ static int check_main(int argc, char **argv)
 	struct vt_error err = { 0 };
 	struct blk *b;
 	struct blk_open_opts o = { .format = fmt, .writable = fix != 0, .repair = fix != 0,
-	                           .cache = mode, .force_share = share, .no_backing = true };
+	                           .cache = mode, .force_share = share, .no_backing = true,
+	                           .for_check = true };
 	if (blk_open(filename, &o, &b, &err) < 0)
 		return img_fail(&err);
 

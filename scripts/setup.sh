@@ -8,7 +8,9 @@ packages=(
   zlib1g-dev libzstd-dev uuid-dev libvncserver-dev check libmnl-dev libnftnl-dev liburing-dev
   # peers used by tests and benchmarks
   qemu-utils qemu-system-x86 seabios busybox-static xorriso iproute2 nftables
-  lz4 time iputils-ping dnsmasq-base
+  isolinux syslinux-common bc
+  lz4 time iputils-ping dnsmasq-base dmidecode strace
+  python3-cryptography   # VNC authentication in tests/tools/rfbclient.py
   nbdkit libnbd-bin nbd-client
 )
 

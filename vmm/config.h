@@ -19,7 +19,7 @@
 
 enum vm_serial_kind { VM_SERIAL_STDIO, VM_SERIAL_FILE, VM_SERIAL_NONE };
 
-enum vm_drive_if { VM_DRIVE_IDE, VM_DRIVE_VIRTIO };
+enum vm_drive_if { VM_DRIVE_IDE, VM_DRIVE_VIRTIO, VM_DRIVE_NONE };
 enum vm_drive_media { VM_MEDIA_DISK, VM_MEDIA_CDROM };
 
 struct vm_drive {
@@ -33,6 +33,8 @@ struct vm_drive {
 	bool discard_unmap;
 	bool snapshot;
 	const char *option;      /* the option it came from ("-hda", "-drive") for messages */
+	const char *id;          /* -drive id=, for -device ...,drive=ID */
+	int bootindex;           /* -1: none */
 };
 
 struct vm_nic {
@@ -42,6 +44,43 @@ struct vm_nic {
 	uint8_t mac[6];
 	bool has_mac;
 	const char *option;
+	int bootindex;           /* -1: none */
+};
+
+/* -boot: the legacy device letters (c disk, d CD-ROM, n network, a floppy) and the rest. */
+struct vm_boot {
+	char order[8];           /* default "cad" as qemu's pc */
+	char once[8];            /* "" unless once=: the first boot only */
+	int menu;                /* -1 unset, 0 off, 1 on */
+	int splash_time;         /* ms, -1 unset */
+	int reboot_timeout;      /* ms, -1: never (qemu's default) */
+	bool strict;
+};
+
+/* The screen and who sees it: -vga, -display, -vnc, -k, -object secret, -global VGA.*
+ * (parsed by ui/display_opts.c). */
+#define VM_MAX_SECRETS 4
+enum vm_vnc_share { VM_SHARE_ALLOW_EXCLUSIVE, VM_SHARE_FORCE_SHARED, VM_SHARE_IGNORE };
+
+struct vm_display {
+	bool vga;                /* -vga std (the default) or none */
+	bool vga_given;          /* -vga on the command line (-nodefaults drops only the default) */
+	bool nodefaults;
+	uint32_t vgamem_mb;      /* -global VGA.vgamem_mb= (16) */
+	bool vnc;                /* a VNC server runs */
+	char vnc_host[128];      /* the address to listen on (127.0.0.1 when -vnc :N) */
+	int vnc_port;            /* 5900 + display number */
+	const char *vnc_unix;    /* -vnc unix:PATH */
+	const char *vnc_option;  /* "-vnc" or "-display" for messages */
+	char vnc_arg[256];       /* the address as given, for messages */
+	const char *password_secret;  /* -vnc ...,password-secret=ID */
+	char *password;          /* the secret's value (vm_config_check) */
+	enum vm_vnc_share share;
+	const char *keymap;      /* -k LAYOUT */
+	struct vm_secret {
+		const char *id, *file, *data;
+	} secrets[VM_MAX_SECRETS];
+	int nr_secrets;
 };
 
 /* One "+feat" / "-feat" of -cpu. */
@@ -68,14 +107,23 @@ struct vm_config {
 	bool debug_exit;                    /* -device isa-debug-exit */
 	uint16_t debug_exit_port, debug_exit_size;
 
+	const char *bios;                   /* -bios; NULL: Debian's SeaBIOS */
+	struct vm_boot boot;
+	const char *debugcon_path;          /* -debugcon file:PATH / isa-debugcon chardev */
+	uint16_t debugcon_port;             /* 0xe9 unless -global isa-debugcon.iobase= */
+	const char *debugcon_chardev;       /* -device isa-debugcon,chardev=ID before resolving */
+	struct { const char *id, *path; } chardevs[4];
+	int nr_chardevs;
+	uint8_t uuid[16];
+	bool has_uuid;
+
 	/* Later devices: parsed now, refused by vm_config_check() until they exist. */
 	struct vm_drive drives[VM_MAX_DRIVES];
 	int nr_drives;
 	struct vm_nic nics[VM_MAX_NICS];
 	int nr_nics;
 	bool snapshot;                      /* -snapshot */
-	const char *boot_order;             /* -boot */
-	const char *vnc;                    /* -vnc */
+	struct vm_display display;
 	const char *unsupported;            /* first option parsed but not supported yet */
 };
 
@@ -83,8 +131,8 @@ struct vm_config {
  * fills err (file = the option) and returns -EINVAL. */
 int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_error *err);
 
-/* Refuse what this build cannot run yet ("not supported yet: -hda") and missing pieces
- * (no -kernel). */
+/* Refuse what this build cannot run yet ("not supported yet: -vnc") and resolve
+ * references between options (-device ...,drive=ID, -netdev ids, chardevs). */
 int vm_config_check(const struct vm_config *cfg, struct vt_error *err);
 
 #endif

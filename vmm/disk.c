@@ -50,30 +50,32 @@ int disk_open(struct vm_disk *d, const struct vm_drive *drive, bool snapshot,
 	if (drive->cache && blk_cache_parse(drive->cache, &opts.cache))
 		return vt_error_set(err, EINVAL, drive->file, "open",
 		                    "invalid cache mode '%s'", drive->cache);
-	if (drive->format && strcmp(drive->format, "raw") && strcmp(drive->format, "qcow2"))
-		return vt_error_set(err, EINVAL, drive->file, "open",
-		                    "unknown format '%s' (raw or qcow2)", drive->format);
-	/* Probe first, read-only, to learn the format (needed for the overlay and the
-	 * raw warning). */
-	struct blk *probe;
-	struct blk_open_opts po = opts;
-	po.writable = false;
-	po.force_share = true;
-	if ((ret = blk_open(drive->file, &po, &probe, err)))
-		return ret;
+	if (drive->format && !blk_format_known(drive->format))
+		return vt_error_set(err, EINVAL, drive->file, "open", "Unknown driver '%s'",
+		                    drive->format);
 	char format[16];
-	snprintf(format, sizeof(format), "%s", blk_format(probe));
-	blk_close(probe, NULL);
-	d->probed_raw = !drive->format && !strcmp(format, "raw") && !d->readonly;
-	opts.format = format;
-
 	if (snapshot || drive->snapshot) {
+		/* The overlay names the image's format: learn it first, read-only. */
+		struct blk *probe;
+		struct blk_open_opts po = opts;
+		po.writable = false;
+		po.force_share = true;
+		if ((ret = blk_open(drive->file, &po, &probe, err)))
+			return ret;
+		snprintf(format, sizeof(format), "%s", blk_format(probe));
+		blk_close(probe, NULL);
+		opts.format = format;
 		ret = disk_open_snapshot(d, drive->file, format, &opts, err);
 		d->readonly = drive->media == VM_MEDIA_CDROM;
 	} else {
+		/* Opened once, as the guest will use it (a dirty VHDX log is replayed by a
+		 * read-write open only, so no read-only probe first). */
 		opts.writable = !d->readonly;
 		ret = blk_open(drive->file, &opts, &d->blk, err);
+		if (ret == 0)
+			snprintf(format, sizeof(format), "%s", blk_format(d->blk));
 	}
+	d->probed_raw = ret == 0 && !drive->format && !strcmp(format, "raw") && !d->readonly;
 	if (ret)
 		return ret;
 	d->size = blk_size(d->blk);

@@ -12,6 +12,7 @@
 #include "net/net.h"
 #include "util/size.h"
 #include "vmm/config.h"
+#include "vmm/ui/display.h"
 
 #define MAX_KV 24
 
@@ -171,6 +172,58 @@ static int opt_cpu(struct vm_config *cfg, char *arg, struct vt_error *err)
 	return 0;
 }
 
+static struct vm_drive *drive_by_id(struct vm_config *cfg, const char *id)
+{
+	for (int i = 0; i < cfg->nr_drives; i++)
+		if (cfg->drives[i].id && !strcmp(cfg->drives[i].id, id))
+			return &cfg->drives[i];
+	return NULL;
+}
+
+/* -device ide-hd|ide-cd|virtio-blk-pci,drive=ID[,bus=ide.N][,unit=U][,bootindex=N]: puts
+ * a -drive if=none,id=ID on that controller. */
+static int opt_device_drive(struct vm_config *cfg, const char *drv, struct kv *kv, int n,
+                            struct vt_error *err)
+{
+	struct vm_drive *d = NULL;
+	long bus = -1, unit = -1, bootindex = -1;
+	unsigned long v;
+
+	for (int i = 1; i < n; i++) {
+		const char *k = kv[i].key, *val = kv[i].val;
+		if (!strcmp(k, "drive")) {
+			if (!(d = drive_by_id(cfg, val)))
+				return bad(err, "-device", "%s: drive '%s' not found (give -drive if=none,id=%s,...)",
+				           drv, val, val);
+		} else if (!strcmp(k, "bootindex") && !parse_uint(val, 0x7fffffff, &v)) {
+			bootindex = (long)v;
+		} else if (!strcmp(k, "bus") && !strncmp(val, "ide.", 4) &&
+		           !parse_uint(val + 4, 1, &v)) {
+			bus = (long)v;
+		} else if (!strcmp(k, "unit") && !parse_uint(val, 1, &v)) {
+			unit = (long)v;
+		} else if (strcmp(k, "id") && strcmp(k, "serial")) {
+			return bad(err, "-device", "%s: bad parameter '%s'", drv, k);
+		}
+	}
+	if (!d)
+		return bad(err, "-device", "%s: drive= is required", drv);
+	if (d->interface != VM_DRIVE_NONE)
+		return bad(err, "-device", "%s: drive '%s' is already attached", drv, d->id);
+	d->option = "-device";
+	d->bootindex = (int)bootindex;
+	if (!strncmp(drv, "virtio", 6)) {
+		d->interface = VM_DRIVE_VIRTIO;
+		return 0;
+	}
+	d->interface = VM_DRIVE_IDE;
+	if (!strcmp(drv, "ide-cd"))
+		d->media = VM_MEDIA_CDROM;
+	if (bus >= 0)
+		d->index = (int)(bus * 2 + (unit > 0 ? unit : 0));
+	return 0;
+}
+
 static int opt_device(struct vm_config *cfg, char *arg, struct vt_error *err)
 {
 	struct kv kv[MAX_KV];
@@ -201,7 +254,7 @@ static int opt_device(struct vm_config *cfg, char *arg, struct vt_error *err)
 		if (cfg->nr_nics == VM_MAX_NICS)
 			return bad(err, "-device", "too many network cards%s", "");
 		struct vm_nic *nic = &cfg->nics[cfg->nr_nics++];
-		*nic = (struct vm_nic){ .model = "virtio", .option = "-device" };
+		*nic = (struct vm_nic){ .model = "virtio", .option = "-device", .bootindex = -1 };
 		for (int i = 1; i < n; i++) {
 			if (!strcmp(kv[i].key, "netdev"))
 				nic->id = kv[i].val;
@@ -209,10 +262,29 @@ static int opt_device(struct vm_config *cfg, char *arg, struct vt_error *err)
 				if (net_mac_parse(kv[i].val, nic->mac))
 					return bad(err, "-device", "invalid MAC address '%s'", kv[i].val);
 				nic->has_mac = true;
+			} else if (!strcmp(kv[i].key, "bootindex")) {
+				if (parse_uint(kv[i].val, 0x7fffffff, &v))
+					return bad(err, "-device", "invalid bootindex '%s'", kv[i].val);
+				nic->bootindex = (int)v;
 			}
 		}
 		return 0;
 	}
+	if (!strcmp(drv, "isa-debugcon")) {
+		for (int i = 1; i < n; i++) {
+			if (!strcmp(kv[i].key, "chardev")) {
+				cfg->debugcon_chardev = kv[i].val;
+			} else if (!strcmp(kv[i].key, "iobase") && !parse_uint(kv[i].val, 0xffff, &v)) {
+				cfg->debugcon_port = (uint16_t)v;
+			} else {
+				return bad(err, "-device", "isa-debugcon: bad parameter '%s'", kv[i].key);
+			}
+		}
+		return 0;
+	}
+	if (!strcmp(drv, "ide-hd") || !strcmp(drv, "ide-cd") || !strcmp(drv, "ide-drive") ||
+	    !strcmp(drv, "virtio-blk-pci") || !strcmp(drv, "virtio-blk"))
+		return opt_device_drive(cfg, drv, kv, n, err);
 	if (!cfg->unsupported)
 		cfg->unsupported = "-device";
 	return bad(err, "-device", "'%s' is not a supported device", drv);
@@ -225,7 +297,7 @@ static int add_drive(struct vm_config *cfg, const char *opt, struct vm_drive **o
 		return bad(err, opt, "too many drives%s", "");
 	struct vm_drive *d = &cfg->drives[cfg->nr_drives++];
 	*d = (struct vm_drive){ .interface = VM_DRIVE_IDE, .media = VM_MEDIA_DISK,
-	                        .index = -1, .option = opt };
+	                        .index = -1, .option = opt, .bootindex = -1 };
 	*out = d;
 	return 0;
 }
@@ -250,6 +322,8 @@ static int opt_drive(struct vm_config *cfg, char *arg, struct vt_error *err)
 				d->interface = VM_DRIVE_IDE;
 			else if (!strcmp(val, "virtio"))
 				d->interface = VM_DRIVE_VIRTIO;
+			else if (!strcmp(val, "none"))
+				d->interface = VM_DRIVE_NONE;
 			else
 				return bad(err, "-drive", "unsupported interface if=%s", val);
 		} else if (!strcmp(k, "media")) {
@@ -273,7 +347,13 @@ static int opt_drive(struct vm_config *cfg, char *arg, struct vt_error *err)
 			d->cache = val;
 		} else if (!strcmp(k, "discard")) {
 			d->discard_unmap = !strcmp(val, "unmap") || !strcmp(val, "on");
-		} else if (strcmp(k, "id") && strcmp(k, "aio")) {
+		} else if (!strcmp(k, "bootindex")) {
+			if (parse_uint(val, 0x7fffffff, &v))
+				return bad(err, "-drive", "invalid bootindex '%s'", val);
+			d->bootindex = (int)v;
+		} else if (!strcmp(k, "id")) {
+			d->id = val;
+		} else if (strcmp(k, "aio")) {
 			return bad(err, "-drive", "invalid parameter '%s'", k);
 		}
 	}
@@ -348,6 +428,131 @@ static int opt_serial(struct vm_config *cfg, const char *arg, struct vt_error *e
 	return 0;
 }
 
+/* qemu's rules for boot device letters: a..p, each once; a PC knows a, b, c, d and n. */
+static int boot_devices(const char *list, struct vt_error *err)
+{
+	unsigned seen = 0;
+
+	if (strlen(list) >= sizeof(((struct vm_boot *)0)->order))
+		return bad(err, "-boot", "too many boot devices in '%s'", list);
+	for (const char *p = list; *p; p++) {
+		if (*p < 'a' || *p > 'p')
+			return bad(err, "-boot", "Invalid boot device '%c'", *p);
+		if (seen & (1u << (*p - 'a')))
+			return bad(err, "-boot", "Boot device '%c' was given twice", *p);
+		seen |= 1u << (*p - 'a');
+		if (!strchr("abcdn", *p))
+			return bad(err, "-boot", "Invalid boot device for PC: '%c'", *p);
+	}
+	return 0;
+}
+
+static int opt_boot(struct vm_config *cfg, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	unsigned long v;
+	int n = kv_split(arg, "order", kv);
+
+	if (n < 0)
+		return bad(err, "-boot", "too many parameters%s", "");
+	for (int i = 0; i < n; i++) {
+		const char *k = kv[i].key, *val = kv[i].val;
+		bool b;
+		if (!strcmp(k, "order") || !strcmp(k, "once")) {
+			if (boot_devices(val, err))
+				return -EINVAL;
+			snprintf(!strcmp(k, "order") ? cfg->boot.order : cfg->boot.once,
+			         sizeof(cfg->boot.order), "%s", val);
+		} else if (!strcmp(k, "menu") || !strcmp(k, "strict")) {
+			if (parse_bool(val, &b))
+				return bad(err, "-boot", "Parameter 'boot.%s' expects 'on' or 'off'", k);
+			if (!strcmp(k, "menu"))
+				cfg->boot.menu = b;
+			else
+				cfg->boot.strict = b;
+		} else if (!strcmp(k, "splash-time")) {
+			if (parse_uint(val, 0xffff, &v))
+				return bad(err, "-boot", "splash-time is invalid, it should be a value between 0 and 65535%s", "");
+			cfg->boot.splash_time = (int)v;
+		} else if (!strcmp(k, "reboot-timeout")) {
+			if (!strcmp(val, "-1"))
+				v = (unsigned long)-1;
+			else if (parse_uint(val, 0xffff, &v))
+				return bad(err, "-boot", "reboot timeout is invalid, it should be a value between -1 and 65535%s", "");
+			cfg->boot.reboot_timeout = (int)v;
+		} else if (strcmp(k, "splash")) {
+			return bad(err, "-boot", "Invalid parameter '%s'", k);
+		}
+	}
+	return 0;
+}
+
+static int opt_chardev(struct vm_config *cfg, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	int n = kv_split(arg, "backend", kv);
+	const char *id = NULL, *path = NULL;
+
+	if (n <= 0 || strcmp(kv[0].val, "file"))
+		return bad(err, "-chardev", "unsupported backend '%s' (only file)", n > 0 ? kv[0].val : "");
+	for (int i = 1; i < n; i++) {
+		if (!strcmp(kv[i].key, "id"))
+			id = kv[i].val;
+		else if (!strcmp(kv[i].key, "path"))
+			path = kv[i].val;
+		else
+			return bad(err, "-chardev", "invalid parameter '%s'", kv[i].key);
+	}
+	if (!id || !path)
+		return bad(err, "-chardev", "file needs id= and path=%s", "");
+	if (cfg->nr_chardevs == 4)
+		return bad(err, "-chardev", "too many character devices%s", "");
+	cfg->chardevs[cfg->nr_chardevs].id = id;
+	cfg->chardevs[cfg->nr_chardevs++].path = path;
+	return 0;
+}
+
+static int opt_global(struct vm_config *cfg, const char *arg, struct vt_error *err)
+{
+	unsigned long v;
+	int ret = display_global(cfg, arg, err);
+
+	if (ret <= 0)
+		return ret;
+
+	if (!strncmp(arg, "isa-debugcon.iobase=", 20) && !parse_uint(arg + 20, 0xffff, &v)) {
+		cfg->debugcon_port = (uint16_t)v;
+		return 0;
+	}
+	return bad(err, "-global", "unsupported property '%s' (only isa-debugcon.iobase and "
+	           "VGA.vgamem_mb)", arg);
+}
+
+static int parse_hex(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int opt_uuid(struct vm_config *cfg, const char *arg, struct vt_error *err)
+{
+	int k = 0;
+
+	for (const char *p = arg; *p; p++) {
+		if (*p == '-' && (p - arg == 8 || p - arg == 13 || p - arg == 18 || p - arg == 23))
+			continue;
+		int hi = parse_hex(p[0]), lo = p[1] ? parse_hex(p[1]) : -1;
+		if (hi < 0 || lo < 0 || k == 16)
+			return bad(err, "-uuid", "Fail to parse UUID string.%s", "");
+		cfg->uuid[k++] = (uint8_t)(hi << 4 | lo);
+		p++;
+	}
+	if (k != 16 || strlen(arg) != 36)
+		return bad(err, "-uuid", "Fail to parse UUID string.%s", "");
+	cfg->has_uuid = true;
+	return 0;
+}
+
 static int opt_machine(char *arg, struct vt_error *err)
 {
 	struct kv kv[MAX_KV];
@@ -373,7 +578,8 @@ enum opt_id {
 	O_SNAPSHOT, O_IGNORED0,
 	O_M, O_SMP, O_CPU, O_KERNEL, O_INITRD, O_APPEND, O_NAME, O_PIDFILE, O_SERIAL,
 	O_DISPLAY, O_VGA, O_MONITOR, O_DEVICE, O_MACHINE, O_ACCEL, O_RTC, O_HD, O_CDROM,
-	O_DRIVE, O_BOOT, O_VNC, O_NET, O_NETDEV, O_IGNORED1,
+	O_DRIVE, O_BOOT, O_VNC, O_NET, O_NETDEV, O_BIOS, O_DEBUGCON, O_CHARDEV, O_GLOBAL, O_UUID,
+	O_K, O_OBJECT, O_IGNORED1,
 };
 
 static const struct {
@@ -391,7 +597,9 @@ static const struct {
 	{ "machine", O_MACHINE }, { "M", O_MACHINE }, { "accel", O_ACCEL }, { "rtc", O_RTC },
 	{ "hda", O_HD }, { "hdb", O_HD }, { "hdc", O_HD }, { "hdd", O_HD },
 	{ "cdrom", O_CDROM }, { "drive", O_DRIVE }, { "boot", O_BOOT }, { "vnc", O_VNC },
-	{ "net", O_NET }, { "netdev", O_NETDEV }, { "k", O_IGNORED1 },
+	{ "net", O_NET }, { "netdev", O_NETDEV }, { "k", O_K }, { "bios", O_BIOS },
+	{ "debugcon", O_DEBUGCON }, { "chardev", O_CHARDEV }, { "global", O_GLOBAL },
+	{ "uuid", O_UUID }, { "object", O_OBJECT },
 };
 
 static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *arg,
@@ -402,8 +610,9 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 	int n;
 
 	switch (id) {
-	case O_ENABLE_KVM: case O_IGNORED0: case O_IGNORED1: case O_NODEFAULTS:
+	case O_ENABLE_KVM: case O_IGNORED0: case O_IGNORED1:
 		return 0;
+	case O_NODEFAULTS: cfg->display.nodefaults = true; return 0;
 	case O_NOGRAPHIC: cfg->nographic = true; return 0;
 	case O_NO_REBOOT: cfg->no_reboot = true; return 0;
 	case O_NO_SHUTDOWN: cfg->no_shutdown = true; return 0;
@@ -425,8 +634,10 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 				cfg->name = kv[i].val;
 		return 0;
 	case O_SERIAL: return opt_serial(cfg, arg, err);
-	case O_DISPLAY: case O_VGA: case O_MONITOR:
-		if (!strncmp(arg, "none", 4) || (id == O_VGA && !strcmp(arg, "std")))
+	case O_DISPLAY: case O_VGA: case O_VNC: case O_K: case O_OBJECT:
+		return display_option(cfg, opt, arg, err);
+	case O_MONITOR:
+		if (!strncmp(arg, "none", 4))
 			return 0;
 		return bad(err, opt, "unsupported value '%s' (only 'none')", arg);
 	case O_DEVICE: return opt_device(cfg, arg, err);
@@ -453,14 +664,17 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 		}
 		return 0;
 	case O_DRIVE: return opt_drive(cfg, arg, err);
-	case O_BOOT:
-		cfg->boot_order = arg;
+	case O_BOOT: return opt_boot(cfg, arg, err);
+	case O_BIOS: cfg->bios = arg; return 0;
+	case O_DEBUGCON:
+		if (!strncmp(arg, "file:", 5) && arg[5])
+			cfg->debugcon_path = arg + 5;
+		else if (strcmp(arg, "none") && strcmp(arg, "null"))
+			return bad(err, "-debugcon", "unsupported character device '%s' (file:PATH)", arg);
 		return 0;
-	case O_VNC:
-		cfg->vnc = arg;
-		if (!cfg->unsupported)
-			cfg->unsupported = "-vnc";
-		return 0;
+	case O_CHARDEV: return opt_chardev(cfg, arg, err);
+	case O_GLOBAL: return opt_global(cfg, arg, err);
+	case O_UUID: return opt_uuid(cfg, arg, err);
 	case O_NET: case O_NETDEV: return opt_net(cfg, opt, arg, err);
 	}
 	return 0;
@@ -469,7 +683,11 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_error *err)
 {
 	*cfg = (struct vm_config){ .ram_size = 128ull << 20, .nr_vcpus = 1,
-	                           .cpu_model = "host", .serial = VM_SERIAL_STDIO };
+	                           .cpu_model = "host", .serial = VM_SERIAL_STDIO,
+	                           .boot = { .order = "cad", .menu = -1, .splash_time = -1,
+	                                     .reboot_timeout = -1 },
+	                           .debugcon_port = 0xe9 };
+	display_config_init(&cfg->display);
 	bool serial_given = false;
 
 	for (int i = 1; i < argc; i++) {
@@ -541,10 +759,17 @@ int vm_config_check(const struct vm_config *cfg, struct vt_error *err)
 	if (cfg->unsupported)
 		return vt_error_set(err, ENOTSUP, cfg->unsupported, NULL, "not supported yet: %s",
 		                    cfg->unsupported);
-	if (!cfg->kernel)
-		return vt_error_set(err, ENOTSUP, cfg->nr_drives ? cfg->drives[0].option : "-kernel",
-		                    NULL, "not supported yet: booting from disks (firmware); give "
-		                    "-kernel");
+	if ((ret = display_config_check((struct vm_config *)cfg, err)))
+		return ret;
+	if (cfg->debugcon_chardev) {
+		struct vm_config *c = (struct vm_config *)cfg;
+		for (int i = 0; i < cfg->nr_chardevs; i++)
+			if (!strcmp(cfg->chardevs[i].id, cfg->debugcon_chardev))
+				c->debugcon_path = cfg->chardevs[i].path;
+		if (!cfg->debugcon_path)
+			return vt_error_set(err, EINVAL, "-device", NULL,
+			                    "isa-debugcon: chardev '%s' not found", cfg->debugcon_chardev);
+	}
 	/* IDE indexes: explicit ones first, then the free ones in order, as qemu does. */
 	bool used[4] = { false };
 	for (int i = 0; i < cfg->nr_drives; i++) {

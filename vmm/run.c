@@ -12,8 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "host/host.h"
 #include "util/command.h"
 #include "vmm/console.h"
+#include "vmm/ui/display.h"
+#include "vmm/hw/fw_cfg.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
@@ -31,38 +34,63 @@ static const char run_help[] =
 	"                       features to hide, e.g. -cpu host,-cx16\n"
 	"  -enable-kvm, -accel kvm, -machine pc[,accel=kvm]   accepted (KVM is always used)\n"
 	"  -rtc base=utc|localtime\n"
-	"Boot:\n"
-	"  -kernel FILE         Linux bzImage (64-bit boot protocol) or ELF with a PVH note\n"
+	"Boot (without -kernel: firmware, Debian's SeaBIOS, boots the disks like qemu's pc):\n"
+	"  -bios FILE           BIOS image (default /usr/share/seabios/bios-256k.bin)\n"
+	"  -boot [order=]DRIVES[,once=DRIVES][,menu=on|off][,splash-time=MS]\n"
+	"        [,reboot-timeout=MS][,strict=on|off]\n"
+	"                       c first disk, d CD-ROM, n network, a floppy (default cad);\n"
+	"                       reboot-timeout: reboot this long after 'No bootable device'\n"
+	"                       (-1, the default, waits forever)\n"
+	"  -kernel FILE         direct boot: Linux bzImage (64-bit boot protocol) or an ELF\n"
+	"                       (32- or 64-bit) with a PVH note\n"
 	"  -initrd FILE         initial ramdisk\n"
 	"  -append CMDLINE      kernel command line\n"
+	"  -uuid UUID           the machine's SMBIOS UUID\n"
 	"Devices and I/O:\n"
 	"  -serial stdio|file:PATH|none   COM1 (default stdio)\n"
-	"  -nographic           serial on stdio with Ctrl-A escapes (C-a x quits, C-a h help)\n"
-	"  -display none, -vga none, -monitor none, -nodefaults   accepted\n"
+	"  -nographic           serial on stdio with Ctrl-A escapes (C-a x quits, C-a h help);\n"
+	"                       the firmware's screen text appears there too\n"
+	"  -debugcon file:PATH [-global isa-debugcon.iobase=0x402]\n"
+	"  -chardev file,id=ID,path=PATH -device isa-debugcon,chardev=ID,iobase=0x402\n"
+	"                       debug console port (SeaBIOS logs on 0x402)\n"
+	"  -monitor none, -nodefaults   accepted (-nodefaults: no VGA unless -vga std)\n"
 	"  -device isa-debug-exit[,iobase=0x501][,iosize=2]\n"
 	"                       a write of V to the port exits with status (V<<1)|1\n"
 	"Disks (qcow2 or raw, through the same block layer as vtool img):\n"
 	"  -hda/-hdb/-hdc/-hdd FILE, -cdrom FILE      IDE disks and an ATAPI CD-ROM\n"
-	"  -drive file=F[,if=ide|virtio][,format=raw|qcow2][,index=N][,media=disk|cdrom]\n"
+	"  -drive file=F[,if=ide|virtio|none][,format=raw|qcow2][,index=N][,media=disk|cdrom]\n"
 	"         [,readonly=on][,cache=writeback|none|writethrough|directsync|unsafe]\n"
-	"         [,discard=unmap][,snapshot=on]\n"
+	"         [,discard=unmap][,snapshot=on][,id=ID][,bootindex=N]\n"
+	"  -device ide-hd|ide-cd|virtio-blk-pci,drive=ID[,bus=ide.N,unit=N][,bootindex=N]\n"
 	"  -snapshot            write to throw-away overlays; the images stay untouched\n"
 	"Network (virtio-net over a tap made by 'vtool net'):\n"
 	"  -net nic[,model=virtio][,macaddr=MAC] -net tap,ifname=TAP,script=no,downscript=no\n"
 	"  -netdev tap,id=ID,ifname=TAP,script=no,downscript=no\n"
-	"  -device virtio-net-pci,netdev=ID[,mac=MAC]\n"
+	"  -device virtio-net-pci,netdev=ID[,mac=MAC][,bootindex=N]\n"
+	"  -net none            accepted\n"
+	"Display (std VGA with Debian's VGA BIOS, shown over VNC):\n"
+	"  -vga std|none        the VGA card (default std: PCI 00:02.0, Bochs VBE modes)\n"
+	"  -global VGA.vgamem_mb=N   video memory (default 16)\n"
+	"  -vnc :N              VNC server on 127.0.0.1 port 5900+N (this host only)\n"
+	"  -vnc HOST:N, -vnc 0.0.0.0:N   listen on HOST (0.0.0.0: every address)\n"
+	"  -vnc unix:PATH, -vnc none, -display vnc=ADDR, -display none\n"
+	"       [,password-secret=ID][,share=allow-exclusive|force-shared|ignore]\n"
+	"  -object secret,id=ID,file=FILE|data=TEXT   the VNC password (VNC auth: 8 chars)\n"
+	"  -k LAYOUT            keyboard layout of the guest (qemu's keymaps: de, fr, ...;\n"
+	"                       default en-us)\n"
 	"Lifecycle:\n"
 	"  -no-reboot           exit (status 0) when the guest resets instead of rebooting\n"
 	"  -name NAME, -pidfile FILE, -daemonize\n"
 	"\n"
-	"Parsed but not supported yet (refused with 'not supported yet'): -vnc, and booting\n"
-	"from disks without -kernel (firmware); -boot is accepted and ignored with -kernel.\n"
-	"\n"
+
 	"Exit status: 0 after power-off, reset with -no-reboot, C-a x or SIGINT/SIGTERM;\n"
 	"(V<<1)|1 from isa-debug-exit; 1 on errors (a KVM error or unhandled exit prints the\n"
 	"vCPU's registers and the instruction bytes at RIP).\n"
 	"\n"
-	"Example:\n"
+	"Examples:\n"
+	"  vtool run -enable-kvm -m 2048 -hda disk.qcow2 -cdrom install.iso -boot d -vnc :19\n"
+	"  (then: vncviewer localhost:19)\n"
+	"  vtool run -enable-kvm -m 2048 -hda disk.qcow2 -cdrom install.iso -boot d -nographic\n"
 	"  vtool run -enable-kvm -m 512 -kernel bzImage -append console=ttyS0 -nographic\n";
 
 static struct {
@@ -95,6 +123,7 @@ static void set_current_vm(struct vm *vm)
 	run_state.vm = vm;
 	pthread_mutex_unlock(&run_state.lock);
 	console_attach(vm);
+	display_attach(vm);
 }
 
 static int write_pidfile(const char *path, char *abs, size_t abslen)
@@ -168,16 +197,68 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* VTOOL_RUN_STATS=1: where a boot's time went, for bench/run-boot.sh. */
+static void print_stats(struct vm *vm, uint64_t t0)
+{
+	struct vcpu_stats sum = { 0 };
+	static uint64_t ports[65536];
+
+	memset(ports, 0, sizeof(ports));
+	for (int i = 0; i < vm->nr_vcpus; i++) {
+		const struct vcpu_stats *st = &vm->vcpus[i].stats;
+		sum.exits += st->exits;
+		sum.io += st->io;
+		sum.io_elems += st->io_elems;
+		sum.mmio += st->mmio;
+		sum.hlt += st->hlt;
+		sum.intr += st->intr;
+		sum.other += st->other;
+		for (int p = 0; st->io_by_port && p < 65536; p++)
+			ports[p] += st->io_by_port[p];
+	}
+	fprintf(stderr, "vtool run: %.3f s; exits %llu: io %llu (%llu elements), mmio %llu, hlt %llu, "
+	        "signal %llu, other %llu\n", (double)(mono_ns() - t0) / 1e9,
+	        (unsigned long long)sum.exits, (unsigned long long)sum.io,
+	        (unsigned long long)sum.io_elems, (unsigned long long)sum.mmio,
+	        (unsigned long long)sum.hlt, (unsigned long long)sum.intr,
+	        (unsigned long long)sum.other);
+	fprintf(stderr, "vtool run: io exits by port:");
+	for (int k = 0; k < 8; k++) {
+		int best = -1;
+		for (int p = 0; p < 65536; p++)
+			if (ports[p] && (best < 0 || ports[p] > ports[best]))
+				best = p;
+		if (best < 0)
+			break;
+		fprintf(stderr, " 0x%x:%llu", best, (unsigned long long)ports[best]);
+		ports[best] = 0;
+	}
+	fprintf(stderr, "\n");
+	struct fw_cfg *fc = vm_device(vm, "fw_cfg");
+	if (fc) {
+		struct fw_cfg_stats f;
+		fw_cfg_get_stats(fc, &f);
+		fprintf(stderr, "vtool run: fw_cfg: %llu selects, %llu data-port reads, %llu DMA "
+		        "transfers (%llu bytes)\n", (unsigned long long)f.selects,
+		        (unsigned long long)f.port_reads, (unsigned long long)f.dma_kicks,
+		        (unsigned long long)f.dma_bytes);
+	}
+}
+
 /* Run one boot of the machine; returns the stop reason and sets *status. */
-static enum vm_stop run_once(const struct vm_config *cfg, int *daemon_fd, uint64_t t0,
-                             int *status)
+static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *daemon_fd,
+                             uint64_t t0, int *status)
 {
 	struct vm vm;
 	struct vt_error err = { 0 };
 
-	if (vm_create(&vm, cfg, &err)) {
+	if (vm_create(&vm, cfg, boot_count, &err)) {
 		console_stop();
 		vt_error_print(&err, stderr);
+		/* The fix `vtool host validate` would give for the same failure. */
+		const char *fix = !strcmp(err.file, "/dev/kvm") ? host_kvm_fix(err.code) : NULL;
+		if (fix)
+			fprintf(stderr, "vtool: fix: %s\n", fix);
 		daemon_ready(*daemon_fd, 1);
 		*daemon_fd = -1;
 		vm_destroy(&vm);
@@ -196,9 +277,14 @@ static enum vm_stop run_once(const struct vm_config *cfg, int *daemon_fd, uint64
 	if (getenv("VTOOL_RUN_TIMES") && vm.nr_vcpus > 0)
 		fprintf(stderr, "vtool run: first guest instruction %.3f ms after start\n",
 		        (double)(vm.vcpus[0].first_run_ns - t0) / 1e6);
+	if (getenv("VTOOL_RUN_STATS"))
+		print_stats(&vm, t0);
 	*status = vm.exit_status;
 	if (why == VM_STOP_ERROR) {
 		console_stop();
+		/* The guest's console shares the terminal and rarely ends its line. */
+		if (cfg->serial == VM_SERIAL_STDIO && isatty(STDERR_FILENO))
+			fputc('\n', stderr);
 		if (vm.stop_message)
 			fprintf(stderr, "vtool: %s\n", vm.stop_message);
 		else
@@ -259,12 +345,19 @@ static int run_main(int argc, char **argv)
 	vcpu_init_signals();
 	pthread_t sig_thread;
 	bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &set) == 0;
+	if (display_start(&cfg, &err)) {
+		vt_error_print(&err, stderr);
+		daemon_ready(daemon_fd, 1);
+		if (pidfile[0])
+			unlink(pidfile);
+		return 1;
+	}
 	if (cfg.serial == VM_SERIAL_STDIO && !cfg.daemonize)
 		console_start(cfg.nographic);
 	atexit(console_restore_terminal);
 
-	for (;;) {
-		enum vm_stop why = run_once(&cfg, &daemon_fd, t0, &status);
+	for (int boots = 0;; boots++) {
+		enum vm_stop why = run_once(&cfg, boots, &daemon_fd, t0, &status);
 		if (why == VM_STOP_RESET && !cfg.no_reboot) {
 			pthread_mutex_lock(&run_state.lock);
 			bool signalled = run_state.signal != 0;
@@ -277,6 +370,7 @@ static int run_main(int argc, char **argv)
 		break;
 	}
 	console_stop();
+	display_stop();
 	if (have_sig_thread) {
 		pthread_kill(sig_thread, SIGUSR2);
 		pthread_join(sig_thread, NULL);

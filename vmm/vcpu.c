@@ -112,6 +112,8 @@ static int vcpu_setup_boot(struct vcpu *vcpu, struct vt_error *err)
 	struct kvm_regs regs = { .rflags = 0x2 };
 	int ret;
 
+	if (vm->entry.mode == VM_ENTRY_RESET)
+		return 0; /* KVM's power-on state is the reset state firmware expects */
 	if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
 		return vt_error_set(err, errno, "vCPU 0", "KVM_GET_SREGS", NULL);
 	if (vm->entry.mode == VM_ENTRY_LONG64)
@@ -166,6 +168,8 @@ static int vcpu_setup_defaults(struct vcpu *vcpu, struct vt_error *err)
 int vcpu_create(struct vcpu *vcpu, struct vm *vm, int id, struct vt_error *err)
 {
 	*vcpu = (struct vcpu){ .vm = vm, .id = id, .fd = -1 };
+	if (getenv("VTOOL_RUN_STATS"))
+		vcpu->stats.io_by_port = calloc(65536, sizeof(uint32_t));
 	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
 	if (vcpu->fd < 0)
 		return vt_error_set(err, errno, "/dev/kvm", "KVM_CREATE_VCPU", NULL);
@@ -211,9 +215,9 @@ static void vcpu_describe(struct vcpu *vcpu, const char *what, char *buf, size_t
 	OUT("  cr0=%llx cr2=%llx cr3=%llx cr4=%llx efer=%llx\n", s.cr0, s.cr2, s.cr3, s.cr4,
 	    s.efer);
 	struct kvm_translation tr = { .linear_address = s.cs.base + r.rip };
-	uint8_t *code = NULL;
+	const uint8_t *code = NULL;
 	if (ioctl(vcpu->fd, KVM_TRANSLATE, &tr) == 0 && tr.valid)
-		code = vm_guest_ptr(vcpu->vm, tr.physical_address, 16);
+		code = vm_guest_ptr_ro(vcpu->vm, tr.physical_address, 16);
 	if (code) {
 		OUT("  code at rip (gpa %llx):", tr.physical_address);
 		for (int i = 0; i < 16; i++)
@@ -238,6 +242,10 @@ static void vcpu_handle_io(struct vcpu *vcpu)
 	uint8_t *data = (uint8_t *)run + run->io.data_offset;
 	bool is_write = run->io.direction == KVM_EXIT_IO_OUT;
 
+	vcpu->stats.io++;
+	vcpu->stats.io_elems += run->io.count;
+	if (vcpu->stats.io_by_port)
+		vcpu->stats.io_by_port[run->io.port]++;
 	/* String I/O (rep insw/outsw) arrives as one exit with count elements. */
 	for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size)
 		bus_access(&vcpu->vm->pio, run->io.port, data, run->io.size, is_write);
@@ -298,16 +306,21 @@ static void *vcpu_thread(void *arg)
 			break;
 		}
 		struct kvm_run *run = vcpu->run;
+		vcpu->stats.exits++;
 		switch (run->exit_reason) {
 		case KVM_EXIT_IO:
 			vcpu_handle_io(vcpu);
 			break;
 		case KVM_EXIT_MMIO:
+			vcpu->stats.mmio++;
 			bus_access(&vm->mmio, run->mmio.phys_addr, run->mmio.data, run->mmio.len,
 			           run->mmio.is_write);
 			break;
 		case KVM_EXIT_INTR:
+			vcpu->stats.intr++;
+			break;
 		case KVM_EXIT_HLT:
+			vcpu->stats.hlt++;
 			break;
 		case KVM_EXIT_SHUTDOWN:
 			vcpu_fail(vcpu, "guest triple fault (CPU shutdown)");
@@ -326,6 +339,7 @@ static void *vcpu_thread(void *arg)
 			break;
 		}
 		default: {
+			vcpu->stats.other++;
 			char what[64];
 			snprintf(what, sizeof(what), "unhandled KVM exit %u", run->exit_reason);
 			vcpu_fail(vcpu, what);
@@ -368,6 +382,8 @@ void vcpu_destroy(struct vcpu *vcpu)
 		munmap(vcpu->run, vcpu->vm->run_size);
 	if (vcpu->fd >= 0)
 		close(vcpu->fd);
+	free(vcpu->stats.io_by_port);
+	vcpu->stats.io_by_port = NULL;
 	vcpu->run = NULL;
 	vcpu->fd = -1;
 }

@@ -20,6 +20,11 @@ struct vcpu {
 	pthread_t thread;
 	bool started;
 	uint64_t first_run_ns;   /* CLOCK_MONOTONIC just before the first KVM_RUN */
+	/* Exit counters (written by the vCPU thread only; read after it is joined). */
+	struct vcpu_stats {
+		uint64_t exits, io, io_elems, mmio, hlt, intr, other;
+		uint32_t *io_by_port;    /* 65536 counters, only with VTOOL_RUN_STATS set */
+	} stats;
 };
 
 /* Create the vCPU, give it CPUID, MSRs, FPU and LAPIC defaults; the boot vCPU (id 0)

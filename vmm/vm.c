@@ -16,13 +16,19 @@
 #include "vmm/virtio/blk.h"
 #include "vmm/virtio/net.h"
 #include "vmm/hw/devices.h"
+#include "vmm/hw/fw_cfg.h"
 #include "vmm/irq.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
-#define KVM_TSS_ADDR          0xfffbd000ull
+/* Where VMX keeps its real-mode helpers (qemu's addresses): an identity page table and,
+ * right after it, a three-page TSS, reserved in the memory map. */
 #define KVM_IDENTITY_MAP_ADDR 0xfeffc000ull
+#define KVM_TSS_ADDR          0xfeffd000ull
+#define KVM_HELPERS_SIZE      0x4000ull
 #define VM_MIN_RAM            (2ull << 20)
+#define VGA_WINDOW            0xa0000ull
+#define VGA_WINDOW_END        0xc0000ull
 
 /* Creation order; vm_destroy frees in reverse. */
 static const struct {
@@ -30,12 +36,15 @@ static const struct {
 	int (*init)(struct vm *vm, struct vt_error *err);
 } vm_device_table[] = {
 	{ "pci", pci_init },
+	{ "vga", vga_init },     /* 00:02.0, as in qemu's pc machine */
 	{ "serial", serial_init },
 	{ "i8042", i8042_init },
 	{ "rtc", rtc_init },
 	{ "sysctl", sysctl_init },
 	{ "acpi-pm", acpi_pm_init },
 	{ "debug-exit", debug_exit_init },
+	{ "debugcon", debugcon_init },
+	{ "fw_cfg", fw_cfg_init },
 	{ "ide", ide_init },
 };
 
@@ -67,6 +76,8 @@ static int vm_attach_drives(struct vm *vm, struct vt_error *err)
 		if (disk->probed_raw)
 			vm_warn(vm, "image format was not specified for '%s' and probing guessed raw; "
 			        "writes to sector 0 are refused (give format=raw)", drive->file);
+		if (drive->interface == VM_DRIVE_NONE)
+			continue; /* if=none without a -device: opened, attached nowhere (as qemu) */
 		if (drive->interface == VM_DRIVE_VIRTIO) {
 			ret = virtio_blk_add(vm, disk, err);
 		} else {
@@ -95,19 +106,6 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int vm_set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
-                       struct vt_error *err)
-{
-	struct kvm_userspace_memory_region r = {
-		.slot = slot, .guest_phys_addr = gpa, .memory_size = size,
-		.userspace_addr = (uint64_t)(uintptr_t)hva,
-	};
-
-	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-		return vt_error_set(err, errno, "/dev/kvm", "KVM_SET_USER_MEMORY_REGION", NULL);
-	return 0;
-}
-
 static int vm_map_memory(struct vm *vm, struct vt_error *err)
 {
 	uint64_t size = vm->cfg->ram_size;
@@ -127,15 +125,24 @@ static int vm_map_memory(struct vm *vm, struct vt_error *err)
 		vm->ram = NULL;
 		return vt_error_set(err, errno, "-m", "allocate guest RAM", NULL);
 	}
-	return 0;
-}
-
-static int vm_register_memory(struct vm *vm, struct vt_error *err)
-{
-	int ret = vm_set_slot(vm, 0, 0, vm->low_ram, vm->ram, err);
-
+	/* Entered in the table now (boot code writes into it at once); KVM learns of the
+	 * slots on the slow-setup thread. */
+	struct vm_region low = { .name = "ram-low", .kind = VM_REGION_RAM, .gpa = 0,
+	                         .size = vm->low_ram, .host = vm->ram };
+	struct vm_region high = { .name = "ram-high", .kind = VM_REGION_RAM, .gpa = VM_4G,
+	                          .size = vm->high_ram, .host = vm->ram + vm->low_ram };
+	/* A VGA owns 0xa0000-0xbffff (its window traps to hw/vga_mem.c): RAM has a hole. */
+	struct vm_region above = { .name = "ram-low-c0000", .kind = VM_REGION_RAM,
+	                           .gpa = VGA_WINDOW_END, .size = vm->low_ram - VGA_WINDOW_END,
+	                           .host = vm->ram + VGA_WINDOW_END };
+	bool hole = vm->cfg->display.vga && vm->low_ram > VGA_WINDOW_END;
+	if (hole)
+		low.size = VGA_WINDOW;
+	int ret = vm_mem_add(vm, &low, false, err);
+	if (!ret && hole)
+		ret = vm_mem_add(vm, &above, false, err);
 	if (!ret && vm->high_ram)
-		ret = vm_set_slot(vm, 1, VM_4G, vm->high_ram, vm->ram + vm->low_ram, err);
+		ret = vm_mem_add(vm, &high, false, err);
 	return ret;
 }
 
@@ -175,20 +182,23 @@ static void *vm_slow_setup(void *arg)
 	struct vm *vm = arg;
 	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
 
-	vm->slow_ret = vm_register_memory(vm, &vm->slow_err);
+	vm->slow_ret = vm_mem_sync(vm, &vm->slow_err);
 	if (!vm->slow_ret && ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
 		vm->slow_ret = vt_error_set(&vm->slow_err, errno, "/dev/kvm", "KVM_CREATE_PIT2", NULL);
 	return NULL;
 }
 
-int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
+int vm_create(struct vm *vm, const struct vm_config *cfg, int boot_count,
+              struct vt_error *err)
 {
 	int ret;
 
 	*vm = (struct vm){ .cfg = cfg, .kvm_fd = -1, .vm_fd = -1, .nr_vcpus = cfg->nr_vcpus,
+	                   .boot_count = boot_count,
 	                   .start_ns = now_ns() };
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
+	vm_mem_init(&vm->mem);
 	bus_init(&vm->pio, "I/O port bus");
 	bus_init(&vm->mmio, "MMIO bus");
 
@@ -205,16 +215,17 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err)
 		ret = vm_attach_drives(vm, err);
 	for (int i = 0; !ret && i < cfg->nr_nics; i++)
 		if (cfg->nics[i].model)
-			ret = virtio_net_add(vm, cfg->nics[i].ifname, cfg->nics[i].mac, err);
-	uint64_t rsdp = 0;
-	if (!ret && !(ret = acpi_build_tables(vm, &rsdp, err)) && !(ret = mptable_build(vm, err)))
-		ret = boot_load(vm, rsdp, err);
+			ret = virtio_net_add(vm, &cfg->nics[i], err);
+	if (!ret)
+		ret = cfg->kernel ? boot_load(vm, err) : firmware_load(vm, err);
 	if (threaded)
 		pthread_join(slow_thread, NULL);
 	if (!ret && vm->slow_ret) {
 		*err = vm->slow_err;
 		ret = vm->slow_ret;
 	}
+	if (!ret)
+		ret = vm_mem_sync(vm, err); /* regions added while the helper ran (firmware) */
 	if (ret)
 		return ret;
 	vm->vcpus = calloc((size_t)vm->nr_vcpus, sizeof(*vm->vcpus));
@@ -240,10 +251,12 @@ void vm_destroy(struct vm *vm)
 			d->destroy(d->state);
 	}
 	irq_destroy(vm);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd); /* first: KVM lets go of the memory before it is unmapped */
+	vm->vm_fd = -1;
+	vm_mem_destroy(&vm->mem);
 	if (vm->ram)
 		munmap(vm->ram, vm->ram_size);
-	if (vm->vm_fd >= 0)
-		close(vm->vm_fd);
 	if (vm->kvm_fd >= 0)
 		close(vm->kvm_fd);
 	bus_destroy(&vm->pio);
@@ -295,23 +308,13 @@ bool vm_stopping(struct vm *vm)
 	return __atomic_load_n(&vm->stop, __ATOMIC_SEQ_CST) != VM_RUNNING;
 }
 
-void *vm_guest_ptr(const struct vm *vm, uint64_t gpa, uint64_t len)
-{
-	if (gpa + len < gpa)
-		return NULL;
-	if (gpa + len <= vm->low_ram)
-		return vm->ram + gpa;
-	if (gpa >= VM_4G && gpa - VM_4G + len <= vm->high_ram)
-		return vm->ram + vm->low_ram + (gpa - VM_4G);
-	return NULL;
-}
-
 int vm_memory_map(const struct vm *vm, struct vm_mem_region *out, int max)
 {
 	const struct vm_mem_region map[] = {
 		{ 0, VM_LAYOUT_EBDA, VM_MEM_RAM },
 		{ VM_LAYOUT_EBDA, 0x100000 - VM_LAYOUT_EBDA, VM_MEM_RESERVED },
 		{ 0x100000, vm->low_ram - 0x100000, VM_MEM_RAM },
+		{ KVM_IDENTITY_MAP_ADDR, KVM_HELPERS_SIZE, VM_MEM_RESERVED },
 		{ 0xfffc0000ull, 0x40000, VM_MEM_RESERVED },
 		{ VM_4G, vm->high_ram, VM_MEM_RAM },
 	};
@@ -346,6 +349,28 @@ int vm_add_device(struct vm *vm, const char *name, void *state, void (*destroy)(
 	}
 	vm->devs[vm->nr_devs++] = (struct vm_dev){ name, state, destroy };
 	return 0;
+}
+
+void vm_add_boot_path(struct vm *vm, int bootindex, const char *fmt, ...)
+{
+	va_list ap;
+	int max = (int)(sizeof(vm->boot_paths) / sizeof(vm->boot_paths[0]));
+
+	if (bootindex < 0 || vm->nr_boot_paths == max)
+		return;
+	struct vm_boot_path *b = &vm->boot_paths[vm->nr_boot_paths++];
+	b->bootindex = bootindex;
+	va_start(ap, fmt);
+	vsnprintf(b->path, sizeof(b->path), fmt, ap);
+	va_end(ap);
+}
+
+void *vm_device(const struct vm *vm, const char *name)
+{
+	for (int i = 0; i < vm->nr_devs; i++)
+		if (!strcmp(vm->devs[i].name, name))
+			return vm->devs[i].state;
+	return NULL;
 }
 
 void vm_warn(struct vm *vm, const char *fmt, ...)

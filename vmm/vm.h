@@ -1,9 +1,12 @@
 /* The virtual machine: KVM handles, guest RAM, the two buses, vCPUs and the machine's
  * lifecycle (who asked it to stop, and with which exit status).
  *
- * Guest-physical layout (the i440FX "pc" shape):
- *   [0, low_ram)            RAM; low_ram = -m, or 3 GiB when -m is larger
- *   [low_ram, 4 GiB)        the PCI hole: device BARs, IOAPIC 0xfec00000, LAPIC 0xfee00000
+ * Guest-physical layout (the i440FX "pc" shape), as regions of the memory table (mem.h):
+ *   [0, low_ram)            RAM; low_ram = -m, or 3 GiB when -m is larger. With firmware,
+ *                           0xe0000-0xfffff holds a copy of the BIOS image's last 128 KiB
+ *   [low_ram, 4 GiB)        the PCI hole: device BARs, IOAPIC 0xfec00000, LAPIC 0xfee00000,
+ *                           KVM's real-mode helpers at 0xfeffc000, and with firmware the
+ *                           BIOS image read-only just below 4 GiB
  *   [4 GiB, 4 GiB+high_ram) the rest of RAM
  * Inside low RAM the VMM keeps fixed places for what it writes before boot (VM_LAYOUT_*). */
 #ifndef VTOOL_VMM_VM_H
@@ -17,6 +20,7 @@
 #include "util/error.h"
 #include "vmm/bus.h"
 #include "vmm/config.h"
+#include "vmm/mem.h"
 
 #define VM_4G              0x100000000ull
 #define VM_LOW_RAM_MAX     0xc0000000ull  /* -m above this puts the rest above 4 GiB */
@@ -32,7 +36,11 @@
 #define VM_LAYOUT_CMDLINE    0x20000ull
 #define VM_CMDLINE_MAX       0x10000ull
 #define VM_LAYOUT_EBDA       0x9fc00ull   /* reserved up to 1 MiB from here */
-#define VM_LAYOUT_BIOS_TABLES 0xe0000ull  /* ACPI and MP tables, scanned by guests */
+#define VM_LAYOUT_BIOS_TABLES 0xe0000ull  /* ACPI tables, scanned by guests */
+#define VM_LAYOUT_MPTABLE    0xf0000ull   /* MP floating pointer + table */
+#define VM_MPTABLE_MAX       0x2000ull
+#define VM_LAYOUT_SMBIOS     0xf2000ull   /* SMBIOS entry point + structures */
+#define VM_SMBIOS_MAX        0x4000ull
 #define VM_LAYOUT_KERNEL     0x100000ull
 
 enum vm_mem_type { VM_MEM_RAM = 1, VM_MEM_RESERVED = 2 };
@@ -52,8 +60,10 @@ enum vm_stop {
 	VM_STOP_ERROR,      /* KVM error or unhandled exit: message set, exit 1 */
 };
 
-/* How the CPU starts: set by boot/, applied to vCPU 0 by vcpu.c. */
-enum vm_entry_mode { VM_ENTRY_PROTECTED32, VM_ENTRY_LONG64 };
+/* How the CPU starts: set by boot/, applied to vCPU 0 by vcpu.c. VM_ENTRY_RESET leaves
+ * the power-on state KVM gives a new vCPU (real mode, CS base 0xffff0000, IP 0xfff0):
+ * the first instruction is the firmware's reset vector. */
+enum vm_entry_mode { VM_ENTRY_RESET, VM_ENTRY_PROTECTED32, VM_ENTRY_LONG64 };
 
 struct vm_entry {
 	enum vm_entry_mode mode;
@@ -61,9 +71,7 @@ struct vm_entry {
 };
 
 struct vcpu;
-struct pci_bus;
 struct irq_table;
-struct ide;
 
 /* Guest serial input: the console hands typed bytes to whichever device registered. */
 typedef void vm_input_fn(void *opaque, const uint8_t *buf, size_t len);
@@ -77,19 +85,26 @@ struct vm {
 
 	uint8_t *ram;                 /* host mapping of all guest RAM */
 	uint64_t ram_size, low_ram, high_ram;
+	struct vm_mem mem;            /* mem.c: the regions guests see, and their KVM slots */
 
 	struct bus pio, mmio;
-	struct pci_bus *pci;          /* hw/pci.c: where PCI functions plug in */
 	struct irq_table *irq;        /* irq.c: GSI routing */
-	struct ide *ide;              /* hw/ide.c: where IDE drives attach */
 	struct vm_entry entry;
 
+	int boot_count;               /* 0 on power-on, +1 at each guest reset (-boot once=) */
 	int nr_vcpus;
 	struct vcpu *vcpus;
 	uint64_t start_ns;            /* CLOCK_MONOTONIC at vm_create, for the start-up figure */
 
 	vm_input_fn *input_fn;
 	void *input_opaque;
+
+	/* Devices given a bootindex, with qemu's OpenFirmware path for the "bootorder" file. */
+	struct vm_boot_path {
+		int bootindex;
+		char path[64];
+	} boot_paths[VM_MAX_DRIVES + VM_MAX_NICS];
+	int nr_boot_paths;
 
 	/* Devices' states, freed by vm_destroy in reverse order of creation. */
 	struct vm_dev {
@@ -106,7 +121,8 @@ struct vm {
 	char *stop_message;           /* VM_STOP_ERROR: what to print (may be multi-line) */
 };
 
-int vm_create(struct vm *vm, const struct vm_config *cfg, struct vt_error *err);
+int vm_create(struct vm *vm, const struct vm_config *cfg, int boot_count,
+              struct vt_error *err);
 void vm_destroy(struct vm *vm);
 
 /* Run the vCPUs until something stops the machine; returns the stop reason. */
@@ -116,10 +132,6 @@ enum vm_stop vm_run(struct vm *vm, struct vt_error *err);
  * guest. Safe from any thread, including vCPU threads. message may be NULL. */
 void vm_request_stop(struct vm *vm, enum vm_stop why, int status, const char *message);
 bool vm_stopping(struct vm *vm);
-
-/* Host pointer to [gpa, gpa+len) if it lies wholly in guest RAM, else NULL. Every
- * guest-supplied address goes through here. */
-void *vm_guest_ptr(const struct vm *vm, uint64_t gpa, uint64_t len);
 
 /* The memory map guests see (e820 / PVH memmap); returns the number of regions. */
 int vm_memory_map(const struct vm *vm, struct vm_mem_region *out, int max);
@@ -136,5 +148,13 @@ void vm_warn(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 
 /* Keep a device's state so vm_destroy frees it. */
 int vm_add_device(struct vm *vm, const char *name, void *state, void (*destroy)(void *),
                   struct vt_error *err);
+/* Record that the device at path (printf-style) boots with priority bootindex (< 0: it
+ * has none, nothing is recorded). */
+void vm_add_boot_path(struct vm *vm, int bootindex, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* The state of the first device added under name ("pci", "ide", "fw_cfg"), or NULL.
+ * Devices find each other this way; struct vm names none of them. */
+void *vm_device(const struct vm *vm, const char *name);
 
 #endif

@@ -64,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (fd < 0)
 		return 0;
 
-	struct blk_open_opts ro = { .format = FUZZ_FORMAT, .no_backing = true };
+	struct blk_open_opts ro = { .format = FUZZ_FORMAT, .no_backing = true, .for_check = true };
 	if (blk_open(path, &ro, &b, &err) == 0) {
 		struct blk_info info;
 		if (blk_get_info(b, &info, &err) == 0)

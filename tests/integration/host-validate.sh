@@ -227,4 +227,13 @@ expect_line "for bridge support" PASS "$T/drop" '1 bridge in this network namesp
 snapshot "$T/after2"
 if diff -u "$T/before2" "$T/after2" >"$T/diff"; then pass; else fail "the namespace changed: $(head -c 600 "$T/diff")"; fi
 
+# vtool run, refused /dev/kvm, prints the same fix as validate does.
+if [ -n "${TGUEST:-}" ]; then
+  "${nobody[@]}" "$VTOOL" host validate >"$T/v.out" 2>&1 || true
+  expect_rc 1 "${nobody[@]}" "$VTOOL" run -kernel "$TGUEST" -nographic
+  expect_grep '^vtool: /dev/kvm: open: Permission denied' "$T/err"
+  fix=$(grep -m1 'fix: let group kvm' "$T/v.out" | sed 's/^ *fix: //')
+  grep -qF "vtool: fix: $fix" "$T/err" && pass || fail "vtool run's fix differs from validate's: $(cat "$T/err")"
+fi
+
 finish

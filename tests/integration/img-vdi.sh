@@ -164,15 +164,15 @@ done
 # Opened read-write by vtool, refused by name when another process holds it.
 expect_rc 0 "$VTOOL" img info -U q-dyn.vdi
 
-# vtool run serves the image to tguest on virtio-blk (probed: vmm/disk.c takes only
-# format=raw|qcow2 by name); qemu-io reads back what the guest wrote.
+# vtool run serves the image to tguest on virtio-blk (format named, as users copy from
+# qemu command lines); qemu-io reads back what the guest wrote.
 if [ -c /dev/kvm ] && [ -n "${TGUEST:-}" ]; then
   rm -f g.vdi
   qemu-img create -q -f vdi g.vdi 64M
   qemu-io -f vdi -c "write -P 0x5a 1M 64k" g.vdi >/dev/null
   rc=0
   timeout 60 "$VTOOL" run -m 128 -device isa-debug-exit,iobase=0x501,iosize=2 -kernel "$TGUEST" \
-    -drive "file=g.vdi,if=virtio" \
+    -drive "file=g.vdi,format=vdi,if=virtio" \
     -append "test=disk dev=vblk ops=i,w:8:16:a5,r:8:16:a5,r:2048:128:5a,w:4000:255:c6,r:4000:255:c6,f" \
     >run.out 2>&1 || rc=$?
   if [ "$rc" -eq 1 ] && grep -q '^TG-PASS disk' run.out; then pass; else fail "vtool run on vdi: rc $rc $(tail -3 run.out)"; fi

@@ -25,6 +25,9 @@ static uint16_t *avail(void) { return (uint16_t *)(vm.ram + AVAIL); }
 static void setup(void)
 {
 	vm = (struct vm){ .ram = calloc(1, RAM), .ram_size = RAM, .low_ram = RAM };
+	struct vm_region r = { .name = "ram", .kind = VM_REGION_RAM, .size = RAM, .host = vm.ram };
+	vm_mem_init(&vm.mem);
+	ck_assert_int_eq(vm_mem_add(&vm, &r, false, NULL), 0); /* the table only: no KVM here */
 	q = (struct virtq){ .vm = &vm, .size = QSIZE, .desc_gpa = DESC, .avail_gpa = AVAIL,
 	                    .used_gpa = USED };
 	struct vt_error e;
@@ -33,6 +36,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+	vm_mem_destroy(&vm.mem);
 	free(vm.ram);
 }
 

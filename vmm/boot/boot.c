@@ -7,11 +7,14 @@
 #include <unistd.h>
 
 #include "vmm/boot/boot.h"
+#include "vmm/boot/smbios.h"
+#include "vmm/boot/tables.h"
+#include "vmm/hw/devices.h"
 #include "vmm/vm.h"
 
 #define BOOT_FILE_MAX (1ull << 32)
 
-static int boot_read_file(struct boot_file *f, const char *path, struct vt_error *err)
+int boot_read_file(struct boot_file *f, const char *path, struct vt_error *err)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -78,13 +81,38 @@ int boot_place_initrd(struct vm *vm, struct boot_images *img, uint64_t min_addr,
 	return 0;
 }
 
-int boot_load(struct vm *vm, uint64_t rsdp_addr, struct vt_error *err)
+/* ACPI at 0xe0000, the MP table at 0xf0000 and SMBIOS at 0xf2000, where guests without
+ * firmware scan. */
+static int boot_tables(struct vm *vm, uint64_t *rsdp, struct vt_error *err)
+{
+	struct fw_tables t = { 0 };
+	uint64_t addr[FW_TABLES_MAX_BLOBS];
+	int ret = acpi_build(vm, &t);
+
+	if (ret)
+		ret = vt_error_set(err, -ret, "acpi", "build tables", NULL);
+	else
+		ret = fw_tables_place(vm, &t, VM_LAYOUT_BIOS_TABLES, VM_LAYOUT_MPTABLE, addr, err);
+	fw_tables_free(&t);
+	if (ret)
+		return ret;
+	*rsdp = addr[0];
+	uint8_t *mp = vm_guest_ptr(vm, VM_LAYOUT_MPTABLE, VM_MPTABLE_MAX);
+	if (!mp || (ret = mptable_build(vm, VM_LAYOUT_MPTABLE, mp, VM_MPTABLE_MAX)) < 0)
+		return vt_error_set(err, ENOSPC, "mptable", "build", "does not fit at 0x%llx",
+		                    (unsigned long long)VM_LAYOUT_MPTABLE);
+	return smbios_place(vm, VM_LAYOUT_SMBIOS, VM_SMBIOS_MAX, err);
+}
+
+int boot_load(struct vm *vm, struct vt_error *err)
 {
 	const struct vm_config *cfg = vm->cfg;
-	struct boot_images img = { .rsdp_addr = rsdp_addr, .cmdline_addr = VM_LAYOUT_CMDLINE };
+	struct boot_images img = { .cmdline_addr = VM_LAYOUT_CMDLINE };
 	const char *cmdline = cfg->append ? cfg->append : "";
 	int ret;
 
+	if ((ret = boot_tables(vm, &img.rsdp_addr, err)))
+		return ret;
 	img.cmdline_len = strlen(cmdline);
 	if (img.cmdline_len >= VM_CMDLINE_MAX)
 		return vt_error_set(err, E2BIG, "-append", NULL, "command line longer than %llu bytes",

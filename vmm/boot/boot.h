@@ -1,5 +1,6 @@
-/* Direct kernel boot: put -kernel, -initrd and -append into guest memory and say how the
- * boot vCPU starts (vm->entry). boot.c recognises the kernel's format and places the
+/* Booting: firmware.c runs a BIOS (the default without -kernel); otherwise, direct kernel
+ * boot puts -kernel, -initrd and -append into guest memory and says how the boot vCPU
+ * starts (vm->entry). boot.c recognises the kernel's format and places the
  * command line and initrd; linux.c speaks the bzImage 64-bit boot protocol, pvh.c the
  * PVH entry of ELF kernels. */
 #ifndef VTOOL_VMM_BOOT_BOOT_H
@@ -29,7 +30,15 @@ struct boot_images {
 	uint64_t rsdp_addr;
 };
 
-int boot_load(struct vm *vm, uint64_t rsdp_addr, struct vt_error *err);
+/* Direct boot: write the ACPI and MP tables into the BIOS area, load the kernel, initrd
+ * and command line, and set vm->entry. */
+int boot_load(struct vm *vm, struct vt_error *err);
+
+/* Firmware boot (boot/firmware.c): map -bios, fill fw_cfg and CMOS, reset entry. */
+int firmware_load(struct vm *vm, struct vt_error *err);
+
+/* Read a whole file (at most 4 GiB). */
+int boot_read_file(struct boot_file *f, const char *path, struct vt_error *err);
 
 /* Place the initrd page-aligned as high as possible below max_end, above min_addr. */
 int boot_place_initrd(struct vm *vm, struct boot_images *img, uint64_t min_addr,

@@ -1,5 +1,5 @@
-/* PVH boot of ELF kernels (Xen's docs/misc/pvh.pandoc): the PT_LOAD segments go to their
- * physical addresses, a note of type XEN_ELFNOTE_PHYS32_ENTRY gives the 32-bit entry, and
+/* PVH boot of ELF kernels, ELF32 or ELF64 alike (Xen's docs/misc/pvh.pandoc): the
+ * PT_LOAD segments go to their physical addresses, a note of type XEN_ELFNOTE_PHYS32_ENTRY gives the 32-bit entry, and
  * the kernel starts in flat protected mode with EBX pointing at struct hvm_start_info. */
 #include <elf.h>
 #include <errno.h>
@@ -35,7 +35,65 @@ _Static_assert(sizeof(struct hvm_memmap_entry) == 24, "hvm_memmap_entry layout")
 
 bool pvh_is_elf(const struct boot_file *f)
 {
-	return f->size >= sizeof(Elf64_Ehdr) && !memcmp(f->data, ELFMAG, SELFMAG);
+	return f->size >= sizeof(Elf32_Ehdr) && !memcmp(f->data, ELFMAG, SELFMAG);
+}
+
+/* ELF32 and ELF64 program headers in one shape: the PVH entry is 32-bit either way. */
+struct pvh_elf {
+	bool is64;
+	uint64_t phoff;
+	unsigned phnum;
+};
+
+struct pvh_phdr {
+	uint32_t type;
+	uint64_t offset, paddr, filesz, memsz;
+};
+
+static int pvh_parse(const struct boot_file *f, struct pvh_elf *e)
+{
+	unsigned char cls = f->data[EI_CLASS];
+	uint16_t machine, phentsize;
+
+	if (f->data[EI_DATA] != ELFDATA2LSB || (cls != ELFCLASS32 && cls != ELFCLASS64))
+		return -1;
+	e->is64 = cls == ELFCLASS64;
+	if (e->is64) {
+		Elf64_Ehdr h;
+		if (f->size < sizeof(h))
+			return -1;
+		memcpy(&h, f->data, sizeof(h));
+		machine = h.e_machine;
+		phentsize = h.e_phentsize;
+		e->phoff = h.e_phoff;
+		e->phnum = h.e_phnum;
+		if (machine != EM_X86_64 || phentsize != sizeof(Elf64_Phdr))
+			return -1;
+	} else {
+		Elf32_Ehdr h;
+		memcpy(&h, f->data, sizeof(h));
+		machine = h.e_machine;
+		phentsize = h.e_phentsize;
+		e->phoff = h.e_phoff;
+		e->phnum = h.e_phnum;
+		if ((machine != EM_386 && machine != EM_X86_64) || phentsize != sizeof(Elf32_Phdr))
+			return -1;
+	}
+	return 0;
+}
+
+static void pvh_phdr_get(const struct boot_file *f, const struct pvh_elf *e, unsigned i,
+                         struct pvh_phdr *ph)
+{
+	if (e->is64) {
+		Elf64_Phdr p;
+		memcpy(&p, f->data + e->phoff + (uint64_t)i * sizeof(p), sizeof(p));
+		*ph = (struct pvh_phdr){ p.p_type, p.p_offset, p.p_paddr, p.p_filesz, p.p_memsz };
+	} else {
+		Elf32_Phdr p;
+		memcpy(&p, f->data + e->phoff + (uint64_t)i * sizeof(p), sizeof(p));
+		*ph = (struct pvh_phdr){ p.p_type, p.p_offset, p.p_paddr, p.p_filesz, p.p_memsz };
+	}
 }
 
 static bool in_file(const struct boot_file *f, uint64_t off, uint64_t len)
@@ -72,51 +130,49 @@ int pvh_load(struct vm *vm, struct boot_images *img, struct vt_error *err)
 {
 	const struct boot_file *f = &img->kernel;
 	const char *path = f->path;
-	Elf64_Ehdr eh;
+	struct pvh_elf eh;
+	struct pvh_phdr ph;
 	uint32_t entry = 0;
 	bool have_entry = false;
 	uint64_t kernel_end = VM_LAYOUT_KERNEL;
 
-	memcpy(&eh, f->data, sizeof(eh));
-	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
-	    eh.e_machine != EM_X86_64)
-		return vt_error_set(err, ENOEXEC, path, "load kernel", "not an x86-64 ELF file");
-	if (eh.e_phentsize != sizeof(Elf64_Phdr) ||
-	    !in_file(f, eh.e_phoff, (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr)))
+	if (pvh_parse(f, &eh))
+		return vt_error_set(err, ENOEXEC, path, "load kernel",
+		                    "not an x86 ELF file (32- or 64-bit, little-endian)");
+	if (!in_file(f, eh.phoff, (uint64_t)eh.phnum *
+	                              (eh.is64 ? sizeof(Elf64_Phdr) : sizeof(Elf32_Phdr))))
 		return vt_error_set(err, ENOEXEC, path, "load kernel", "bad ELF program headers");
-	for (int i = 0; i < eh.e_phnum && !have_entry; i++) {
-		Elf64_Phdr ph;
-		memcpy(&ph, f->data + eh.e_phoff + (uint64_t)i * sizeof(ph), sizeof(ph));
-		if (ph.p_type == PT_NOTE && in_file(f, ph.p_offset, ph.p_filesz))
-			have_entry = pvh_find_entry(f, ph.p_offset, ph.p_filesz, &entry);
+	for (unsigned i = 0; i < eh.phnum && !have_entry; i++) {
+		pvh_phdr_get(f, &eh, i, &ph);
+		if (ph.type == PT_NOTE && in_file(f, ph.offset, ph.filesz))
+			have_entry = pvh_find_entry(f, ph.offset, ph.filesz, &entry);
 	}
 	if (!have_entry)
 		return vt_error_set(err, ENOEXEC, path, "load kernel",
 		                    "ELF file without a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); "
 		                    "boot the bzImage instead");
-	for (int i = 0; i < eh.e_phnum; i++) {
-		Elf64_Phdr ph;
-		memcpy(&ph, f->data + eh.e_phoff + (uint64_t)i * sizeof(ph), sizeof(ph));
-		if (ph.p_type != PT_LOAD || ph.p_memsz == 0)
+	for (unsigned i = 0; i < eh.phnum; i++) {
+		pvh_phdr_get(f, &eh, i, &ph);
+		if (ph.type != PT_LOAD || ph.memsz == 0)
 			continue;
-		if (!in_file(f, ph.p_offset, ph.p_filesz) || ph.p_filesz > ph.p_memsz)
+		if (!in_file(f, ph.offset, ph.filesz) || ph.filesz > ph.memsz)
 			return vt_error_set(err, ENOEXEC, path, "load kernel",
-			                    "segment %d lies outside the file", i);
-		if (ph.p_paddr < VM_LAYOUT_KERNEL)
+			                    "segment %u lies outside the file", i);
+		if (ph.paddr < VM_LAYOUT_KERNEL)
 			return vt_error_set(err, ENOEXEC, path, "load kernel",
-			                    "segment %d at 0x%llx is below 1 MiB", i,
-			                    (unsigned long long)ph.p_paddr);
-		uint8_t *dst = vm_guest_ptr(vm, ph.p_paddr, ph.p_memsz);
+			                    "segment %u at 0x%llx is below 1 MiB", i,
+			                    (unsigned long long)ph.paddr);
+		uint8_t *dst = vm_guest_ptr(vm, ph.paddr, ph.memsz);
 		if (!dst)
 			return vt_error_set(err, ENOMEM, path, "load kernel",
-			                    "segment %d (0x%llx+0x%llx) is outside guest RAM; raise -m",
-			                    i, (unsigned long long)ph.p_paddr,
-			                    (unsigned long long)ph.p_memsz);
-		memcpy(dst, f->data + ph.p_offset, ph.p_filesz);
+			                    "segment %u (0x%llx+0x%llx) is outside guest RAM; raise -m",
+			                    i, (unsigned long long)ph.paddr,
+			                    (unsigned long long)ph.memsz);
+		memcpy(dst, f->data + ph.offset, ph.filesz);
 		/* The rest of p_memsz (.bss) is left alone: guest RAM is a fresh anonymous
 		 * mapping, already zero, and untouched pages cost no host memory. */
-		if (ph.p_paddr + ph.p_memsz > kernel_end)
-			kernel_end = ph.p_paddr + ph.p_memsz;
+		if (ph.paddr + ph.memsz > kernel_end)
+			kernel_end = ph.paddr + ph.memsz;
 	}
 	int ret = boot_place_initrd(vm, img, (kernel_end + 0xfff) & ~0xfffull, VM_4G, err);
 	if (ret)

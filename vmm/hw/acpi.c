@@ -1,13 +1,17 @@
 /* ACPI: the PM1 register block (power-off through S5, the PM timer) and the tables a
  * guest needs to find the CPUs, the interrupt controllers and how to power off:
- * RSDP -> RSDT/XSDT -> FADT (-> FACS, DSDT with \_S5), MADT. Written into the legacy
- * BIOS area (0xe0000) where guests that are not told the RSDP's address scan for it. */
+ * RSDP -> RSDT/XSDT -> FADT (-> FACS, DSDT with \_S5), MADT, built as two blobs
+ * (boot/tables.h): copied to the legacy BIOS area (0xe0000) for a direct kernel boot,
+ * where guests that are not told the RSDP's address scan for it, or handed to SeaBIOS
+ * through fw_cfg. */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "vmm/boot/tables.h"
 #include "vmm/hw/devices.h"
 #include "vmm/vm.h"
 
@@ -110,9 +114,27 @@ struct __attribute__((packed)) madt_override {
 _Static_assert(sizeof(struct madt_lapic) == 8 && sizeof(struct madt_ioapic) == 12 &&
 	       sizeof(struct madt_override) == 10, "MADT entries");
 
-/* \_S5 = Package (4) { 5, 5, 0, 0 }: AML NameOp "_S5_" PackageOp len=8 count=4 ... */
+/* The DSDT's body, compiled by iasl from:
+ *   Scope (\_SB) {
+ *     Device (KBD) { Name (_HID, EisaId ("PNP0303"))
+ *       Name (_CRS, ResourceTemplate () { IO (Decode16, 0x60, 0x60, 1, 1)
+ *                                          IO (Decode16, 0x64, 0x64, 1, 1) IRQNoFlags () {1} }) }
+ *     Device (COM1) { Name (_HID, EisaId ("PNP0501")) Name (_UID, One)
+ *       Name (_CRS, ResourceTemplate () { IO (Decode16, 0x3F8, 0x3F8, 0, 8) IRQNoFlags () {4} }) }
+ *   }
+ *   Name (_S5, Package (4) { 5, 5, 0, 0 })
+ * SeaBIOS reads the DSDT too: without a PNP0303 device it skips its PS/2 keyboard set-up. */
 static const uint8_t dsdt_aml[] = {
-	0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0a, SLP_TYP_S5, 0x0a, SLP_TYP_S5, 0x00, 0x00,
+	0x10, 0x42, 0x06, 0x5f, 0x53, 0x42, 0x5f, 0x5b, 0x82, 0x2d, 0x4b, 0x42,
+	0x44, 0x5f, 0x08, 0x5f, 0x48, 0x49, 0x44, 0x0c, 0x41, 0xd0, 0x03, 0x03,
+	0x08, 0x5f, 0x43, 0x52, 0x53, 0x11, 0x18, 0x0a, 0x15, 0x47, 0x01, 0x60,
+	0x00, 0x60, 0x00, 0x01, 0x01, 0x47, 0x01, 0x64, 0x00, 0x64, 0x00, 0x01,
+	0x01, 0x22, 0x02, 0x00, 0x79, 0x00, 0x5b, 0x82, 0x2b, 0x43, 0x4f, 0x4d,
+	0x31, 0x08, 0x5f, 0x48, 0x49, 0x44, 0x0c, 0x41, 0xd0, 0x05, 0x01, 0x08,
+	0x5f, 0x55, 0x49, 0x44, 0x01, 0x08, 0x5f, 0x43, 0x52, 0x53, 0x11, 0x10,
+	0x0a, 0x0d, 0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x00, 0x08, 0x22, 0x10,
+	0x00, 0x79, 0x00, 0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x08, 0x04, 0x0a,
+	SLP_TYP_S5, 0x0a, SLP_TYP_S5, 0x00, 0x00,
 };
 
 static uint64_t pm_timer_ticks(void)
@@ -181,15 +203,6 @@ int acpi_pm_init(struct vm *vm, struct vt_error *err)
 	return bus_register(&vm->pio, PM_BASE, PM_LEN, acpi_pm_io, pm, err);
 }
 
-static uint8_t acpi_sum(const void *p, size_t len)
-{
-	uint8_t s = 0;
-
-	for (size_t i = 0; i < len; i++)
-		s = (uint8_t)(s + ((const uint8_t *)p)[i]);
-	return s;
-}
-
 static void acpi_header_init(struct acpi_header *h, const char *sig, uint32_t len, uint8_t rev)
 {
 	memcpy(h->signature, sig, 4);
@@ -202,91 +215,76 @@ static void acpi_header_init(struct acpi_header *h, const char *sig, uint32_t le
 	h->creator_revision = 1;
 }
 
-static void acpi_finish(struct acpi_header *h)
-{
-	h->checksum = 0;
-	h->checksum = (uint8_t)-acpi_sum(h, h->length);
-}
-
 static struct acpi_gas gas_io(uint16_t port, uint8_t bits)
 {
 	return (struct acpi_gas){ .space = 1, .bit_width = bits, .access_size = bits / 8 > 2 ? 3 : bits / 8,
 	                          .address = port };
 }
 
-/* A bump allocator over the table area, 16-byte aligned (64 for the FACS). */
-struct acpi_area {
-	struct vm *vm;
-	uint64_t next, end;
-};
-
-static void *acpi_alloc(struct acpi_area *a, size_t len, uint64_t align, uint64_t *gpa)
+/* Append a finished table (header included) and its checksum fix-up. */
+static uint32_t acpi_add(struct fw_tables *t, int blob, const void *table, uint32_t len)
 {
-	uint64_t at = (a->next + align - 1) & ~(align - 1);
+	uint32_t off = fw_tables_append(t, blob, table, len, 16);
 
-	if (at + len > a->end)
-		return NULL;
-	a->next = at + len;
-	*gpa = at;
-	void *p = vm_guest_ptr(a->vm, at, len);
-	if (p)
-		memset(p, 0, len);
-	return p;
+	fw_tables_checksum(t, blob, off + offsetof(struct acpi_header, checksum), off, len);
+	return off;
 }
 
-int acpi_build_tables(struct vm *vm, uint64_t *rsdp_out, struct vt_error *err)
+#define FIELD_OFF(type, field) ((uint32_t)offsetof(type, field))
+
+int acpi_build(struct vm *vm, struct fw_tables *t)
 {
-	struct acpi_area a = { vm, VM_LAYOUT_BIOS_TABLES, VM_LAYOUT_BIOS_TABLES + 0x10000 };
-	uint64_t rsdp_gpa = 0, facs_gpa = 0, dsdt_gpa = 0, fadt_gpa = 0, madt_gpa = 0;
-	uint64_t rsdt_gpa = 0, xsdt_gpa = 0;
 	int n = vm->nr_vcpus;
-	size_t madt_len = sizeof(struct acpi_header) + 8 + (size_t)n * sizeof(struct madt_lapic) +
-	                  sizeof(struct madt_ioapic) + 2 * sizeof(struct madt_override);
+	int rb = fw_tables_blob(t, "etc/acpi/rsdp", 16, true);
+	int tb = fw_tables_blob(t, "etc/acpi/tables", 64, false);
 
-	struct acpi_rsdp *rsdp = acpi_alloc(&a, sizeof(*rsdp), 16, &rsdp_gpa);
-	struct acpi_facs *facs = acpi_alloc(&a, sizeof(*facs), 64, &facs_gpa);
-	struct acpi_header *dsdt = acpi_alloc(&a, sizeof(*dsdt) + sizeof(dsdt_aml), 16, &dsdt_gpa);
-	struct acpi_fadt *fadt = acpi_alloc(&a, sizeof(*fadt), 16, &fadt_gpa);
-	uint8_t *madt = acpi_alloc(&a, madt_len, 16, &madt_gpa);
-	struct acpi_header *rsdt = acpi_alloc(&a, sizeof(*rsdt) + 2 * 4, 16, &rsdt_gpa);
-	struct acpi_header *xsdt = acpi_alloc(&a, sizeof(*xsdt) + 2 * 8, 16, &xsdt_gpa);
-	if (!rsdp || !facs || !dsdt || !fadt || !madt || !rsdt || !xsdt)
-		return vt_error_set(err, ENOSPC, "acpi", "build tables", "tables do not fit");
+	/* FACS first: it wants 64-byte alignment. */
+	struct acpi_facs facs = { .length = sizeof(facs), .version = 1 };
+	memcpy(facs.signature, "FACS", 4);
+	uint32_t facs_off = fw_tables_append(t, tb, &facs, sizeof(facs), 64);
 
-	memcpy(facs->signature, "FACS", 4);
-	facs->length = sizeof(*facs);
-	facs->version = 1;
+	uint8_t dsdt[sizeof(struct acpi_header) + sizeof(dsdt_aml)] = { 0 };
+	acpi_header_init((struct acpi_header *)dsdt, "DSDT", sizeof(dsdt), 2);
+	memcpy(dsdt + sizeof(struct acpi_header), dsdt_aml, sizeof(dsdt_aml));
+	uint32_t dsdt_off = acpi_add(t, tb, dsdt, sizeof(dsdt));
 
-	acpi_header_init(dsdt, "DSDT", (uint32_t)(sizeof(*dsdt) + sizeof(dsdt_aml)), 2);
-	memcpy(dsdt + 1, dsdt_aml, sizeof(dsdt_aml));
-	acpi_finish(dsdt);
-
-	acpi_header_init(&fadt->h, "FACP", sizeof(*fadt), 3);
-	fadt->facs = (uint32_t)facs_gpa;
-	fadt->dsdt = (uint32_t)dsdt_gpa;
-	fadt->x_facs = facs_gpa;
-	fadt->x_dsdt = dsdt_gpa;
-	fadt->sci_int = SCI_IRQ;
-	fadt->pm1a_evt = PM_BASE + PM1_EVT;
-	fadt->pm1a_cnt = PM_BASE + PM1_CNT;
-	fadt->pm_tmr = PM_BASE + PM_TMR;
-	fadt->pm1_evt_len = 4;
-	fadt->pm1_cnt_len = 2;
-	fadt->pm_tmr_len = 4;
-	fadt->p_lvl2_lat = 101;  /* > 100: no C2 */
-	fadt->p_lvl3_lat = 1001; /* > 1000: no C3 */
-	fadt->century = 0x32;
-	fadt->iapc_boot_arch = 0x3; /* legacy devices, an 8042 */
+	struct acpi_fadt fadt = { 0 };
+	acpi_header_init(&fadt.h, "FACP", sizeof(fadt), 3);
+	fadt.facs = facs_off;
+	fadt.dsdt = dsdt_off;
+	fadt.x_facs = facs_off;
+	fadt.x_dsdt = dsdt_off;
+	fadt.sci_int = SCI_IRQ;
+	fadt.pm1a_evt = PM_BASE + PM1_EVT;
+	fadt.pm1a_cnt = PM_BASE + PM1_CNT;
+	fadt.pm_tmr = PM_BASE + PM_TMR;
+	fadt.pm1_evt_len = 4;
+	fadt.pm1_cnt_len = 2;
+	fadt.pm_tmr_len = 4;
+	fadt.p_lvl2_lat = 101;  /* > 100: no C2 */
+	fadt.p_lvl3_lat = 1001; /* > 1000: no C3 */
+	fadt.century = 0x32;
+	fadt.iapc_boot_arch = 0x3; /* legacy devices, an 8042 */
 	/* WBINVD, C1 on all CPUs, power/sleep buttons absent, reset register supported. */
-	fadt->flags = (1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 10);
-	fadt->reset_reg = gas_io(RESET_PORT, 8);
-	fadt->reset_value = RESET_VALUE;
-	fadt->x_pm1a_evt = gas_io(PM_BASE + PM1_EVT, 32);
-	fadt->x_pm1a_cnt = gas_io(PM_BASE + PM1_CNT, 16);
-	fadt->x_pm_tmr = gas_io(PM_BASE + PM_TMR, 32);
-	acpi_finish(&fadt->h);
+	fadt.flags = (1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 10);
+	fadt.reset_reg = gas_io(RESET_PORT, 8);
+	fadt.reset_value = RESET_VALUE;
+	fadt.x_pm1a_evt = gas_io(PM_BASE + PM1_EVT, 32);
+	fadt.x_pm1a_cnt = gas_io(PM_BASE + PM1_CNT, 16);
+	fadt.x_pm_tmr = gas_io(PM_BASE + PM_TMR, 32);
+	uint32_t fadt_off = acpi_add(t, tb, &fadt, sizeof(fadt));
+	fw_tables_pointer(t, tb, fadt_off + FIELD_OFF(struct acpi_fadt, facs), 4, tb);
+	fw_tables_pointer(t, tb, fadt_off + FIELD_OFF(struct acpi_fadt, dsdt), 4, tb);
+	fw_tables_pointer(t, tb, fadt_off + FIELD_OFF(struct acpi_fadt, x_facs), 8, tb);
+	fw_tables_pointer(t, tb, fadt_off + FIELD_OFF(struct acpi_fadt, x_dsdt), 8, tb);
 
-	acpi_header_init((struct acpi_header *)madt, "APIC", (uint32_t)madt_len, 3);
+	uint8_t madt[sizeof(struct acpi_header) + 8 + VM_MAX_VCPUS * sizeof(struct madt_lapic) +
+	             sizeof(struct madt_ioapic) + 2 * sizeof(struct madt_override)];
+	uint32_t madt_len = (uint32_t)(sizeof(struct acpi_header) + 8 +
+	                               (size_t)n * sizeof(struct madt_lapic) +
+	                               sizeof(struct madt_ioapic) + 2 * sizeof(struct madt_override));
+	memset(madt, 0, sizeof(madt));
+	acpi_header_init((struct acpi_header *)madt, "APIC", madt_len, 3);
 	uint32_t lapic_addr = LAPIC_ADDR, pcat_compat = 1;
 	memcpy(madt + 36, &lapic_addr, 4);
 	memcpy(madt + 40, &pcat_compat, 4);
@@ -303,25 +301,29 @@ int acpi_build_tables(struct vm *vm, uint64_t *rsdp_out, struct vt_error *err)
 	struct madt_override sci = { 2, sizeof(sci), 0, SCI_IRQ, SCI_IRQ, 0x000d };
 	memcpy(p, &irq0, sizeof(irq0));
 	memcpy(p + sizeof(irq0), &sci, sizeof(sci));
-	acpi_finish((struct acpi_header *)madt);
+	uint32_t madt_off = acpi_add(t, tb, madt, madt_len);
 
-	acpi_header_init(rsdt, "RSDT", sizeof(*rsdt) + 8, 1);
-	uint32_t r32[2] = { (uint32_t)fadt_gpa, (uint32_t)madt_gpa };
-	memcpy(rsdt + 1, r32, sizeof(r32));
-	acpi_finish(rsdt);
-	acpi_header_init(xsdt, "XSDT", sizeof(*xsdt) + 16, 1);
-	uint64_t x64[2] = { fadt_gpa, madt_gpa };
-	memcpy(xsdt + 1, x64, sizeof(x64));
-	acpi_finish(xsdt);
+	struct { struct acpi_header h; uint32_t e[2]; } __attribute__((packed)) rsdt = {
+		.e = { fadt_off, madt_off } };
+	acpi_header_init(&rsdt.h, "RSDT", sizeof(rsdt), 1);
+	uint32_t rsdt_off = acpi_add(t, tb, &rsdt, sizeof(rsdt));
+	struct { struct acpi_header h; uint64_t e[2]; } __attribute__((packed)) xsdt = {
+		.e = { fadt_off, madt_off } };
+	acpi_header_init(&xsdt.h, "XSDT", sizeof(xsdt), 1);
+	uint32_t xsdt_off = acpi_add(t, tb, &xsdt, sizeof(xsdt));
+	for (int i = 0; i < 2; i++) {
+		fw_tables_pointer(t, tb, rsdt_off + (uint32_t)sizeof(struct acpi_header) + 4u * (uint32_t)i, 4, tb);
+		fw_tables_pointer(t, tb, xsdt_off + (uint32_t)sizeof(struct acpi_header) + 8u * (uint32_t)i, 8, tb);
+	}
 
-	memcpy(rsdp->signature, "RSD PTR ", 8);
-	memcpy(rsdp->oem_id, "VTOOL ", 6);
-	rsdp->revision = 2;
-	rsdp->rsdt = (uint32_t)rsdt_gpa;
-	rsdp->xsdt = xsdt_gpa;
-	rsdp->length = sizeof(*rsdp);
-	rsdp->checksum = (uint8_t)-acpi_sum(rsdp, 20);
-	rsdp->ext_checksum = (uint8_t)-acpi_sum(rsdp, sizeof(*rsdp));
-	*rsdp_out = rsdp_gpa;
-	return 0;
+	struct acpi_rsdp rsdp = { .revision = 2, .rsdt = rsdt_off, .length = sizeof(rsdp),
+	                          .xsdt = xsdt_off };
+	memcpy(rsdp.signature, "RSD PTR ", 8);
+	memcpy(rsdp.oem_id, "VTOOL ", 6);
+	fw_tables_append(t, rb, &rsdp, sizeof(rsdp), 16);
+	fw_tables_pointer(t, rb, FIELD_OFF(struct acpi_rsdp, rsdt), 4, tb);
+	fw_tables_pointer(t, rb, FIELD_OFF(struct acpi_rsdp, xsdt), 8, tb);
+	fw_tables_checksum(t, rb, FIELD_OFF(struct acpi_rsdp, checksum), 0, 20);
+	fw_tables_checksum(t, rb, FIELD_OFF(struct acpi_rsdp, ext_checksum), 0, sizeof(rsdp));
+	return t->failed ? -ENOMEM : 0;
 }

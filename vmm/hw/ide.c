@@ -899,7 +899,6 @@ int ide_init(struct vm *vm, struct vt_error *err)
 	p->bars[4] = (struct pci_bar){ .size = 16, .io = true, .fn = bm_io, .opaque = ide };
 	pci_cfg_set16(p, 0x40, 0x8000); /* IDETIM: primary decode enable */
 	pci_cfg_set16(p, 0x42, 0x8000); /* secondary */
-	vm->ide = ide;
 	return pci_add_device(vm, p, err);
 }
 
@@ -908,13 +907,18 @@ int ide_attach(struct vm *vm, struct vm_disk *disk, int index, struct vt_error *
 	if (index < 0 || index > 3)
 		return vt_error_set(err, EINVAL, disk->drive->file, "attach IDE drive",
 		                    "index %d is not 0..3", index);
-	struct ide_channel *c = &vm->ide->ch[index / 2];
+	struct ide *ide = vm_device(vm, "ide");
+	if (!ide)
+		return vt_error_set(err, ENODEV, disk->drive->file, "attach IDE drive", "no IDE controller");
+	struct ide_channel *c = &ide->ch[index / 2];
 	struct ide_drive *d = &c->drive[index % 2];
 	if (d->disk)
 		return vt_error_set(err, EBUSY, disk->drive->file, "attach IDE drive",
 		                    "IDE index %d is taken", index);
 	d->disk = disk;
 	d->atapi = disk->drive->media == VM_MEDIA_CDROM;
+	vm_add_boot_path(vm, disk->drive->bootindex, "/pci@i0cf8/ide@1,1/drive@%x/disk@%x",
+	                 index / 2, index % 2);
 	d->media_event = d->atapi;
 	pthread_mutex_lock(&c->lock);
 	soft_reset(c);

@@ -7,8 +7,6 @@
 #include "vmm/hw/devices.h"
 #include "vmm/vm.h"
 
-#define MPTABLE_ADDR 0xf0000ull
-#define MPTABLE_MAX  0x2000
 
 struct __attribute__((packed)) mpf_intel {
 	char signature[4];
@@ -59,15 +57,17 @@ static uint8_t mp_sum(const uint8_t *p, size_t len)
 	return s;
 }
 
-int mptable_build(struct vm *vm, struct vt_error *err)
+int mptable_build(const struct vm *vm, uint64_t addr, uint8_t *base, size_t max)
 {
-	uint8_t *base = vm_guest_ptr(vm, MPTABLE_ADDR, MPTABLE_MAX);
 	int n = vm->nr_vcpus;
 	uint8_t ioapic_id = (uint8_t)n;
+	size_t need = sizeof(struct mpf_intel) + sizeof(struct mpc_table) +
+	              (size_t)n * sizeof(struct mpc_cpu) + sizeof(struct mpc_bus) +
+	              sizeof(struct mpc_ioapic) + 18 * sizeof(struct mpc_intsrc);
 
-	if (!base)
-		return vt_error_set(err, ENOMEM, "mptable", "build", "no RAM at 0xf0000");
-	memset(base, 0, MPTABLE_MAX);
+	if (need > max)
+		return -ENOSPC;
+	memset(base, 0, need);
 	struct mpf_intel *mpf = (struct mpf_intel *)base;
 	struct mpc_table *mpc = (struct mpc_table *)(base + sizeof(*mpf));
 	uint8_t *p = (uint8_t *)(mpc + 1);
@@ -113,9 +113,9 @@ int mptable_build(struct vm *vm, struct vt_error *err)
 	mpc->checksum = (uint8_t)-mp_sum((uint8_t *)mpc, mpc->length);
 
 	memcpy(mpf->signature, "_MP_", 4);
-	mpf->physptr = (uint32_t)(MPTABLE_ADDR + sizeof(*mpf));
+	mpf->physptr = (uint32_t)(addr + sizeof(*mpf));
 	mpf->length = 1;
 	mpf->specification = 4;
 	mpf->checksum = (uint8_t)-mp_sum((uint8_t *)mpf, sizeof(*mpf));
-	return 0;
+	return (int)(p - base);
 }

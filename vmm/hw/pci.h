@@ -5,7 +5,15 @@
  * in a free slot, assigns its BARs addresses in the PCI hole (no firmware runs before a
  * direct kernel boot) and maps them on the I/O or MMIO bus; a guest that reprograms a
  * BAR or the command register moves or unmaps them. Devices see only their own BAR
- * accesses and, optionally, a hook after config writes (MSI-X enable and the like). */
+ * accesses and, optionally, a hook after config writes (MSI-X enable and the like).
+ *
+ * INTx: function f of slot s raising pin p (1 = INTA) drives PIIX3 PIRQ (s + p - 2) & 3,
+ * which the PIIX3's route registers (ISA bridge config 0x60..0x63) send to an ISA IRQ,
+ * level-triggered and shared. The routes start as SeaBIOS programs them (10, 10, 11, 11)
+ * so a direct kernel boot sees the same wiring, and INTERRUPT_LINE is filled to match.
+ *
+ * A function may have an expansion ROM (pci_set_rom): its BAR at 0x30 is sized and
+ * placed like the others and maps the image read-only while enabled. */
 #ifndef VTOOL_VMM_HW_PCI_H
 #define VTOOL_VMM_HW_PCI_H
 
@@ -28,6 +36,7 @@ struct vm;
 #define PCI_SUBSYS_VENDOR  0x2c
 #define PCI_SUBSYS_ID      0x2e
 #define PCI_CAP_PTR        0x34
+#define PCI_ROM_ADDRESS    0x30
 #define PCI_INTERRUPT_LINE 0x3c
 #define PCI_INTERRUPT_PIN  0x3d
 
@@ -39,6 +48,7 @@ struct vm;
 struct pci_bar {
 	uint32_t size;          /* power of two; 0 = unused */
 	bool io;
+	bool prefetch;          /* memory BAR: prefetchable (a frame buffer) */
 	bus_io_fn *fn;
 	void *opaque;
 	uint32_t addr;          /* where it is mapped (when mapped) */
@@ -51,6 +61,11 @@ struct pci_dev {
 	uint8_t wmask[256];     /* guest-writable bits; BARs are handled separately */
 	struct pci_bar bars[6];
 	int devfn;              /* 0: pci_add_device picks the next free slot */
+	int irq_asserted;       /* the ISA IRQ this function holds high, or -1 */
+	uint8_t *rom;           /* expansion ROM image (pci_set_rom), page-aligned */
+	char rom_region[16];    /* its name in the memory table */
+	uint32_t rom_size, rom_len;  /* BAR size (power of two), bytes of image */
+	uint32_t rom_addr;      /* where it is mapped, 0 when not */
 	/* Optional: a BAR was mapped at addr or unmapped (ioeventfds follow the BAR). */
 	void (*bar_mapped)(struct pci_dev *dev, int bar, bool mapped, uint32_t addr);
 	/* Optional: called after the guest wrote [off, off+len) of config space. */
@@ -80,6 +95,13 @@ static inline uint32_t pci_cfg_get32(const struct pci_dev *d, unsigned off)
 {
 	return pci_cfg_get16(d, off) | (uint32_t)pci_cfg_get16(d, off + 2) << 16;
 }
+
+/* Raise or lower the function's INTx pin (no-op before it is plugged in). */
+void pci_set_irq(struct pci_dev *dev, bool level);
+
+/* Give the function an expansion ROM (a copy of image; before pci_add_device). */
+int pci_set_rom(struct vm *vm, struct pci_dev *dev, const uint8_t *image, uint32_t len,
+                struct vt_error *err);
 
 /* Plug a function into dev->devfn, or the next free slot when that is 0. The pci_dev
  * must outlive the VM. */

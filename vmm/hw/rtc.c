@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "vmm/hw/devices.h"
+#include "vmm/hw/rtc.h"
 #include "vmm/vm.h"
 
 #define RTC_INDEX 0x70
@@ -174,4 +175,15 @@ int rtc_init(struct vm *vm, struct vt_error *err)
 	if ((ret = vm_add_device(vm, "rtc", r, rtc_destroy, err)))
 		return ret;
 	return bus_register(&vm->pio, RTC_INDEX, 2, rtc_io, r, err);
+}
+
+void rtc_cmos_set(struct vm *vm, uint8_t index, uint8_t value)
+{
+	struct rtc *r = vm_device(vm, "rtc");
+
+	if (!r || index >= sizeof(r->nvram))
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->nvram[index] = value;
+	pthread_mutex_unlock(&r->lock);
 }

@@ -205,7 +205,9 @@ int serial_init(struct vm *vm, struct vt_error *err)
 	s->thr_pending = false;
 	pthread_mutex_init(&s->lock, NULL);
 	if (cfg->serial == VM_SERIAL_FILE) {
-		s->out_fd = open(cfg->serial_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		/* Truncated at power-on only: a reboot goes on writing, as qemu keeps its file open. */
+		s->out_fd = open(cfg->serial_path, O_WRONLY | O_CREAT | O_CLOEXEC |
+		                 (vm->boot_count ? O_APPEND : O_TRUNC), 0644);
 		if (s->out_fd < 0) {
 			int e = errno;
 			serial_destroy(s);

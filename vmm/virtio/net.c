@@ -6,6 +6,7 @@
  * the device's I/O thread; the tap fd is watched edge-triggered, so a guest without RX
  * buffers stalls only its own receive path until it posts more. */
 #include <errno.h>
+#include <stdio.h>
 #include <linux/if_tun.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
+#include "vmm/config.h"
 #include "vmm/virtio/net.h"
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
@@ -32,6 +34,7 @@
 
 #define RXQ 0
 #define TXQ 1
+#define NET_ROM_MAX (1u << 20)
 #define QUEUE_SIZE 256
 #define FRAME_MAX (65536 + 14 + 4)
 
@@ -151,7 +154,7 @@ static bool net_rx_deliver(struct virtio_net *n)
 			e->in_len = 0;
 			break;
 		}
-		off += iov_from_buf(e->iov, e->n_in, 0, n->frame + off, n->pending - off);
+		off += vt_iov_from_buf(e->iov, e->n_in, 0, n->frame + off, n->pending - off);
 		if (!merge)
 			break; /* without merging, whatever does not fit in one chain is cut */
 	}
@@ -267,8 +270,33 @@ static void virtio_net_free(void *opaque)
 	free(n);
 }
 
-int virtio_net_add(struct vm *vm, const char *ifname, const uint8_t mac[6], struct vt_error *err)
+/* qemu's option ROM for virtio-net-pci (iPXE, from Debian's ipxe-qemu): firmware runs it,
+ * so the NIC can boot (-boot n, bootindex). Returns a malloc'ed image, or NULL. */
+static uint8_t *net_read_rom(uint32_t *len)
 {
+	static const char *const paths[] = { "/usr/lib/ipxe/qemu/efi-virtio.rom",
+	                                     "/usr/share/qemu/efi-virtio.rom" };
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		FILE *f = fopen(paths[i], "rb");
+		if (!f)
+			continue;
+		uint8_t *buf = malloc(NET_ROM_MAX);
+		size_t n = buf ? fread(buf, 1, NET_ROM_MAX, f) : 0;
+		bool whole = feof(f);
+		fclose(f);
+		if (n && whole) {
+			*len = (uint32_t)n;
+			return buf;
+		}
+		free(buf);
+	}
+	return NULL;
+}
+
+int virtio_net_add(struct vm *vm, const struct vm_nic *nic, struct vt_error *err)
+{
+	const char *ifname = nic->ifname;
+	const uint8_t *mac = nic->mac;
 	struct virtio_net *n = calloc(1, sizeof(*n));
 	int ret;
 
@@ -292,5 +320,14 @@ int virtio_net_add(struct vm *vm, const char *ifname, const uint8_t mac[6], stru
 	n->cfg.max_virtqueue_pairs = 1;
 	n->vdev.ops = &virtio_net_ops;
 	n->vdev.priv = n;
-	return virtio_pci_add(vm, &n->vdev, err);
+	uint8_t *rom = vm->cfg->kernel ? NULL : net_read_rom(&n->vdev.rom_len);
+	n->vdev.rom = rom;
+	ret = virtio_pci_add(vm, &n->vdev, err);
+	free(rom);
+	n->vdev.rom = NULL;
+	if (ret)
+		return ret;
+	vm_add_boot_path(vm, nic->bootindex, "/pci@i0cf8/ethernet@%x/ethernet-phy@0",
+	                 virtio_pci_devfn(&n->vdev) >> 3);
+	return 0;
 }

@@ -8,6 +8,7 @@
 
 struct vm;
 
-int virtio_net_add(struct vm *vm, const char *ifname, const uint8_t mac[6], struct vt_error *err);
+struct vm_nic;
+int virtio_net_add(struct vm *vm, const struct vm_nic *nic, struct vt_error *err);
 
 #endif

@@ -56,7 +56,6 @@ struct virtio_pci {
 	uint32_t dfselect, gfselect;
 	uint16_t queue_select;
 	uint8_t isr;
-	unsigned intx_irq;
 	int kickfd[VIRTIO_MAX_QUEUES];
 	bool ioeventfd_on;
 	uint32_t notify_base;                  /* BAR 0 address the ioeventfds sit at */
@@ -65,6 +64,11 @@ struct virtio_pci {
 	bool thread_started;
 	pthread_mutex_t irq_lock;
 };
+
+int virtio_pci_devfn(const struct virtio_dev *dev)
+{
+	return dev->transport->pci.devfn;
+}
 
 bool virtio_has_feature(const struct virtio_dev *dev, uint64_t bit)
 {
@@ -104,7 +108,7 @@ static void virtio_pci_interrupt(struct virtio_pci *t, uint16_t vector, uint8_t 
 		}
 	} else {
 		t->isr |= isr_bit;
-		vm_irq_line(t->vm, t->intx_irq, true);
+		pci_set_irq(&t->pci, true);
 	}
 	pthread_mutex_unlock(&t->irq_lock);
 }
@@ -229,8 +233,7 @@ static void virtio_pci_reset(struct virtio_pci *t)
 	pthread_mutex_unlock(&dev->lock);
 	pthread_mutex_lock(&t->irq_lock);
 	t->isr = 0;
-	if (t->intx_irq)
-		vm_irq_line(t->vm, t->intx_irq, false);
+	pci_set_irq(&t->pci, false);
 	t->pba = 0;
 	pthread_mutex_unlock(&t->irq_lock);
 }
@@ -366,7 +369,7 @@ static void bar0_io(void *opaque, uint64_t off, uint8_t *data, unsigned len, boo
 			pthread_mutex_lock(&t->irq_lock);
 			data[0] = t->isr;
 			t->isr = 0;
-			vm_irq_line(t->vm, t->intx_irq, false);
+			pci_set_irq(&t->pci, false);
 			pthread_mutex_unlock(&t->irq_lock);
 			memset(data + 1, 0, len - 1);
 		}
@@ -556,12 +559,11 @@ int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, struct vt_error *err)
 	p->bar_mapped = virtio_pci_bar_mapped;
 	p->config_written = virtio_pci_config_written;
 	virtio_pci_build_caps(t);
+	p->cfg[PCI_INTERRUPT_PIN] = 1; /* INTA, for drivers without MSI-X */
+	if (dev->rom && (ret = pci_set_rom(vm, p, dev->rom, dev->rom_len, err)))
+		return ret;
 	if ((ret = pci_add_device(vm, p, err)))
 		return ret;
-	/* INTx for drivers without MSI-X: PIRQ A..D of the slot on IRQs 10/11, like "pc". */
-	t->intx_irq = (p->devfn >> 3) % 4 < 2 ? 10 : 11;
-	p->cfg[PCI_INTERRUPT_PIN] = 1;
-	p->cfg[PCI_INTERRUPT_LINE] = (uint8_t)t->intx_irq;
 
 	if (pthread_create(&t->thread, NULL, virtio_io_thread, t))
 		return vt_error_set(err, EAGAIN, ops->name, "start I/O thread", NULL);

@@ -64,6 +64,9 @@ struct virtio_dev {
 	uint8_t status;
 	bool warned;
 	struct virtio_pci *transport;
+	/* Optional: an expansion ROM image for the PCI function (copied at virtio_pci_add). */
+	const uint8_t *rom;
+	uint32_t rom_len;
 };
 
 /* Plug the device into the PCI bus and start its I/O thread; the transport is freed with
@@ -77,6 +80,9 @@ void virtio_notify(struct virtio_dev *dev, int q);
 /* The guest broke the rules: stop processing, set NEEDS_RESET, tell the driver through a
  * configuration interrupt, warn once. */
 void virtio_broken(struct virtio_dev *dev, const struct vt_error *why);
+
+/* The PCI device/function number the transport got (valid after virtio_pci_add). */
+int virtio_pci_devfn(const struct virtio_dev *dev);
 
 bool virtio_has_feature(const struct virtio_dev *dev, uint64_t bit);
 
