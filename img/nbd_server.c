@@ -31,7 +31,6 @@
 
 #include "img/nbd_server.h"
 
-#define HANDSHAKE_LIMIT_S 10     /* a client must reach transmission within this */
 #define SEND_TIMEOUT_MS   30000
 #define MAX_CONNS         4096
 #define MAX_WORKERS       16
@@ -43,7 +42,7 @@ struct sconn {
 	int fd;
 	struct nbd_conn *nc;
 	char peer[96];
-	time_t deadline;          /* monotonic seconds; handshake limit */
+	time_t deadline;          /* monotonic seconds; handshake limit (0: none) */
 	bool negotiated;          /* written by the serving worker, read under s->lock */
 	bool shut;                /* shutdown() already called */
 	struct sconn *prev, *next;
@@ -247,7 +246,7 @@ static bool accept_some(struct srv *s, int lfd, int limit)
 		}
 		sc->s = s;
 		sc->fd = fd;
-		sc->deadline = now_s() + HANDSHAKE_LIMIT_S;
+		sc->deadline = s->o->handshake_limit > 0 ? now_s() + s->o->handshake_limit : 0;
 		peer_name(&a, alen, sc->peer, sizeof(sc->peer));
 		if (nbd_conn_start(sc->nc) < 0) {
 			nbd_conn_free(sc->nc);
@@ -280,9 +279,9 @@ static void enforce_deadlines(struct srv *s)
 	time_t t = now_s();
 	pthread_mutex_lock(&s->lock);
 	for (struct sconn *sc = s->conns; sc; sc = sc->next) {
-		if (!sc->negotiated && !sc->shut && t >= sc->deadline) {
+		if (!sc->negotiated && !sc->shut && sc->deadline && t >= sc->deadline) {
 			logf_(s, "client %s: no export chosen within %d s: dropped", sc->peer,
-			      HANDSHAKE_LIMIT_S);
+			      s->o->handshake_limit);
 			shutdown(sc->fd, SHUT_RDWR);
 			sc->shut = true;
 		}

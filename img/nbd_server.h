@@ -65,6 +65,7 @@ struct nbd_server_opts {
 	bool persistent;    /* -t: do not exit when the last client leaves */
 	bool verbose;       /* -v: a line per connection */
 	int workers;        /* threads in the pool (0: chosen from the CPU count) */
+	int handshake_limit; /* seconds a client may take to reach transmission; 0: any */
 	const char *prog;   /* prefix of log lines */
 };
 

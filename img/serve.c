@@ -60,6 +60,8 @@ static const char serve_help[] =
 	"  -B, --bitmap=name       (not supported yet: persistent dirty bitmaps)\n"
 	"      --tls-creds=id      (not supported yet: refused; use an ssh tunnel)\n"
 	"      --threads=n         worker threads serving clients (default: 2 per CPU, 4..16)\n"
+	"      --handshake-limit=n drop a client that has not chosen an export within n\n"
+	"                          seconds (default 10, 0: no limit)\n"
 	"  -v, --verbose           a line per client connecting and leaving\n"
 	"\n"
 	"Every client request is checked (range, alignment, flags, size); misbehaving\n"
@@ -71,14 +73,14 @@ static const char serve_help[] =
 
 enum {
 	OPT_FORK = 256, OPT_PIDFILE, OPT_CACHE, OPT_AIO, OPT_DISCARD, OPT_DZ, OPT_TLS,
-	OPT_TLSAUTHZ, OPT_OBJECT, OPT_IMAGE_OPTS, OPT_THREADS,
+	OPT_TLSAUTHZ, OPT_OBJECT, OPT_IMAGE_OPTS, OPT_THREADS, OPT_HANDSHAKE,
 };
 
 struct serve_opts {
 	const char *fmt, *export_name, *description, *port, *sock, *bind, *pid_file;
 	const char *load_snapshot, *cache, *discard, *dz;
 	bool readonly, persistent, fork, snapshot, alloc_depth, verbose;
-	int shared, threads;
+	int shared, threads, handshake_limit;
 };
 
 static int parse(int argc, char **argv, struct serve_opts *so)
@@ -110,6 +112,7 @@ static int parse(int argc, char **argv, struct serve_opts *so)
 		{ "object", required_argument, NULL, OPT_OBJECT },
 		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
 		{ "threads", required_argument, NULL, OPT_THREADS },
+		{ "handshake-limit", required_argument, NULL, OPT_HANDSHAKE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -117,6 +120,7 @@ static int parse(int argc, char **argv, struct serve_opts *so)
 	int c;
 	char *end;
 	so->shared = 1;
+	so->handshake_limit = 10;
 	while ((c = getopt_long(argc, argv, "hf:rx:D:p:b:k:e:tsl:nAB:v", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': so->fmt = optarg; break;
@@ -187,6 +191,13 @@ static int parse(int argc, char **argv, struct serve_opts *so)
 			if (*end || end == optarg || v < 1 || v > 16)
 				return vt_usage_error(prog, "--threads takes 1 to 16");
 			so->threads = (int)v;
+			break;
+		}
+		case OPT_HANDSHAKE: {
+			long v = strtol(optarg, &end, 10);
+			if (*end || end == optarg || v < 0 || v > 86400)
+				return vt_usage_error(prog, "Invalid handshake limit '%s'", optarg);
+			so->handshake_limit = (int)v;
 			break;
 		}
 		case 'v': so->verbose = true; break;
@@ -421,6 +432,7 @@ static int serve_main(int argc, char **argv)
 	};
 	struct nbd_server_opts o = { .shared = so.shared, .persistent = so.persistent,
 	                             .verbose = so.verbose, .workers = so.threads,
+	                             .handshake_limit = so.handshake_limit,
 	                             .prog = "vtool img serve" };
 	sigset_t sigs;
 	sigemptyset(&sigs);

@@ -171,7 +171,7 @@ expect_rc 1 "$VTOOL" img serve a.qcow2 b.qcow2
 expect_rc 0 "$VTOOL" img serve --help
 for o in --format --read-only --export-name --description --port --bind --socket --shared \
          --persistent --fork --pid-file --snapshot --load-snapshot --nocache --cache --discard \
-         --detect-zeroes --allocation-depth --tls-creds --verbose; do
+         --detect-zeroes --allocation-depth --tls-creds --handshake-limit --verbose; do
   expect_grep "$o" "$T/out"
 done
 expect_grep '^Example:$' "$T/out"
