@@ -3,10 +3,18 @@
 # stopped by that pid when the script ends. Not a test itself.
 
 nbd_pids=()
+# alive PID: the process runs (an exited daemon can stay a zombie for seconds where PID 1
+# reaps slowly, as in some containers: that counts as gone).
+alive() {
+  local st
+  case $1 in ''|*[!0-9]*) return 1 ;; esac
+  st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "${st:0:1}" != Z ] && [ "${st:0:1}" != X ]
+}
 nbd_cleanup() {
   for p in "${nbd_pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${nbd_pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 100); do alive "$p" || break; sleep 0.05; done
     kill -9 "$p" 2>/dev/null
   done
   rm -rf "$T"
@@ -23,6 +31,7 @@ vserve() {
   local pf=$1; shift
   "$VTOOL" img serve --fork --pid-file "$pf" "$@" 2>"$pf.err" || return 1
   nbd_pids+=("$(cat "$pf")")
+  cp "$pf" "$pf.started"   # the server removes its pid file when it exits
 }
 
 # qserve PIDFILE ARGS...: qemu-nbd --fork
@@ -30,6 +39,7 @@ qserve() {
   local pf=$1; shift
   qemu-nbd --fork --pid-file "$pf" "$@" 2>"$pf.err" || return 1
   nbd_pids+=("$(cat "$pf")")
+  cp "$pf" "$pf.started"   # the server removes its pid file when it exits
 }
 
 # kserve PIDFILE ARGS...: nbdkit (daemonises once its socket listens)
@@ -39,21 +49,22 @@ kserve() {
   nbdkit -P "$pf" "$@" 2>"$pf.err" || return 1
   for _ in $(seq 50); do [ -s "$pf" ] && break; sleep 0.1; done
   nbd_pids+=("$(cat "$pf")")
+  cp "$pf" "$pf.started"   # the server removes its pid file when it exits
 }
 
 # stop PIDFILE: SIGTERM and wait for the process to be gone; after 5 s SIGKILL, and fail
 stop() {
-  local p; p=$(cat "$1")
+  local p; p=$(cat "$1.started")
   kill "$p" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  for _ in $(seq 250); do alive "$p" || return 0; sleep 0.02; done
   kill -9 "$p" 2>/dev/null
   return 1
 }
 
 # gone PIDFILE: the process has exited by itself within 5 s
 gone() {
-  local p; p=$(cat "$1")
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  local p; p=$(cat "$1.started")
+  for _ in $(seq 250); do alive "$p" || return 0; sleep 0.02; done
   return 1
 }
 

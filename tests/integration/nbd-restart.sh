@@ -20,12 +20,12 @@ kill_busy() {
   local spid; spid=$(cat "$1")
   for _ in $(seq 500); do
     [ "$(du -k "$3" | cut -f1)" -ge 16384 ] && break
-    kill -0 "$4" 2>/dev/null || break
+    alive "$4" || break
     sleep 0.01
   done
-  if kill -0 "$4" 2>/dev/null; then pass; else fail "$3: the client finished before the kill"; fi
+  if alive "$4"; then pass; else fail "$3: the client finished before the kill"; fi
   kill -"$2" "$spid"
-  for _ in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 250); do alive "$spid" || break; sleep 0.02; done
 }
 
 # A killed server may leave leaked clusters (never corruption): qemu-img check exits 0
