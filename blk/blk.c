@@ -554,6 +554,20 @@ int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 	return b->drv->truncate(b, size, err);
 }
 
+int blk_change_backing_file(struct blk *b, const char *file, const char *format,
+                            struct vt_error *err)
+{
+	int r = check_writable(b, "change backing file", err);
+	if (r < 0)
+		return r;
+	if (!b->drv->change_backing_file)
+		return vt_error_set(err, ENOTSUP, b->filename, "change backing file",
+		                    "Operation not supported");
+	if (file && !file[0])
+		file = NULL;
+	return b->drv->change_backing_file(b, file, file ? format : NULL, err);
+}
+
 const char *blk_create_help(const char *format)
 {
 	static char buf[8192];

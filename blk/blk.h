@@ -150,6 +150,14 @@ const char *blk_create_help(const char *format);
 
 int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err);
 
+/* Record another backing file in the image's header (qemu's bdrv_change_backing_file):
+ * file NULL or "" removes it; format NULL records none. Only the header changes, and
+ * only after everything written through b is durable; the chain opened with b stays
+ * what it was. -ENOTSUP for formats without backing files (raw), -ENOSPC when the
+ * names do not fit in the header, -EINVAL for a name over 1023 bytes. */
+int blk_change_backing_file(struct blk *b, const char *file, const char *format,
+                            struct vt_error *err);
+
 /* Consistency check (qemu-img check). Counts as qemu classifies them; diagnostics
  * ("Leaked cluster ...", "ERROR ...") go to report(), one line each, no newline. */
 #define BLK_CHECK_FIX_LEAKS  1u

@@ -71,6 +71,10 @@ struct blk_driver {
 	/* Optional: without it, measure fails with -ENOTSUP. */
 	int (*measure)(const struct blk_optlist *opts, uint64_t size, struct blk *src,
 	               struct blk_measure *m, struct vt_error *err);
+	/* Optional: without it, blk_change_backing_file fails with -ENOTSUP. Called on a
+	 * writable handle; file is NULL (never "") to remove the backing file. */
+	int (*change_backing_file)(struct blk *b, const char *file, const char *format,
+	                           struct vt_error *err);
 	const struct blk_optdesc *create_opts; /* terminated by a NULL name */
 	bool supports_backing;                 /* create accepts -b/-F */
 };

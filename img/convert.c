@@ -10,9 +10,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +17,7 @@
 #include <unistd.h>
 
 #include "img/img.h"
+#include "img/pipeline.h"
 #include "util/progress.h"
 #include "util/size.h"
 
@@ -71,29 +69,7 @@ struct convert {
 	bool compress;
 	bool target_zero;         /* the output reads as zeros before we start */
 	uint64_t sparse;          /* zero-run granularity; 0 = write everything */
-	uint64_t chunk;
-	atomic_uint_fast64_t next;
-	atomic_int failed;
-	struct vt_error err;
-	pthread_mutex_t lock;     /* err, progress */
-	struct vt_progress progress;
-	uint64_t done;
 };
-
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-	interrupted = sig;
-}
-
-static void set_error(struct convert *cv, const struct vt_error *e)
-{
-	pthread_mutex_lock(&cv->lock);
-	if (!atomic_exchange(&cv->failed, 1))
-		cv->err = *e;
-	pthread_mutex_unlock(&cv->lock);
-}
 
 /* Status of [off, off+n) across the concatenation: is all of it known to read zeros? */
 static int range_is_zero(struct convert *cv, uint64_t off, uint64_t n, bool *zero,
@@ -135,44 +111,11 @@ static int read_concat(struct convert *cv, uint64_t off, uint8_t *buf, uint64_t 
 	return 0;
 }
 
-static bool all_zero(const uint8_t *p, uint64_t n)
+static int convert_chunk(void *opaque, uint64_t off, uint64_t n, uint8_t **bufs,
+                         struct vt_error *err)
 {
-	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
-}
-
-/* Write buf (the target's [off, off+n)) skipping or zeroing runs of zeros. */
-static int write_sparse(struct convert *cv, uint64_t off, const uint8_t *buf, uint64_t n,
-                        struct vt_error *err)
-{
-	uint64_t g = cv->sparse ? cv->sparse : n, i = 0;
-	while (i < n) {
-		uint64_t len = g - (off + i) % g;
-		if (len > n - i)
-			len = n - i;
-		bool zero = cv->sparse && all_zero(buf + i, len);
-		uint64_t j = i + len;
-		/* Extend the run over following blocks of the same kind. */
-		while (j < n) {
-			uint64_t l2 = g < n - j ? g : n - j;
-			if ((cv->sparse && all_zero(buf + j, l2)) != zero)
-				break;
-			j += l2;
-		}
-		int r = 0;
-		if (!zero)
-			r = blk_pwrite(cv->dst, off + i, buf + i, j - i, err);
-		else if (!cv->target_zero)
-			r = blk_write_zeroes(cv->dst, off + i, j - i, BLK_MAY_UNMAP, err);
-		if (r < 0)
-			return r;
-		i = j;
-	}
-	return 0;
-}
-
-static int convert_chunk(struct convert *cv, uint64_t off, uint64_t n, uint8_t *buf,
-                         uint8_t *bbuf, struct vt_error *err)
-{
+	struct convert *cv = opaque;
+	uint8_t *buf = bufs[0], *bbuf = bufs[1];
 	bool zero;
 	int r = range_is_zero(cv, off, n, &zero, err);
 	if (r < 0)
@@ -204,46 +147,14 @@ static int convert_chunk(struct convert *cv, uint64_t off, uint64_t n, uint8_t *
 		uint64_t cs = blk_cluster_size(cv->dst);
 		for (uint64_t i = 0; i < n && r == 0; i += cs) {
 			uint64_t len = cs < n - i ? cs : n - i;
-			if (all_zero(buf + i, len))
+			if (img_all_zero(buf + i, len))
 				r = cv->target_zero ? 0 : blk_write_zeroes(cv->dst, off + i, len, BLK_MAY_UNMAP, err);
 			else
 				r = blk_write_compressed(cv->dst, off + i, buf + i, len, err);
 		}
 		return r;
 	}
-	return write_sparse(cv, off, buf, n, err);
-}
-
-static void *convert_worker(void *arg)
-{
-	struct convert *cv = arg;
-	struct vt_error err = { 0 };
-	uint8_t *buf = NULL, *bbuf = NULL;
-
-	if (posix_memalign((void **)&buf, 4096, cv->chunk) ||
-	    posix_memalign((void **)&bbuf, 4096, cv->chunk)) {
-		vt_error_set(&err, ENOMEM, blk_filename(cv->dst), "convert", NULL);
-		set_error(cv, &err);
-		goto out;
-	}
-	for (;;) {
-		uint64_t off = atomic_fetch_add(&cv->next, 1) * cv->chunk;
-		if (off >= cv->total || atomic_load(&cv->failed) || interrupted)
-			break;
-		uint64_t n = cv->chunk < cv->total - off ? cv->chunk : cv->total - off;
-		if (convert_chunk(cv, off, n, buf, bbuf, &err) < 0) {
-			set_error(cv, &err);
-			break;
-		}
-		pthread_mutex_lock(&cv->lock);
-		cv->done += n;
-		vt_progress_update(&cv->progress, cv->done);
-		pthread_mutex_unlock(&cv->lock);
-	}
-out:
-	free(buf);
-	free(bbuf);
-	return NULL;
+	return img_write_sparse(cv->dst, off, buf, n, cv->sparse, cv->target_zero, err);
 }
 
 static char *temp_name(const char *target)
@@ -368,7 +279,6 @@ static int convert_main(int argc, char **argv)
 	struct vt_error err = { 0 };
 	char *tmp = NULL;
 	struct blk_file_lock *out_lock = NULL;
-	pthread_mutex_init(&cv.lock, NULL);
 	cv.src = calloc((size_t)cv.nsrc, sizeof(*cv.src));
 	cv.src_start = calloc((size_t)cv.nsrc + 1, sizeof(*cv.src_start));
 	if (!cv.src || !cv.src_start) {
@@ -472,31 +382,22 @@ static int convert_main(int argc, char **argv)
 	/* A fresh image reads zeros, except through a backing file (-B). */
 	cv.target_zero = no_create ? target_is_zero : !backing;
 	uint64_t cs = blk_cluster_size(cv.dst);
-	cv.chunk = cs > (1u << 20) ? cs : 1u << 20;
-
-	struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
-	sigaction(SIGINT, &sa, &old_int);
-	sigaction(SIGTERM, &sa, &old_term);
-	vt_progress_init(&cv.progress, pmode, stdout, cv.total);
-	pthread_t tids[16];
-	uint64_t nthreads = workers;
-	for (uint64_t i = 1; i < nthreads; i++)
-		pthread_create(&tids[i], NULL, convert_worker, &cv);
-	convert_worker(&cv);
-	for (uint64_t i = 1; i < nthreads; i++)
-		pthread_join(tids[i], NULL);
-	sigaction(SIGINT, &old_int, NULL);
-	sigaction(SIGTERM, &old_term, NULL);
-	if (atomic_load(&cv.failed)) {
-		err = cv.err;
-		if (tmp && !strcmp(err.file, tmp))
-			snprintf(err.file, sizeof(err.file), "%s", target);
-		goto fail;
-	}
-	if (interrupted) {
+	struct vt_progress progress;
+	vt_progress_init(&progress, pmode, stdout, cv.total);
+	struct img_pipeline pl = { .total = cv.total, .chunk = cs > (1u << 20) ? cs : 1u << 20,
+	                           .workers = (unsigned)workers, .nbufs = 2,
+	                           .work = convert_chunk, .opaque = &cv,
+	                           .progress = &progress, .catch_signals = true };
+	int pr = img_pipeline_run(&pl, &err);
+	if (pr == -EINTR) {
 		vt_error_set(&err, EINTR, target, "convert", "interrupted; nothing was written "
 		             "under the output name");
 		rc = 130;
+		goto fail;
+	}
+	if (pr < 0) {
+		if (tmp && !strcmp(err.file, tmp))
+			snprintf(err.file, sizeof(err.file), "%s", target);
 		goto fail;
 	}
 	/* The new image must be durable before it replaces anything under the name, or a
@@ -519,7 +420,7 @@ static int convert_main(int argc, char **argv)
 		vt_error_format(&err, line, sizeof(line));
 		fprintf(stderr, "vtool: warning: %s\n", line);
 	}
-	vt_progress_finish(&cv.progress);
+	vt_progress_finish(&progress);
 	rc = 0;
 	goto out;
 fail:
@@ -543,7 +444,6 @@ out:
 	free(cv.src_start);
 	free(tmp);
 	free(options);
-	pthread_mutex_destroy(&cv.lock);
 	return rc;
 }
 

@@ -421,7 +421,7 @@ static void put_ext(uint8_t *c0, size_t *off, uint32_t type, const void *data, u
 	*off += 8 + ((len + 7u) & ~7u);
 }
 
-static size_t feature_table(uint8_t *t)
+size_t qcow2_feature_table(uint8_t *t)
 {
 	static const struct { uint8_t type, bit; const char *name; } f[] = {
 		{ 0, 0, "dirty bit" }, { 0, 1, "corrupt bit" }, { 0, 2, "external data file" },
@@ -477,7 +477,7 @@ int qcow2_create(struct blk_file *f, const char *filename, const struct blk_crea
 		        (uint32_t)strlen(o->backing_format));
 	if (cs > 4096) {
 		uint8_t t[8 * 48];
-		size_t n = feature_table(t);
+		size_t n = qcow2_feature_table(t);
 		put_ext(h, &off, QCOW2_EXT_FEATURES, t, (uint32_t)n);
 	}
 	off += 8; /* end of extensions */

@@ -317,6 +317,7 @@ const struct blk_driver blk_driver_qcow2 = {
 	.format_specific = qcow2_format_specific,
 	.supports_backing = true,
 	.truncate = qcow2_truncate,
+	.change_backing_file = qcow2_change_backing_file,
 	.create = qcow2_create,
 	.create_opts = qcow2_create_opts,
 };

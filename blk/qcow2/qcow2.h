@@ -244,6 +244,25 @@ int qcow2_find_snapshot(struct qcow2 *s, const char *id, const char *name, const
                         uint64_t *l1_off, uint32_t *l1_size, uint64_t *disk_size,
                         struct vt_error *err);
 extern const struct blk_optdesc qcow2_create_opts[];
+/* The feature name table qemu writes (8 entries of 48 bytes); returns its length. */
+size_t qcow2_feature_table(uint8_t *t);
+
+/* hdrupdate.c: one edit of cluster 0 (header, extensions, backing file name), written
+ * with a single pwrite and synced; the caller has made durable what the new header
+ * depends on. Fields not named keep their on-disk values; unknown extensions survive. */
+struct qcow2_hdr_edit {
+	bool backing;                /* replace the backing file name and format: */
+	const char *backing_file;    /*   NULL or "" for none */
+	const char *backing_format;  /*   NULL for none recorded */
+	int version;                 /* 0 = unchanged, else 2 or 3 */
+	bool features;               /* write the three feature words (v3) */
+	uint64_t incompat, compat, autoclear;
+	int compression_type;        /* -1 = unchanged (with features only) */
+	int refcount_order;          /* -1 = unchanged */
+};
+int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt_error *err);
+int qcow2_change_backing_file(struct blk *b, const char *file, const char *fmt,
+                              struct vt_error *err);
 
 /* refcount.c */
 int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *rc, struct vt_error *err);
