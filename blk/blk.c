@@ -446,6 +446,11 @@ int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t le
 	return r < 0 ? r : b->drv->write_compressed(b, off, buf, len, err);
 }
 
+bool blk_supports_compression(const struct blk *b)
+{
+	return b->drv->write_compressed != NULL;
+}
+
 uint32_t blk_cluster_size(struct blk *b)
 {
 	return b->drv->cluster_size ? b->drv->cluster_size(b) : 0;
@@ -552,6 +557,90 @@ int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 		return vt_error_set(err, ENOTSUP, b->filename, "resize",
 		                    "format %s cannot be resized", b->drv->name);
 	return b->drv->truncate(b, size, err);
+}
+
+/* What a handle becomes when it could not be reopened: every request fails. */
+static int dead_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                       struct vt_error *err)
+{
+	return vt_error_set(err, EIO, b->filename, "I/O", "the image could not be reopened");
+}
+
+static void dead_close(struct blk *b)
+{
+}
+
+static const struct blk_driver dead_driver = {
+	.name = "none",
+	.close = dead_close,
+	.preadv = dead_preadv,
+};
+
+static int reopen_as(struct blk *b, const struct blk_driver *drv, bool writable,
+                     struct vt_error *err)
+{
+	unsigned fflags = writable ? BLK_FILE_WRITE : 0;
+	struct blk_open_opts o = { .format = drv->name, .writable = writable, .cache = b->cache };
+	int r = blk_file_open(b->filename, fflags, b->cache, &b->file, err);
+	if (r < 0) {
+		b->file = NULL;
+		return r;
+	}
+	/* A reader of a backing file keeps writers out, as at open. */
+	if (!writable && (r = blk_file_deny_writers(b->file, err)) < 0)
+		goto fail;
+	b->drv = drv;
+	b->writable = writable;
+	char keep_file[sizeof(b->backing_file)], keep_fmt[sizeof(b->backing_format)];
+	memcpy(keep_file, b->backing_file, sizeof(keep_file));
+	memcpy(keep_fmt, b->backing_format, sizeof(keep_fmt));
+	if ((r = drv->open(b, &o, err)) < 0)
+		goto fail;
+	memcpy(b->backing_file, keep_file, sizeof(keep_file));
+	memcpy(b->backing_format, keep_fmt, sizeof(keep_fmt));
+	return 0;
+fail:
+	blk_file_close(b->file);
+	b->file = NULL;
+	b->drv = &dead_driver;
+	b->writable = false;
+	return r;
+}
+
+int blk_reopen(struct blk *b, bool writable, struct vt_error *err)
+{
+	if (b->writable == writable)
+		return 0;
+	if (b->drv == &dead_driver)
+		return dead_preadv(b, 0, NULL, 0, err);
+	if (writable && !b->drv->pwritev)
+		return vt_error_set(err, ENOTSUP, b->filename, "reopen",
+		                    "vtool can read %s images but not write them", b->drv->name);
+	int r = b->writable ? blk_flush(b, err) : 0;
+	if (r < 0)
+		return r;
+	const struct blk_driver *drv = b->drv;
+	uint64_t size = b->size;
+	drv->close(b);
+	blk_file_close(b->file);
+	b->file = NULL;
+	if ((r = reopen_as(b, drv, writable, err)) == 0)
+		return 0;
+	/* Back to what it was, if that still works. */
+	if (reopen_as(b, drv, !writable, NULL) == 0)
+		b->size = size;
+	return r;
+}
+
+int blk_make_empty(struct blk *b, struct vt_error *err)
+{
+	int r = check_writable(b, "make empty", err);
+	if (r < 0)
+		return r;
+	if (!b->drv->make_empty)
+		return vt_error_set(err, ENOTSUP, b->filename, "make empty",
+		                    "format %s cannot be emptied", b->drv->name);
+	return b->drv->make_empty(b, err);
 }
 
 int blk_change_backing_file(struct blk *b, const char *file, const char *format,

@@ -76,6 +76,8 @@ int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
  * -ENOTSUP for formats without compression (raw). */
 int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
                          struct vt_error *err);
+/* Whether blk_write_compressed can work on b (qcow2). */
+bool blk_supports_compression(const struct blk *b);
 /* The allocation unit of the format (qcow2 cluster size), 0 if it has none. */
 uint32_t blk_cluster_size(struct blk *b);
 /* Advisory: the range's contents become unspecified (zeros or backing data). */
@@ -149,6 +151,19 @@ int blk_create(const char *filename, const struct blk_create_opts *opts, char **
 const char *blk_create_help(const char *format);
 
 int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err);
+
+/* Reopen one image of a chain (b itself or any of its backing files) read-write or
+ * read-only, as qemu's bdrv_reopen: commit writes into a backing file. The handle and the
+ * chain stay; the file's locks change to a writer's (refused, as in qemu, when another
+ * process uses the image) or a reader's. A handle that could not be reopened either way
+ * fails every later request (blk_close still releases it). */
+int blk_reopen(struct blk *b, bool writable, struct vt_error *err);
+
+/* Drop everything the image holds itself, so that it reads its backing file again
+ * (qemu's bdrv_make_empty, what commit does to the committed image). Crash-safe: the
+ * image reads either its old content or its backing file's, never a mix of garbage.
+ * -ENOTSUP for formats that cannot (then commit leaves the image as it is). */
+int blk_make_empty(struct blk *b, struct vt_error *err);
 
 /* Record another backing file in the image's header (qemu's bdrv_change_backing_file):
  * file NULL or "" removes it; format NULL records none. Only the header changes, and

@@ -75,6 +75,8 @@ struct blk_driver {
 	 * writable handle; file is NULL (never "") to remove the backing file. */
 	int (*change_backing_file)(struct blk *b, const char *file, const char *format,
 	                           struct vt_error *err);
+	/* Optional: without it, blk_make_empty fails with -ENOTSUP. Writable handle. */
+	int (*make_empty)(struct blk *b, struct vt_error *err);
 	const struct blk_optdesc *create_opts; /* terminated by a NULL name */
 	bool supports_backing;                 /* create accepts -b/-F */
 };

@@ -318,6 +318,7 @@ const struct blk_driver blk_driver_qcow2 = {
 	.supports_backing = true,
 	.truncate = qcow2_truncate,
 	.change_backing_file = qcow2_change_backing_file,
+	.make_empty = qcow2_make_empty,
 	.create = qcow2_create,
 	.create_opts = qcow2_create_opts,
 };

@@ -308,6 +308,9 @@ int qcow2_write_l1(struct qcow2 *s, struct vt_error *err);
 int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
                            struct vt_error *err);
 
+/* empty.c: commit's make-empty, crash-safe (see the top of empty.c). */
+int qcow2_make_empty(struct blk *b, struct vt_error *err);
+
 /* check.c */
 int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
                 void (*report)(void *, const char *), void *opaque, struct vt_error *err);
