@@ -657,28 +657,80 @@ int blk_change_backing_file(struct blk *b, const char *file, const char *format,
 	return b->drv->change_backing_file(b, file, file ? format : NULL, err);
 }
 
+/* qemu's option help lines: "  name=<type>", padded to 24 columns, " - help". */
+static size_t format_options(char *buf, size_t size, size_t used,
+                             const struct blk_optdesc *desc)
+{
+	static const char *const types[] = { "str", "size", "num", "bool (on/off)" };
+	for (const struct blk_optdesc *o = desc; o && o->name; o++) {
+		char key[96];
+		snprintf(key, sizeof(key), "%s=<%s>", o->name, types[o->type]);
+		if (used < size)
+			used += (size_t)snprintf(buf + used, size - used, "  %-22s - %s\n", key,
+			                         o->help);
+	}
+	return used;
+}
+
 const char *blk_create_help(const char *format)
 {
 	static char buf[8192];
-	static const char *const types[] = { "str", "size", "num", "bool (on/off)" };
 	const struct blk_driver *d = find_driver(format);
 	size_t used;
 
 	if (!d)
 		return NULL;
 	used = (size_t)snprintf(buf, sizeof(buf), "Supported %s options:\n", d->name);
-	for (const struct blk_optdesc *o = d->create_opts; o && o->name; o++) {
-		char key[96];
-		snprintf(key, sizeof(key), "%s=<%s>", o->name, types[o->type]);
-		if (used < sizeof(buf))
-			used += (size_t)snprintf(buf + used, sizeof(buf) - used, "  %-22s - %s\n",
-			                         key, o->help);
-	}
+	used = format_options(buf, sizeof(buf), used, d->create_opts);
 	if (used < sizeof(buf))
 		snprintf(buf + used, sizeof(buf) - used,
 		         "\nThe protocol level may support further options.\n"
 		         "Specify the target filename to include those options.\n");
 	return buf;
+}
+
+const char *blk_amend_help(const char *format, struct vt_error *err)
+{
+	static char buf[8192];
+	const struct blk_driver *d = find_driver(format);
+
+	if (!d) {
+		vt_error_set(err, EINVAL, "", "", "Unknown file format '%s'", format);
+		return NULL;
+	}
+	if (!d->amend) {
+		vt_error_set(err, ENOTSUP, "", "", "Format driver '%s' does not support option "
+		             "amendment", format);
+		return NULL;
+	}
+	size_t used = (size_t)snprintf(buf, sizeof(buf), "Amend options for '%s':\n", d->name);
+	format_options(buf, sizeof(buf), used, d->amend_opts);
+	return buf;
+}
+
+int blk_amend(struct blk *b, const char *options, bool force,
+              void (*progress)(void *opaque, uint64_t done, uint64_t total), void *opaque,
+              struct vt_error *err)
+{
+	struct blk_optlist opts = { 0 };
+	int r = check_writable(b, "amend", err);
+	if (r < 0)
+		return r;
+	if (!b->drv->amend)
+		return vt_error_set(err, ENOTSUP, "", "", "Format driver '%s' does not support "
+		                    "option amendment", b->drv->name);
+	if ((r = blk_opts_parse(options, b->drv->amend_opts, &opts, err)) < 0) {
+		/* Valid at creation only? qemu says so. */
+		struct blk_optlist co = { 0 };
+		if (blk_opts_parse(options, b->drv->create_opts, &co, NULL) == 0 && err)
+			snprintf(err->why + strlen(err->why), sizeof(err->why) - strlen(err->why),
+			         "\nThis option is only supported for image creation");
+		blk_opts_free(&co);
+		return r;
+	}
+	r = b->drv->amend(b, &opts, force, progress, opaque, err);
+	blk_opts_free(&opts);
+	return r;
 }
 
 int blk_create(const char *filename, const struct blk_create_opts *co, char **formatting,

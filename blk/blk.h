@@ -152,6 +152,17 @@ const char *blk_create_help(const char *format);
 
 int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err);
 
+/* qemu-img amend: change format options of an existing image in place (qcow2: compat,
+ * refcount_bits, lazy_refcounts, size). Options a format takes only at creation fail
+ * with qemu's "Invalid parameter 'x'" plus "This option is only supported for image
+ * creation". progress (may be NULL) hears about the steps. Writable handle. */
+int blk_amend(struct blk *b, const char *options, bool force,
+              void (*progress)(void *opaque, uint64_t done, uint64_t total), void *opaque,
+              struct vt_error *err);
+/* "-o help" for amend: qemu's "Amend options for 'FMT':" list; NULL with err filled
+ * when the format is unknown or cannot amend. */
+const char *blk_amend_help(const char *format, struct vt_error *err);
+
 /* Reopen one image of a chain (b itself or any of its backing files) read-write or
  * read-only, as qemu's bdrv_reopen: commit writes into a backing file. The handle and the
  * chain stay; the file's locks change to a writer's (refused, as in qemu, when another

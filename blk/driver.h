@@ -77,6 +77,12 @@ struct blk_driver {
 	                           struct vt_error *err);
 	/* Optional: without it, blk_make_empty fails with -ENOTSUP. Writable handle. */
 	int (*make_empty)(struct blk *b, struct vt_error *err);
+	/* Optional: without it, blk_amend fails ("does not support option amendment").
+	 * opts were checked against amend_opts; progress may be NULL. Writable handle. */
+	int (*amend)(struct blk *b, const struct blk_optlist *opts, bool force,
+	             void (*progress)(void *opaque, uint64_t done, uint64_t total),
+	             void *opaque, struct vt_error *err);
+	const struct blk_optdesc *amend_opts;  /* with amend; terminated by a NULL name */
 	const struct blk_optdesc *create_opts; /* terminated by a NULL name */
 	bool supports_backing;                 /* create accepts -b/-F */
 };

@@ -17,6 +17,7 @@ extern const struct vt_command vt_cmd_img_measure;
 extern const struct vt_command vt_cmd_img_check;
 extern const struct vt_command vt_cmd_img_rebase;
 extern const struct vt_command vt_cmd_img_commit;
+extern const struct vt_command vt_cmd_img_amend;
 
 /* A file name given relative to an image (a backing file), as a path to open: relative to
  * the image's directory, as qemu resolves it. Malloc'd; NULL on ENOMEM. */

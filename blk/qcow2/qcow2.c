@@ -319,6 +319,8 @@ const struct blk_driver blk_driver_qcow2 = {
 	.truncate = qcow2_truncate,
 	.change_backing_file = qcow2_change_backing_file,
 	.make_empty = qcow2_make_empty,
+	.amend = qcow2_amend,
+	.amend_opts = qcow2_amend_opts,
 	.create = qcow2_create,
 	.create_opts = qcow2_create_opts,
 };

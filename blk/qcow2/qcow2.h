@@ -311,6 +311,12 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
 /* empty.c: commit's make-empty, crash-safe (see the top of empty.c). */
 int qcow2_make_empty(struct blk *b, struct vt_error *err);
 
+/* amend.c: qemu-img amend (compat, refcount_bits, lazy_refcounts, size). */
+extern const struct blk_optdesc qcow2_amend_opts[];
+int qcow2_amend(struct blk *b, const struct blk_optlist *opts, bool force,
+                void (*progress)(void *opaque, uint64_t done, uint64_t total), void *opaque,
+                struct vt_error *err);
+
 /* check.c */
 int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
                 void (*report)(void *, const char *), void *opaque, struct vt_error *err);
