@@ -19,6 +19,7 @@ const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_rebase,
 	&vt_cmd_img_commit,
 	&vt_cmd_img_amend,
+	&vt_cmd_img_dd,
 	&vt_cmd_img_bench,
 	&vt_cmd_net_setup,
 	&vt_cmd_net_teardown,

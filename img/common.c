@@ -130,3 +130,18 @@ void img_open_spec_free(struct img_open_spec *s)
 	free(s->buf);
 	s->buf = NULL;
 }
+
+char *img_temp_name(const char *target)
+{
+	char *copy = strdup(target), *copy2 = strdup(target);
+	char *out = NULL;
+	if (copy && copy2) {
+		const char *dir = dirname(copy), *base = basename(copy2);
+		size_t n = strlen(dir) + strlen(base) + 40;
+		if ((out = malloc(n)))
+			snprintf(out, n, "%s/.%s.vtool-%ld", dir, base, (long)getpid());
+	}
+	free(copy);
+	free(copy2);
+	return out;
+}

@@ -157,21 +157,6 @@ static int convert_chunk(void *opaque, uint64_t off, uint64_t n, uint8_t **bufs,
 	return img_write_sparse(cv->dst, off, buf, n, cv->sparse, cv->target_zero, err);
 }
 
-static char *temp_name(const char *target)
-{
-	char *copy = strdup(target), *copy2 = strdup(target);
-	char *out = NULL;
-	if (copy && copy2) {
-		const char *dir = dirname(copy), *base = basename(copy2);
-		size_t n = strlen(dir) + strlen(base) + 40;
-		if ((out = malloc(n)))
-			snprintf(out, n, "%s/.%s.vtool-%ld", dir, base, (long)getpid());
-	}
-	free(copy);
-	free(copy2);
-	return out;
-}
-
 static char *join_options(char *old, const char *add)
 {
 	if (!old)
@@ -355,7 +340,7 @@ static int convert_main(int argc, char **argv)
 	}
 
 	if (!no_create) {
-		if (!(tmp = temp_name(target))) {
+		if (!(tmp = img_temp_name(target))) {
 			vt_error_set(&err, ENOMEM, target, "convert", NULL);
 			goto fail;
 		}

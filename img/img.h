@@ -18,6 +18,7 @@ extern const struct vt_command vt_cmd_img_check;
 extern const struct vt_command vt_cmd_img_rebase;
 extern const struct vt_command vt_cmd_img_commit;
 extern const struct vt_command vt_cmd_img_amend;
+extern const struct vt_command vt_cmd_img_dd;
 
 /* A file name given relative to an image (a backing file), as a path to open: relative to
  * the image's directory, as qemu resolves it. Malloc'd; NULL on ENOMEM. */
@@ -38,6 +39,9 @@ struct img_open_spec {
 int img_open_spec(const char *arg, const char *fmt, bool image_opts, struct img_open_spec *s,
                   struct vt_error *err);
 void img_open_spec_free(struct img_open_spec *s);
+
+/* A temporary name next to target (same directory: a rename replaces target). */
+char *img_temp_name(const char *target);
 
 /* Print e as "vtool: <file>: <what>: <why>" and return 1 (the generic failure status). */
 int img_fail(const struct vt_error *e);
