@@ -446,6 +446,42 @@ int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t le
 	return r < 0 ? r : b->drv->write_compressed(b, off, buf, len, err);
 }
 
+int blk_copy_range(struct blk *src, uint64_t soff, struct blk *dst, uint64_t doff,
+                   uint64_t len, struct vt_error *err)
+{
+	int r = check_writable(dst, "copy range", err);
+	if (r == 0)
+		r = check_range(src, soff, len, "copy range", err);
+	if (r == 0)
+		r = check_range(dst, doff, len, "copy range", err);
+	if (r < 0)
+		return r;
+	if (dst->drv != &blk_driver_raw)
+		return vt_error_set(err, ENOTSUP, dst->filename, "copy range",
+		                    "copy offloading needs a raw target");
+	while (len) {
+		struct blk_status st;
+		if ((r = blk_block_status(src, soff, len, &st, err)) < 0)
+			return r;
+		uint64_t n = st.len;
+		if (st.flags & BLK_STATUS_ZERO)
+			r = blk_write_zeroes(dst, doff, n, BLK_MAY_UNMAP, err);
+		else if ((st.flags & BLK_STATUS_OFFSET_VALID) && !(st.flags & BLK_STATUS_COMPRESSED) &&
+		         st.layer && (st.layer->drv == &blk_driver_raw ||
+		                      st.layer->drv == &blk_driver_qcow2))
+			r = blk_file_copy_range(st.layer->file, st.host_offset, dst->file, doff, n, err);
+		else
+			r = vt_error_set(err, ENOTSUP, src->filename, "copy range",
+			                 "data not stored raw");
+		if (r < 0)
+			return r;
+		soff += n;
+		doff += n;
+		len -= n;
+	}
+	return 0;
+}
+
 bool blk_supports_compression(const struct blk *b)
 {
 	return b->drv->write_compressed != NULL;

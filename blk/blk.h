@@ -78,6 +78,13 @@ int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t le
                          struct vt_error *err);
 /* Whether blk_write_compressed can work on b (qcow2). */
 bool blk_supports_compression(const struct blk *b);
+/* Copy [soff, soff+len) of src's guest content to dst at doff without passing it
+ * through memory (qemu's copy offloading): dst must be raw, and each data range of src
+ * must be readable raw from some file of its chain (raw, or plain qcow2 clusters); zero
+ * ranges are written as zeros. -ENOTSUP (or the kernel's error) otherwise: the caller
+ * copies the usual way. */
+int blk_copy_range(struct blk *src, uint64_t soff, struct blk *dst, uint64_t doff,
+                   uint64_t len, struct vt_error *err);
 /* The allocation unit of the format (qcow2 cluster size), 0 if it has none. */
 uint32_t blk_cluster_size(struct blk *b);
 /* Advisory: the range's contents become unspecified (zeros or backing data). */

@@ -375,6 +375,28 @@ int blk_file_zero(struct blk_file *f, uint64_t off, uint64_t len, bool unmap,
 	return blk_file_allocate(f, off, len, true, err);
 }
 
+int blk_file_copy_range(struct blk_file *src, uint64_t soff, struct blk_file *dst,
+                        uint64_t doff, uint64_t len, struct vt_error *err)
+{
+	/* The buffered descriptors: O_DIRECT alignment rules do not apply to the copy. */
+	int in = src->bfd >= 0 ? src->bfd : src->fd, out = dst->bfd >= 0 ? dst->bfd : dst->fd;
+	while (len) {
+		loff_t a = (loff_t)soff, b = (loff_t)doff;
+		size_t n = len < (1u << 30) ? (size_t)len : 1u << 30;
+		ssize_t got = copy_file_range(in, &a, out, &b, n, 0);
+		if (got < 0) {
+			int e = errno;
+			return vt_error_set(err, e, dst->path, "copy_file_range", NULL);
+		}
+		if (got == 0) /* the source ended: what is left reads as zeros */
+			return blk_file_zero(dst, doff, len, true, err);
+		soff += (uint64_t)got;
+		doff += (uint64_t)got;
+		len -= (uint64_t)got;
+	}
+	return 0;
+}
+
 int blk_file_extent(struct blk_file *f, uint64_t off, uint64_t len_max, bool *data,
                     uint64_t *len, struct vt_error *err)
 {

@@ -303,7 +303,15 @@ const struct blk_optdesc qcow2_create_opts[] = {
 	{ "data_file", BLK_OPT_STRING, "File name of an external data file" },
 	{ "data_file_raw", BLK_OPT_BOOL,
 	  "The external data file must stay valid as a raw image" },
+	{ "encrypt.cipher-alg", BLK_OPT_STRING, "Name of encryption cipher algorithm" },
+	{ "encrypt.cipher-mode", BLK_OPT_STRING, "Name of encryption cipher mode" },
 	{ "encrypt.format", BLK_OPT_STRING, "Encrypt the image, format choices: 'aes', 'luks'" },
+	{ "encrypt.hash-alg", BLK_OPT_STRING, "Name of encryption hash algorithm" },
+	{ "encrypt.iter-time", BLK_OPT_NUMBER, "Time to spend in PBKDF in milliseconds" },
+	{ "encrypt.ivgen-alg", BLK_OPT_STRING, "Name of IV generator algorithm" },
+	{ "encrypt.ivgen-hash-alg", BLK_OPT_STRING, "Name of IV generator hash algorithm" },
+	{ "encrypt.key-secret", BLK_OPT_STRING,
+	  "ID of secret providing qcow AES key or LUKS passphrase" },
 	{ "encryption", BLK_OPT_BOOL,
 	  "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
 	{ "extended_l2", BLK_OPT_BOOL, "Extended L2 tables" },
@@ -400,7 +408,12 @@ static int create_params(const char *filename, const struct blk_create_opts *o,
 		            "extended_l2 is on");
 	if (blk_opts_get(opts, "data_file") || blk_opts_get(opts, "data_file_raw"))
 		return CBAD("external data files are not supported by vtool");
-	if (blk_opts_get(opts, "encrypt.format") || blk_opts_get(opts, "encryption"))
+	bool enc = false;
+	if ((r = blk_opts_get_bool(opts, "encryption", &enc, err)) < 0)
+		return r;
+	for (int i = 0; i < opts->n; i++)
+		enc |= !strncmp(opts->items[i].key, "encrypt.", 8);
+	if (enc)
 		return CBAD("encryption is not supported by vtool");
 	if (o->backing_file && strlen(o->backing_file) > 1023)
 		return CBAD("Backing file name too long");
