@@ -126,6 +126,7 @@ struct blk_info {
 	uint64_t actual_size;   /* host bytes allocated (st_blocks * 512) */
 	uint32_t cluster_size;  /* 0 when the format has none */
 	bool dirty;
+	bool encrypted;         /* qemu's "encrypted: yes" (the data cannot be read here) */
 	bool has_backing;
 	char backing_file[1024];       /* as stored in the image */
 	char full_backing_file[4096];  /* resolved relative to the image */

@@ -59,7 +59,16 @@ static int parse_extensions(struct qcow2 *s, const uint8_t *c0, uint64_t start, 
 			s->b->backing_format[len] = '\0';
 			break;
 		case QCOW2_EXT_CRYPTO:
-			return BAD("encrypted images are not supported");
+			if (len != 16)
+				return BAD("CRYPTO header extension size %u, but expected size 16", len);
+			s->crypto_off = qcow2_be64(data);
+			s->crypto_len = qcow2_be64(data + 8);
+			s->has_crypto_ext = true;
+			if (s->crypto_off % s->cs)
+				return BAD("Invalid header extension: CRYPTO header offset '%#llx' is not a "
+				           "multiple of cluster size '%llu'",
+				           (unsigned long long)s->crypto_off, (unsigned long long)s->cs);
+			break;
 		default:
 			break; /* feature table, bitmaps, unknown: not needed to read the disk */
 		}
@@ -138,10 +147,9 @@ int qcow2_read_header(struct qcow2 *s, struct vt_error *err)
 	s->refcount_bits = 1u << s->refcount_order;
 	s->refcount_max = s->refcount_bits == 64 ? UINT64_MAX : (1ull << s->refcount_bits) - 1;
 	s->rb_entries = s->cs * 8 / s->refcount_bits;
-	if (crypt == 1 || crypt == 2)
-		return BAD("encrypted images are not supported");
-	if (crypt != 0)
+	if (crypt > 2)
 		return BAD("Unsupported encryption method %u", crypt);
+	s->crypt_method = crypt;
 
 	s->extended_l2 = s->incompat & QCOW2_INCOMPAT_EXTL2;
 	if (s->extended_l2 && s->cluster_bits < 14)
@@ -196,6 +204,8 @@ int qcow2_read_header(struct qcow2 *s, struct vt_error *err)
 	if (r == 0)
 		r = parse_extensions(s, c0, s->version == 2 ? 72 : s->header_length, ext_end, err);
 	free(c0);
+	if (r == 0)
+		r = qcow2_check_crypto_header(s, err);
 	return r;
 }
 

@@ -139,6 +139,11 @@ struct qcow2 {
 	uint32_t nb_snapshots;
 	uint64_t snapshots_offset;
 
+	/* Encryption (crypto.c): the header is described, data cannot be read. */
+	uint32_t crypt_method;       /* 0 none, 1 AES, 2 LUKS */
+	bool has_crypto_ext;
+	uint64_t crypto_off, crypto_len; /* the LUKS header area */
+
 	uint64_t free_hint;          /* cluster index where free-cluster search starts */
 	struct qcow2_cache *l2c;     /* L2 tables */
 	struct qcow2_cache *rbc;     /* refcount blocks */
@@ -316,6 +321,14 @@ extern const struct blk_optdesc qcow2_amend_opts[];
 int qcow2_amend(struct blk *b, const struct blk_optlist *opts, bool force,
                 void (*progress)(void *opaque, uint64_t done, uint64_t total), void *opaque,
                 struct vt_error *err);
+
+/* crypto.c: encrypted images' headers (vtool describes them; it cannot decrypt). */
+/* crypt_method against the CRYPTO extension, as qemu checks them at open. */
+int qcow2_check_crypto_header(struct qcow2 *s, struct vt_error *err);
+/* qemu's "encrypt" member of the format-specific data; NULL on ENOMEM. */
+struct vt_json *qcow2_crypto_info(struct qcow2 *s);
+/* The error for a data access to an encrypted image. */
+int qcow2_crypto_refuse(struct qcow2 *s, const char *what, struct vt_error *err);
 
 /* check.c */
 int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
