@@ -120,13 +120,18 @@ static int has_compressed(struct qcow2 *s, const struct l1ref *l1s, size_t n, bo
 
 /* Zero clusters become what v2 can say (qemu's qcow2_expand_zero_clusters): without a
  * backing file an unallocated cluster reads zeros; otherwise the cluster gets zeros
- * written into a host cluster (its own, or a new one counted once per L1 sharing its L2
- * table). The zeros and their refcounts are durable before the L2 table changes. */
+ * written into a host cluster, counted once per L1 table that reaches its L2 table. A
+ * zero cluster's own host cluster is used only when nothing else maps it: one a snapshot
+ * still maps as data keeps that data (qemu 7.2 writes the zeros into it and so changes
+ * the snapshot; the active content is the same either way). The zeros and their
+ * refcounts are durable before the L2 table changes; references the table gives up are
+ * dropped after it is. */
 static int expand_zero_clusters(struct qcow2 *s, const struct l1ref *l1s, size_t n,
                                 struct vt_error *err)
 {
 	uint8_t *l1 = NULL, *l2 = qcow2_alloc_buf(s->cs);
-	int r = l2 ? 0 : FAIL(ENOMEM, NULL);
+	uint64_t *drops = calloc(s->l2_entries, sizeof(*drops));
+	int r = l2 && drops ? 0 : FAIL(ENOMEM, NULL);
 	bool backing = s->b->backing_file[0];
 
 	for (size_t k = 0; k < n && r == 0; k++) {
@@ -139,6 +144,7 @@ static int expand_zero_clusters(struct qcow2 *s, const struct l1ref *l1s, size_t
 			break;
 		for (uint32_t i = 0; i < l1s[k].size && r == 0; i++) {
 			uint64_t l2_off = qcow2_be64(l1 + (size_t)i * 8) & QCOW2_OFFSET_MASK, l2_rc;
+			size_t ndrops = 0;
 			bool changed = false;
 			if (!l2_off)
 				continue;
@@ -152,7 +158,7 @@ static int expand_zero_clusters(struct qcow2 *s, const struct l1ref *l1s, size_t
 				break;
 			for (uint64_t j = 0; j < s->l2_entries && r == 0; j++) {
 				uint8_t *p = l2 + j * s->l2_entry_size;
-				uint64_t e = qcow2_be64(p), host = e & QCOW2_OFFSET_MASK;
+				uint64_t e = qcow2_be64(p), host = e & QCOW2_OFFSET_MASK, rc = l2_rc;
 				if ((e & QCOW2_OFLAG_COMPRESSED) || !(e & QCOW2_OFLAG_ZERO))
 					continue;
 				if (!host && !backing) {
@@ -160,20 +166,27 @@ static int expand_zero_clusters(struct qcow2 *s, const struct l1ref *l1s, size_t
 					changed = true;
 					continue;
 				}
-				if (!host) {
+				if (host && (host % s->cs)) {
+					r = qcow2_signal_corruption(s, err, "Cluster allocation offset %#"
+					                            PRIx64 " unaligned", host);
+					break;
+				}
+				if (host && ((r = qcow2_get_refcount(s, host >> s->cluster_bits, &rc, err)) < 0 ||
+				             (r = qcow2_check_overlap(s, host, s->cs, err)) < 0))
+					break;
+				if (!host || rc > l2_rc) {
+					/* A fresh cluster; a shared one is let go below. */
+					if (host)
+						drops[ndrops++] = host;
 					if ((r = qcow2_alloc_clusters(s, 1, &host, err)) < 0)
 						break;
 					for (uint64_t c = 1; c < l2_rc && r == 0; c++)
 						r = qcow2_update_refcount(s, host >> s->cluster_bits, 1, err);
-				} else if (host % s->cs) {
-					r = qcow2_signal_corruption(s, err, "Cluster allocation offset %#"
-					                            PRIx64 " unaligned", host);
-				} else {
-					r = qcow2_check_overlap(s, host, s->cs, err);
+					rc = l2_rc;
 				}
 				if (r == 0)
 					r = blk_file_zero(s->b->file, host, s->cs, false, err);
-				qcow2_put_be64(p, host | (l1s[k].active && l2_rc == 1 ? QCOW2_OFLAG_COPIED : 0));
+				qcow2_put_be64(p, host | (l1s[k].active && rc == 1 ? QCOW2_OFLAG_COPIED : 0));
 				changed = true;
 			}
 			if (r < 0 || !changed)
@@ -184,11 +197,17 @@ static int expand_zero_clusters(struct qcow2 *s, const struct l1ref *l1s, size_t
 			    (r = blk_file_pwrite(s->b->file, l2_off, l2, s->cs, err)) < 0 ||
 			    (r = blk_file_flush(s->b->file, err)) < 0)
 				break;
+			for (size_t d = 0; d < ndrops && r == 0; d++)
+				for (uint64_t c = 0; c < l2_rc && r == 0; c++)
+					r = qcow2_update_refcount(s, drops[d] >> s->cluster_bits, -1, err);
 		}
 	}
 	qcow2_cache_forget_all(s->l2c);
+	if (r == 0)
+		r = qcow2_flush_metadata(s, err);
 	free(l1);
 	free(l2);
+	free(drops);
 	return r;
 }
 
