@@ -20,6 +20,8 @@ const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_commit,
 	&vt_cmd_img_amend,
 	&vt_cmd_img_dd,
+	&vt_cmd_img_snapshot,
+	&vt_cmd_img_resize,
 	&vt_cmd_img_bench,
 	&vt_cmd_net_setup,
 	&vt_cmd_net_teardown,

@@ -15,6 +15,7 @@
 #include "host/host.h"
 #include "util/command.h"
 #include "vmm/console.h"
+#include "vmm/ui/display.h"
 #include "vmm/hw/fw_cfg.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
@@ -52,7 +53,7 @@ static const char run_help[] =
 	"  -debugcon file:PATH [-global isa-debugcon.iobase=0x402]\n"
 	"  -chardev file,id=ID,path=PATH -device isa-debugcon,chardev=ID,iobase=0x402\n"
 	"                       debug console port (SeaBIOS logs on 0x402)\n"
-	"  -display none, -vga none, -monitor none, -nodefaults   accepted\n"
+	"  -monitor none, -nodefaults   accepted (-nodefaults: no VGA unless -vga std)\n"
 	"  -device isa-debug-exit[,iobase=0x501][,iosize=2]\n"
 	"                       a write of V to the port exits with status (V<<1)|1\n"
 	"Disks (qcow2 or raw, through the same block layer as vtool img):\n"
@@ -67,18 +68,28 @@ static const char run_help[] =
 	"  -netdev tap,id=ID,ifname=TAP,script=no,downscript=no\n"
 	"  -device virtio-net-pci,netdev=ID[,mac=MAC][,bootindex=N]\n"
 	"  -net none            accepted\n"
+	"Display (std VGA with Debian's VGA BIOS, shown over VNC):\n"
+	"  -vga std|none        the VGA card (default std: PCI 00:02.0, Bochs VBE modes)\n"
+	"  -global VGA.vgamem_mb=N   video memory (default 16)\n"
+	"  -vnc :N              VNC server on 127.0.0.1 port 5900+N (this host only)\n"
+	"  -vnc HOST:N, -vnc 0.0.0.0:N   listen on HOST (0.0.0.0: every address)\n"
+	"  -vnc unix:PATH, -vnc none, -display vnc=ADDR, -display none\n"
+	"       [,password-secret=ID][,share=allow-exclusive|force-shared|ignore]\n"
+	"  -object secret,id=ID,file=FILE|data=TEXT   the VNC password (VNC auth: 8 chars)\n"
+	"  -k LAYOUT            keyboard layout of the guest (qemu's keymaps: de, fr, ...;\n"
+	"                       default en-us)\n"
 	"Lifecycle:\n"
 	"  -no-reboot           exit (status 0) when the guest resets instead of rebooting\n"
 	"  -name NAME, -pidfile FILE, -daemonize\n"
 	"\n"
-	"Parsed but not supported yet (refused with 'not supported yet'): -vnc. There is no\n"
-	"display yet: give -nographic to see the firmware and boot loaders on the serial port.\n"
-	"\n"
+
 	"Exit status: 0 after power-off, reset with -no-reboot, C-a x or SIGINT/SIGTERM;\n"
 	"(V<<1)|1 from isa-debug-exit; 1 on errors (a KVM error or unhandled exit prints the\n"
 	"vCPU's registers and the instruction bytes at RIP).\n"
 	"\n"
 	"Examples:\n"
+	"  vtool run -enable-kvm -m 2048 -hda disk.qcow2 -cdrom install.iso -boot d -vnc :19\n"
+	"  (then: vncviewer localhost:19)\n"
 	"  vtool run -enable-kvm -m 2048 -hda disk.qcow2 -cdrom install.iso -boot d -nographic\n"
 	"  vtool run -enable-kvm -m 512 -kernel bzImage -append console=ttyS0 -nographic\n";
 
@@ -112,6 +123,7 @@ static void set_current_vm(struct vm *vm)
 	run_state.vm = vm;
 	pthread_mutex_unlock(&run_state.lock);
 	console_attach(vm);
+	display_attach(vm);
 }
 
 static int write_pidfile(const char *path, char *abs, size_t abslen)
@@ -333,6 +345,13 @@ static int run_main(int argc, char **argv)
 	vcpu_init_signals();
 	pthread_t sig_thread;
 	bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &set) == 0;
+	if (display_start(&cfg, &err)) {
+		vt_error_print(&err, stderr);
+		daemon_ready(daemon_fd, 1);
+		if (pidfile[0])
+			unlink(pidfile);
+		return 1;
+	}
 	if (cfg.serial == VM_SERIAL_STDIO && !cfg.daemonize)
 		console_start(cfg.nographic);
 	atexit(console_restore_terminal);
@@ -351,6 +370,7 @@ static int run_main(int argc, char **argv)
 		break;
 	}
 	console_stop();
+	display_stop();
 	if (have_sig_thread) {
 		pthread_kill(sig_thread, SIGUSR2);
 		pthread_join(sig_thread, NULL);

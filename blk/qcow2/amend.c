@@ -60,30 +60,25 @@ struct l1ref {
 	uint64_t disk_size, vm_state_size;
 };
 
-/* The active table first. The snapshots' through header.c's snapshot readers. */
+/* The active table first, then the snapshots' (snapshot.c read and checked them). */
 static int list_l1s(struct qcow2 *s, struct l1ref **out, size_t *n, struct vt_error *err)
 {
-	struct blk_info info = { 0 };
-	int r = qcow2_read_snapshots(s, &info, err);
-	struct l1ref *v = calloc((size_t)info.nb_snapshots + 1, sizeof(*v));
-	if (r == 0 && !v)
-		r = FAIL(ENOMEM, NULL);
-	if (r == 0)
-		v[0] = (struct l1ref){ s->l1_offset, s->l1_size, true, s->b->size, 0 };
-	for (int i = 0; r == 0 && i < info.nb_snapshots; i++) {
-		struct l1ref *l = &v[i + 1];
-		l->vm_state_size = info.snapshots[i].vm_state_size;
-		r = qcow2_find_snapshot(s, info.snapshots[i].id, NULL, NULL, &l->off, &l->size,
-		                        &l->disk_size, err);
-	}
-	if (r < 0) {
-		free(v);
-		free(info.snapshots);
-		return r;
+	struct l1ref *v = calloc((size_t)s->nb_snapshots + 1, sizeof(*v));
+	if (!v)
+		return FAIL(ENOMEM, NULL);
+	v[0] = (struct l1ref){ s->l1_offset, s->l1_size, true, s->b->size, 0 };
+	for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+		const struct qcow2_snapshot *sn = &s->snapshots[i];
+		int r = qcow2_snapshot_check_l1(s, sn, err);
+		if (r < 0) {
+			free(v);
+			return r;
+		}
+		v[i + 1] = (struct l1ref){ sn->l1_offset, sn->l1_size, false, sn->disk_size,
+		                           sn->vm_state_size };
 	}
 	*out = v;
-	*n = (size_t)info.nb_snapshots + 1;
-	free(info.snapshots);
+	*n = (size_t)s->nb_snapshots + 1;
 	return 0;
 }
 
@@ -213,37 +208,49 @@ static int expand_zero_clusters(struct qcow2 *s, const struct l1ref *l1s, size_t
 
 /* ---- version changes ---------------------------------------------------------------- */
 
-/* v3 requires snapshots to carry the 64-bit VM state size and the disk size; qemu
- * rewrites the table of those that do not. */
-static int snapshots_have_v3_data(struct qcow2 *s, bool *yes, struct vt_error *err)
-{
-	uint64_t off = s->snapshots_offset;
-	*yes = true;
-	for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-		uint8_t h[40];
-		int r = blk_file_pread(s->b->file, off, h, sizeof(h), err);
-		if (r < 0)
-			return r;
-		uint32_t extra = qcow2_be32(h + 36);
-		if (extra < 16)
-			*yes = false;
-		off = (off + 40 + extra + (uint64_t)(h[12] << 8 | h[13]) +
-		       (uint64_t)(h[14] << 8 | h[15]) + 7) & ~7ull;
-	}
-	return 0;
-}
-
+/* v3 requires snapshots to carry the 64-bit VM state size and the disk size (extra
+ * data of 16 bytes and more). When some do not, the table is written anew (qemu's
+ * qcow2_upgrade does the same) in free clusters, and the header switches version and
+ * table in one write; the old table is freed after it (a crash leaks one of the two). */
 static int upgrade(struct qcow2 *s, struct vt_error *err)
 {
-	bool ok;
-	int r = snapshots_have_v3_data(s, &ok, err);
-	if (r < 0)
-		return r;
-	if (!ok)
-		return FAIL(ENOTSUP, "Failed to update the snapshot table: rewriting v2 snapshot "
-		            "entries for v3 is not supported by vtool yet");
 	struct qcow2_hdr_edit e = { .version = 3, .compression_type = -1, .refcount_order = -1 };
-	return qcow2_edit_header(s, &e, err);
+	uint8_t *buf = NULL;
+	uint64_t len = 0, off = 0, clusters = 0;
+	bool rewrite = false;
+	int r;
+
+	for (uint32_t i = 0; i < s->nb_snapshots; i++)
+		rewrite |= s->snapshots[i].extra_size < 16;
+	if (rewrite) {
+		if ((r = qcow2_snapshots_encode(s, s->snapshots, s->nb_snapshots, &buf, &len,
+		                                err)) < 0)
+			return r;
+		clusters = (len + s->cs - 1) / s->cs;
+		if ((r = qcow2_alloc_clusters(s, clusters, &off, err)) < 0 ||
+		    (r = blk_file_pwrite(s->b->file, off, buf, clusters * s->cs, err)) < 0 ||
+		    (r = qcow2_flush_metadata(s, err)) < 0)
+			goto out;
+		e.set_snapshots = true;
+		e.nb_snapshots = s->nb_snapshots;
+		e.snapshots_offset = off;
+	}
+	if ((r = qcow2_edit_header(s, &e, err)) < 0 || !rewrite)
+		goto out;
+	uint64_t old_off = s->snapshots_offset, old_len = s->snapshots_size;
+	s->snapshots_offset = off;
+	s->snapshots_size = len;
+	for (uint32_t i = 0; i < s->nb_snapshots; i++)
+		if (s->snapshots[i].extra_size < 24)
+			s->snapshots[i].extra_size = 24;
+	qcow2_meta_changed(s);
+	if (old_len)
+		r = qcow2_free_later(s, old_off, old_len, err);
+	if (r == 0)
+		r = qcow2_flush_metadata(s, err);
+out:
+	free(buf);
+	return r;
 }
 
 static int mark_clean(struct qcow2 *s, struct vt_error *err)
@@ -400,14 +407,10 @@ static int change_refcount_order(struct qcow2 *s, unsigned order, struct progres
 	    (r = qcow2_cache_write(s->rbc, err)) < 0 || (r = blk_file_flush(s->b->file, err)) < 0)
 		goto out;
 	/* The switch: width and table together, one write of header bytes 48..99. */
-	uint8_t h[52];
-	if ((r = blk_file_pread(s->b->file, 48, h, sizeof(h), err)) < 0)
-		goto out;
-	qcow2_put_be64(h, table_off);
-	qcow2_put_be32(h + 8, (uint32_t)tclusters);
-	qcow2_put_be32(h + 48, order);
-	if ((r = blk_file_pwrite(s->b->file, 48, h, sizeof(h), err)) < 0 ||
-	    (r = blk_file_flush(s->b->file, err)) < 0)
+	struct qcow2_hdr_edit e = { .compression_type = -1, .refcount_order = (int)order,
+	                            .set_reftable = true, .rt_offset = table_off,
+	                            .rt_clusters = (uint32_t)tclusters };
+	if ((r = qcow2_edit_header(s, &e, err)) < 0)
 		goto out;
 	step(pr);
 
@@ -434,11 +437,11 @@ static int change_refcount_order(struct qcow2 *s, unsigned order, struct progres
 	s->free_hint = 0;
 	qcow2_meta_changed(s);
 	/* The old structure is referenced by nothing now: its clusters are free. */
-	r = qcow2_free_range(s, old_rt, old_rt_clusters * s->cs, err);
+	r = qcow2_free_later(s, old_rt, old_rt_clusters * s->cs, err);
 	for (uint64_t i = 0; i < old_entries && r == 0; i++) {
 		uint64_t boff = old[i] & QCOW2_REFT_OFFSET_MASK;
 		if (boff && !(old[i] & ~QCOW2_REFT_OFFSET_MASK) && !(boff % s->cs))
-			r = qcow2_free_range(s, boff, s->cs, err);
+			r = qcow2_free_later(s, boff, s->cs, err);
 	}
 	free(old);
 	/* Unused clusters at the end of the area (it was sized with a margin). */

@@ -17,14 +17,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Free one reference of each cluster of [off, off+len) that lies inside the file: a
- * mapping we no longer trust is leaked rather than freed. */
+/* Free one reference of each cluster of [off, off+len) that lies inside the file, at
+ * the next flush (the header switch that dropped it is durable by then): a mapping we
+ * no longer trust is leaked rather than freed. */
 static int drop(struct qcow2 *s, uint64_t off, uint64_t len, uint64_t fsize,
                 struct vt_error *err)
 {
 	if (!len || off >= fsize || len > fsize - off)
 		return 0;
-	return qcow2_free_range(s, off, len, err);
+	return qcow2_free_later(s, off, len, err);
 }
 
 /* Drop the references an L2 table's entries hold, then the table's own. */
@@ -69,11 +70,9 @@ static int switch_to_empty_l1(struct qcow2 *s, struct vt_error *err)
 	if ((r = blk_file_pwrite(s->b->file, off, zeros, clusters * s->cs, err)) < 0 ||
 	    (r = qcow2_cache_write(s->rbc, err)) < 0 || (r = blk_file_flush(s->b->file, err)) < 0)
 		goto out;
-	uint8_t hdr[12];
-	qcow2_put_be32(hdr, s->l1_size);
-	qcow2_put_be64(hdr + 4, off);
-	if ((r = blk_file_pwrite(s->b->file, QCOW2_OFF_L1_SIZE, hdr, 12, err)) < 0 ||
-	    (r = blk_file_flush(s->b->file, err)) < 0)
+	struct qcow2_hdr_edit e = { .compression_type = -1, .refcount_order = -1,
+	                            .set_l1 = true, .l1_size = s->l1_size, .l1_offset = off };
+	if ((r = qcow2_edit_header(s, &e, err)) < 0)
 		goto out;
 	/* The image is empty now; what the old table reached is referenced by nothing
 	 * durable and can go at once. */
@@ -147,7 +146,7 @@ static int shrink_file(struct qcow2 *s, struct vt_error *err)
 			return r;
 		/* Counted by another block: that count goes too. */
 		if ((boff >> s->cluster_bits) / s->rb_entries != idx &&
-		    ((r = qcow2_free_range(s, boff, s->cs, err)) < 0 ||
+		    ((r = qcow2_free_later(s, boff, s->cs, err)) < 0 ||
 		     (r = qcow2_flush_metadata(s, err)) < 0))
 			return r;
 	}

@@ -1,15 +1,18 @@
 /* Rewriting cluster 0 of a qcow2 image: the backing file name and format, the version,
- * the feature bits (rebase, amend). Used by img rebase/amend through blk.h.
+ * the feature bits, the table pointers and the size. The one header switch of qcow2.h:
+ * snapshot operations (shadow.c), amend, make_empty and backing file changes use it.
  *
  * Everything that can change lives in the first bytes of cluster 0: the header, the
  * extension list after it and the backing file name after the end marker (qemu's
  * layout, specs/qcow2.md §4). An edit reads that area back from the file, patches the
  * fields it changes, rebuilds the extension list (the backing format first, the others
  * kept in their order and byte for byte, unknown ones too, as qemu does) and writes it
- * with one pwrite. That write is the switch: the caller makes whatever the new header
- * depends on durable before it, and it is synced after. Within one page (the usual
- * case: header, feature table and a name fit in 4 KiB) a write is all-or-nothing for a
- * killed process and for the page-torn power cuts of README's crash model. */
+ * with one pwrite of the bytes that changed. That write is the switch: the caller makes
+ * whatever the new header depends on durable before it, and it is synced after. A
+ * change of header fields only is one write inside the first sector; within one page
+ * (the usual case: header, feature table and a name fit in 4 KiB) a write is
+ * all-or-nothing for a killed process and for the page-torn power cuts of README's
+ * crash model. */
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
@@ -75,7 +78,12 @@ int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt
 	int version = e->version ? e->version : old_version;
 	memset(nw, 0, cs);
 	size_t pos;
-	if (version == 2) {
+	/* Header fields only: everything after the header stays byte for byte. */
+	bool fields_only = !e->backing && version == old_version;
+	if (fields_only) {
+		memcpy(nw, old, used);
+		pos = used;
+	} else if (version == 2) {
 		memcpy(nw, old, 72);
 		pos = 72;
 	} else if (old_version == 2) {
@@ -98,9 +106,25 @@ int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt
 	}
 	if (version >= 3 && e->refcount_order >= 0)
 		qcow2_put_be32(nw + 96, (uint32_t)e->refcount_order);
+	if (e->set_size)
+		qcow2_put_be64(nw + 24, e->size);
+	if (e->set_l1) {
+		qcow2_put_be32(nw + 36, e->l1_size);
+		qcow2_put_be64(nw + 40, e->l1_offset);
+	}
+	if (e->set_reftable) {
+		qcow2_put_be64(nw + 48, e->rt_offset);
+		qcow2_put_be32(nw + 56, e->rt_clusters);
+	}
+	if (e->set_snapshots) {
+		qcow2_put_be32(nw + 60, e->nb_snapshots);
+		qcow2_put_be64(nw + 64, e->snapshots_offset);
+	}
 
 	/* The backing file: the new one, or the one there was. */
 	char name[1024] = "", fmtname[32] = "";
+	if (fields_only)
+		goto write;
 	if (e->backing) {
 		if (e->backing_file && strlen(e->backing_file) > 1023) {
 			r = vt_error_set(err, EINVAL, fn, "update header", "Invalid argument");
@@ -164,10 +188,17 @@ int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt
 	memcpy(nw + pos, name, nlen);
 	pos += nlen;
 
-	/* One write over the old and the new extent of the area: the switch. */
-	size_t len = pos > used ? pos : (size_t)used;
-	if ((r = blk_file_pwrite(s->b->file, 0, nw, len, err)) < 0 ||
-	    (r = blk_file_flush(s->b->file, err)) < 0)
+write:;
+	/* One write of the bytes that differ, within the old and the new extent of the
+	 * area: the switch. */
+	size_t len = pos > used ? pos : (size_t)used, first = 0, last = len;
+	while (first < len && nw[first] == old[first])
+		first++;
+	while (last > first && nw[last - 1] == old[last - 1])
+		last--;
+	if (first < last && ((r = blk_file_pwrite(s->b->file, first, nw + first, last - first,
+	                                          err)) < 0 ||
+	                     (r = blk_file_flush(s->b->file, err)) < 0))
 		goto out;
 
 	s->version = version;
@@ -181,8 +212,10 @@ int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt
 		s->incompat = s->compat = s->autoclear = 0;
 		s->compression_type = 0;
 	}
-	snprintf(s->b->backing_file, sizeof(s->b->backing_file), "%s", name);
-	snprintf(s->b->backing_format, sizeof(s->b->backing_format), "%s", fmtname);
+	if (!fields_only) {
+		snprintf(s->b->backing_file, sizeof(s->b->backing_file), "%s", name);
+		snprintf(s->b->backing_format, sizeof(s->b->backing_format), "%s", fmtname);
+	}
 out:
 	free(old);
 	free(nw);

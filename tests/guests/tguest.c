@@ -298,6 +298,8 @@ static void test_spin(void)
 
 extern void test_disk(void);    /* disk.c */
 extern void test_net(void);     /* net.c */
+extern void test_vbe(void);     /* vga.c */
+extern void test_mouse(void);   /* vga.c */
 
 int test_main(void)
 {
@@ -309,7 +311,8 @@ int test_main(void)
 		{ "mem", test_mem }, { "initrd", test_initrd }, { "cpl3", test_cpl3 },
 		{ "pci", test_pci }, { "fault", test_fault }, { "emul", test_emul },
 		{ "poweroff", acpi_poweroff }, { "disk", test_disk }, { "reset", test_reset },
-		{ "spin", test_spin }, { "net", test_net },
+		{ "spin", test_spin }, { "net", test_net }, { "vbe", test_vbe },
+		{ "mouse", test_mouse },
 	};
 	if (cmdline_is("test", "exit"))
 		guest_exit((uint8_t)cmdline_u64("code", 0));
