@@ -12,11 +12,9 @@ cd "$T"
 
 RANDOM=14
 killed=0
-# Kills per command: 2 by default (1 under the sanitizers, where everything is slower
-# and the kill points no more telling); VTOOL_SLOW_TESTS=1 kills each 6 times, on both
+# Kills per command: 2 by default; VTOOL_SLOW_TESTS=1 kills each 6 times, on both
 # cluster sizes. The default still kills every command kind.
 kills=2 sizes="64k"
-[ -n "${VTOOL_SANITIZED:-}" ] && kills=1
 [ "${VTOOL_SLOW_TESTS:-0}" = 1 ] && kills=6 sizes="64k 4k"
 
 # duration CMD...: seconds (fractional) the command takes uninterrupted.
@@ -73,7 +71,7 @@ for cs in $sizes; do
     d=$(duration "$VTOOL" img rebase "$@" x.qcow2)
     for _ in $(seq $kills); do
       cp "ov-$cs.qcow2" x.qcow2
-      t=$(awk -v d="$d" -v r=$((RANDOM % 1000)) 'BEGIN { printf "%.3f", d * r / 1000 }')
+      t=$(awk -v d="$d" -v r=$((RANDOM % 1000)) 'BEGIN { printf "%.3f", d * r / 1250 }')
       run_killed "$t" "$VTOOL" img rebase "$@" x.qcow2
       what="rebase $args [$cs] killed at ${t:0:5}s of ${d:0:5}s"
       check_ok x.qcow2 "$what"
@@ -96,7 +94,7 @@ for cs in $sizes; do
     for _ in $(seq $kills); do
       cp base.qcow2 b.qcow2
       cp "top-$cs.qcow2" t.qcow2 && qemu-img rebase -u -b b.qcow2 -F qcow2 t.qcow2
-      t=$(awk -v d="$d" -v r=$((RANDOM % 1000)) 'BEGIN { printf "%.3f", d * r / 1000 }')
+      t=$(awk -v d="$d" -v r=$((RANDOM % 1000)) 'BEGIN { printf "%.3f", d * r / 1250 }')
       # shellcheck disable=SC2086
       run_killed "$t" "$VTOOL" img commit $args t.qcow2
       what="commit $args [$cs] killed at ${t:0:5}s of ${d:0:5}s"
@@ -118,7 +116,7 @@ for opt in refcount_bits=64 refcount_bits=4 refcount_bits=8,lazy_refcounts=on co
   d=$(duration "$VTOOL" img amend -o "$opt" x.qcow2)
   for _ in $(seq $kills); do
     cp am.qcow2 x.qcow2
-    t=$(awk -v d="$d" -v r=$((RANDOM % 1000)) 'BEGIN { printf "%.3f", d * r / 1000 }')
+    t=$(awk -v d="$d" -v r=$((RANDOM % 1000)) 'BEGIN { printf "%.3f", d * r / 1250 }')
     run_killed "$t" "$VTOOL" img amend -o "$opt" x.qcow2
     what="amend -o $opt killed at ${t:0:5}s of ${d:0:5}s"
     check_ok x.qcow2 "$what"
@@ -126,9 +124,10 @@ for opt in refcount_bits=64 refcount_bits=4 refcount_bits=8,lazy_refcounts=on co
   done
 done
 
-# Most kill times fall inside the command (some land before it started or after it
-# ended, which tests nothing but is harmless): at least half must have hit it.
+# Kill times fall in the first 80% of the measured run time; a run can still be faster
+# than the measured one (a kill after the end tests nothing, harmlessly): at least a
+# third must have hit a running command.
 total=$(( (${#sizes} > 3 ? 2 : 1) * 5 * kills + 4 * kills ))
 echo "$killed of $total kills landed while the command ran"
-if [ $((killed * 2)) -ge "$total" ]; then pass; else fail "only $killed of $total kills landed mid-command"; fi
+if [ $((killed * 3)) -ge "$total" ]; then pass; else fail "only $killed of $total kills landed mid-command"; fi
 finish
