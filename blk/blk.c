@@ -404,6 +404,47 @@ int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t le
 	return r < 0 ? r : b->drv->write_compressed(b, off, buf, len, err);
 }
 
+int blk_copy_range(struct blk *src, uint64_t soff, struct blk *dst, uint64_t doff,
+                   uint64_t len, struct vt_error *err)
+{
+	int r = check_writable(dst, "copy range", err);
+	if (r == 0)
+		r = check_range(src, soff, len, "copy range", err);
+	if (r == 0)
+		r = check_range(dst, doff, len, "copy range", err);
+	if (r < 0)
+		return r;
+	if (dst->drv != &blk_driver_raw)
+		return vt_error_set(err, ENOTSUP, dst->filename, "copy range",
+		                    "copy offloading needs a raw target");
+	while (len) {
+		struct blk_status st;
+		if ((r = blk_block_status(src, soff, len, &st, err)) < 0)
+			return r;
+		uint64_t n = st.len;
+		if (st.flags & BLK_STATUS_ZERO)
+			r = blk_write_zeroes(dst, doff, n, BLK_MAY_UNMAP, err);
+		else if ((st.flags & BLK_STATUS_OFFSET_VALID) && !(st.flags & BLK_STATUS_COMPRESSED) &&
+		         st.layer && (st.layer->drv == &blk_driver_raw ||
+		                      st.layer->drv == &blk_driver_qcow2))
+			r = blk_file_copy_range(st.layer->file, st.host_offset, dst->file, doff, n, err);
+		else
+			r = vt_error_set(err, ENOTSUP, src->filename, "copy range",
+			                 "data not stored raw");
+		if (r < 0)
+			return r;
+		soff += n;
+		doff += n;
+		len -= n;
+	}
+	return 0;
+}
+
+bool blk_supports_compression(const struct blk *b)
+{
+	return b->drv->write_compressed != NULL;
+}
+
 uint32_t blk_cluster_size(struct blk *b)
 {
 	return b->drv->cluster_size ? b->drv->cluster_size(b) : 0;
@@ -512,6 +553,119 @@ int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 	return b->drv->truncate(b, size, err);
 }
 
+/* What a handle becomes when it could not be reopened: every request fails. */
+static int dead_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                       struct vt_error *err)
+{
+	return vt_error_set(err, EIO, b->filename, "I/O", "the image could not be reopened");
+}
+
+static void dead_close(struct blk *b)
+{
+}
+
+static const struct blk_driver dead_driver = {
+	.name = "none",
+	.close = dead_close,
+	.preadv = dead_preadv,
+};
+
+static int reopen_as(struct blk *b, const struct blk_driver *drv, bool writable,
+                     struct vt_error *err)
+{
+	unsigned fflags = writable ? BLK_FILE_WRITE : 0;
+	struct blk_open_opts o = { .format = drv->name, .writable = writable, .cache = b->cache };
+	int r = blk_file_open(b->filename, fflags, b->cache, &b->file, err);
+	if (r < 0) {
+		b->file = NULL;
+		return r;
+	}
+	/* A reader of a backing file keeps writers out, as at open. */
+	if (!writable && (r = blk_file_deny_writers(b->file, err)) < 0)
+		goto fail;
+	b->drv = drv;
+	b->writable = writable;
+	char keep_file[sizeof(b->backing_file)], keep_fmt[sizeof(b->backing_format)];
+	memcpy(keep_file, b->backing_file, sizeof(keep_file));
+	memcpy(keep_fmt, b->backing_format, sizeof(keep_fmt));
+	if ((r = drv->open(b, &o, err)) < 0)
+		goto fail;
+	memcpy(b->backing_file, keep_file, sizeof(keep_file));
+	memcpy(b->backing_format, keep_fmt, sizeof(keep_fmt));
+	return 0;
+fail:
+	blk_file_close(b->file);
+	b->file = NULL;
+	b->drv = &dead_driver;
+	b->writable = false;
+	return r;
+}
+
+int blk_reopen(struct blk *b, bool writable, struct vt_error *err)
+{
+	if (b->writable == writable)
+		return 0;
+	if (b->drv == &dead_driver)
+		return dead_preadv(b, 0, NULL, 0, err);
+	if (writable && !b->drv->pwritev)
+		return vt_error_set(err, ENOTSUP, b->filename, "reopen",
+		                    "vtool can read %s images but not write them", b->drv->name);
+	int r = b->writable ? blk_flush(b, err) : 0;
+	if (r < 0)
+		return r;
+	const struct blk_driver *drv = b->drv;
+	uint64_t size = b->size;
+	drv->close(b);
+	blk_file_close(b->file);
+	b->file = NULL;
+	if ((r = reopen_as(b, drv, writable, err)) == 0)
+		return 0;
+	/* Back to what it was, if that still works. */
+	if (reopen_as(b, drv, !writable, NULL) == 0)
+		b->size = size;
+	return r;
+}
+
+int blk_make_empty(struct blk *b, struct vt_error *err)
+{
+	int r = check_writable(b, "make empty", err);
+	if (r < 0)
+		return r;
+	if (!b->drv->make_empty)
+		return vt_error_set(err, ENOTSUP, b->filename, "make empty",
+		                    "format %s cannot be emptied", b->drv->name);
+	return b->drv->make_empty(b, err);
+}
+
+int blk_change_backing_file(struct blk *b, const char *file, const char *format,
+                            struct vt_error *err)
+{
+	int r = check_writable(b, "change backing file", err);
+	if (r < 0)
+		return r;
+	if (!b->drv->change_backing_file)
+		return vt_error_set(err, ENOTSUP, b->filename, "change backing file",
+		                    "Operation not supported");
+	if (file && !file[0])
+		file = NULL;
+	return b->drv->change_backing_file(b, file, file ? format : NULL, err);
+}
+
+/* qemu's option help lines: "  name=<type>", padded to 24 columns, " - help". */
+static size_t format_options(char *buf, size_t size, size_t used,
+                             const struct blk_optdesc *desc)
+{
+	static const char *const types[] = { "str", "size", "num", "bool (on/off)" };
+	for (const struct blk_optdesc *o = desc; o && o->name; o++) {
+		char key[96];
+		snprintf(key, sizeof(key), "%s=<%s>", o->name, types[o->type]);
+		if (used < size)
+			used += (size_t)snprintf(buf + used, size - used, "  %-22s - %s\n", key,
+			                         o->help);
+	}
+	return used;
+}
+
 bool blk_create_makes_one_file(const char *format, const char *options)
 {
 	const struct blk_driver *d = find_driver(format);
@@ -589,25 +743,62 @@ int blk_snapshot_delete(struct blk *b, const char *id, const char *name,
 const char *blk_create_help(const char *format)
 {
 	static char buf[8192];
-	static const char *const types[] = { "str", "size", "num", "bool (on/off)" };
 	const struct blk_driver *d = find_driver(format);
 	size_t used;
 
 	if (!d)
 		return NULL;
 	used = (size_t)snprintf(buf, sizeof(buf), "Supported %s options:\n", d->name);
-	for (const struct blk_optdesc *o = d->create_opts; o && o->name; o++) {
-		char key[96];
-		snprintf(key, sizeof(key), "%s=<%s>", o->name, types[o->type]);
-		if (used < sizeof(buf))
-			used += (size_t)snprintf(buf + used, sizeof(buf) - used, "  %-22s - %s\n",
-			                         key, o->help);
-	}
+	used = format_options(buf, sizeof(buf), used, d->create_opts);
 	if (used < sizeof(buf))
 		snprintf(buf + used, sizeof(buf) - used,
 		         "\nThe protocol level may support further options.\n"
 		         "Specify the target filename to include those options.\n");
 	return buf;
+}
+
+const char *blk_amend_help(const char *format, struct vt_error *err)
+{
+	static char buf[8192];
+	const struct blk_driver *d = find_driver(format);
+
+	if (!d) {
+		vt_error_set(err, EINVAL, "", "", "Unknown file format '%s'", format);
+		return NULL;
+	}
+	if (!d->amend) {
+		vt_error_set(err, ENOTSUP, "", "", "Format driver '%s' does not support option "
+		             "amendment", format);
+		return NULL;
+	}
+	size_t used = (size_t)snprintf(buf, sizeof(buf), "Amend options for '%s':\n", d->name);
+	format_options(buf, sizeof(buf), used, d->amend_opts);
+	return buf;
+}
+
+int blk_amend(struct blk *b, const char *options, bool force,
+              void (*progress)(void *opaque, uint64_t done, uint64_t total), void *opaque,
+              struct vt_error *err)
+{
+	struct blk_optlist opts = { 0 };
+	int r = check_writable(b, "amend", err);
+	if (r < 0)
+		return r;
+	if (!b->drv->amend)
+		return vt_error_set(err, ENOTSUP, "", "", "Format driver '%s' does not support "
+		                    "option amendment", b->drv->name);
+	if ((r = blk_opts_parse(options, b->drv->amend_opts, &opts, err)) < 0) {
+		/* Valid at creation only? qemu says so. */
+		struct blk_optlist co = { 0 };
+		if (blk_opts_parse(options, b->drv->create_opts, &co, NULL) == 0 && err)
+			snprintf(err->why + strlen(err->why), sizeof(err->why) - strlen(err->why),
+			         "\nThis option is only supported for image creation");
+		blk_opts_free(&co);
+		return r;
+	}
+	r = b->drv->amend(b, &opts, force, progress, opaque, err);
+	blk_opts_free(&opts);
+	return r;
 }
 
 int blk_create(const char *filename, const struct blk_create_opts *co, char **formatting,

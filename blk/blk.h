@@ -76,6 +76,15 @@ int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
  * -ENOTSUP for formats without compression (raw). */
 int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
                          struct vt_error *err);
+/* Whether blk_write_compressed can work on b (qcow2). */
+bool blk_supports_compression(const struct blk *b);
+/* Copy [soff, soff+len) of src's guest content to dst at doff without passing it
+ * through memory (qemu's copy offloading): dst must be raw, and each data range of src
+ * must be readable raw from some file of its chain (raw, or plain qcow2 clusters); zero
+ * ranges are written as zeros. -ENOTSUP (or the kernel's error) otherwise: the caller
+ * copies the usual way. */
+int blk_copy_range(struct blk *src, uint64_t soff, struct blk *dst, uint64_t doff,
+                   uint64_t len, struct vt_error *err);
 /* The allocation unit of the format (qcow2 cluster size), 0 if it has none. */
 uint32_t blk_cluster_size(struct blk *b);
 /* Advisory: the range's contents become unspecified (zeros or backing data). */
@@ -117,6 +126,7 @@ struct blk_info {
 	uint64_t actual_size;   /* host bytes allocated (st_blocks * 512) */
 	uint32_t cluster_size;  /* 0 when the format has none */
 	bool dirty;
+	bool encrypted;         /* qemu's "encrypted: yes" (the data cannot be read here) */
 	bool has_backing;
 	char backing_file[1024];       /* as stored in the image */
 	char full_backing_file[4096];  /* resolved relative to the image */
@@ -155,6 +165,37 @@ const char *blk_create_help(const char *format);
 
 int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err);
 
+/* qemu-img amend: change format options of an existing image in place (qcow2: compat,
+ * refcount_bits, lazy_refcounts, size). Options a format takes only at creation fail
+ * with qemu's "Invalid parameter 'x'" plus "This option is only supported for image
+ * creation". progress (may be NULL) hears about the steps. Writable handle. */
+int blk_amend(struct blk *b, const char *options, bool force,
+              void (*progress)(void *opaque, uint64_t done, uint64_t total), void *opaque,
+              struct vt_error *err);
+/* "-o help" for amend: qemu's "Amend options for 'FMT':" list; NULL with err filled
+ * when the format is unknown or cannot amend. */
+const char *blk_amend_help(const char *format, struct vt_error *err);
+
+/* Reopen one image of a chain (b itself or any of its backing files) read-write or
+ * read-only, as qemu's bdrv_reopen: commit writes into a backing file. The handle and the
+ * chain stay; the file's locks change to a writer's (refused, as in qemu, when another
+ * process uses the image) or a reader's. A handle that could not be reopened either way
+ * fails every later request (blk_close still releases it). */
+int blk_reopen(struct blk *b, bool writable, struct vt_error *err);
+
+/* Drop everything the image holds itself, so that it reads its backing file again
+ * (qemu's bdrv_make_empty, what commit does to the committed image). Crash-safe: the
+ * image reads either its old content or its backing file's, never a mix of garbage.
+ * -ENOTSUP for formats that cannot (then commit leaves the image as it is). */
+int blk_make_empty(struct blk *b, struct vt_error *err);
+
+/* Record another backing file in the image's header (qemu's bdrv_change_backing_file):
+ * file NULL or "" removes it; format NULL records none. Only the header changes, and
+ * only after everything written through b is durable; the chain opened with b stays
+ * what it was. -ENOTSUP for formats without backing files (raw), -ENOSPC when the
+ * names do not fit in the header, -EINVAL for a name over 1023 bytes. */
+int blk_change_backing_file(struct blk *b, const char *file, const char *format,
+                            struct vt_error *err);
 /* qemu-img resize: the virtual disk becomes `size` bytes. Growing may preallocate the new
  * part (qemu's modes; raw takes off, falloc and full); shrinking drops what lies past
  * the new end. Atomic against crashes where the format allows (qcow2). */

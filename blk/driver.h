@@ -84,6 +84,18 @@ struct blk_driver {
 	/* Optional: without it, measure fails with -ENOTSUP. */
 	int (*measure)(const struct blk_optlist *opts, uint64_t size, struct blk *src,
 	               struct blk_measure *m, struct vt_error *err);
+	/* Optional: without it, blk_change_backing_file fails with -ENOTSUP. Called on a
+	 * writable handle; file is NULL (never "") to remove the backing file. */
+	int (*change_backing_file)(struct blk *b, const char *file, const char *format,
+	                           struct vt_error *err);
+	/* Optional: without it, blk_make_empty fails with -ENOTSUP. Writable handle. */
+	int (*make_empty)(struct blk *b, struct vt_error *err);
+	/* Optional: without it, blk_amend fails ("does not support option amendment").
+	 * opts were checked against amend_opts; progress may be NULL. Writable handle. */
+	int (*amend)(struct blk *b, const struct blk_optlist *opts, bool force,
+	             void (*progress)(void *opaque, uint64_t done, uint64_t total),
+	             void *opaque, struct vt_error *err);
+	const struct blk_optdesc *amend_opts;  /* with amend; terminated by a NULL name */
 	/* Optional: the image create makes is several files named after the first (vmdk's
 	 * flat and split subformats), so it cannot be made under a temporary name. */
 	bool (*creates_several_files)(const struct blk_optlist *opts);

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,7 +24,17 @@ struct blk_file {
 	 * (qcow2's metadata updates of a few bytes). Linux keeps the two coherent: a direct
 	 * read or write first writes back and drops cached pages of its range. -1 if none. */
 	int bfd;
+	/* Something was written, cut or allocated since the last sync through this handle
+	 * (qemu's write_gen != flushed_gen): a flush with nothing new skips fdatasync. */
+	atomic_bool unsynced;
 };
+
+/* After a change to the file (whether it succeeded or not): set once the change is
+ * done, so that a flush begun after it returned is sure to see it. */
+static void changed(struct blk_file *f)
+{
+	atomic_store(&f->unsynced, true);
+}
 
 const char *blk_file_name(const struct blk_file *f)
 {
@@ -185,8 +196,8 @@ static int full_pread_fd(struct blk_file *f, int fd, uint64_t off, void *buf, si
 	return 0;
 }
 
-static int full_pwrite_fd(struct blk_file *f, int fd, uint64_t off, const void *buf,
-                          size_t len, struct vt_error *err)
+static int full_pwrite_fd_once(struct blk_file *f, int fd, uint64_t off, const void *buf,
+                               size_t len, struct vt_error *err)
 {
 	const char *p = buf;
 	while (len) {
@@ -207,6 +218,14 @@ static int full_pread(struct blk_file *f, uint64_t off, void *buf, size_t len,
                       struct vt_error *err)
 {
 	return full_pread_fd(f, f->fd, off, buf, len, err);
+}
+
+static int full_pwrite_fd(struct blk_file *f, int fd, uint64_t off, const void *buf,
+                          size_t len, struct vt_error *err)
+{
+	int r = full_pwrite_fd_once(f, fd, off, buf, len, err);
+	changed(f);
+	return r;
 }
 
 static int full_pwrite(struct blk_file *f, uint64_t off, const void *buf, size_t len,
@@ -293,9 +312,13 @@ int blk_file_pwritev(struct blk_file *f, uint64_t off, const struct iovec *iov,
 
 int blk_file_flush(struct blk_file *f, struct vt_error *err)
 {
-	if (f->cache == BLK_CACHE_UNSAFE || !f->writable)
+	if (f->cache == BLK_CACHE_UNSAFE || !f->writable ||
+	    !atomic_exchange(&f->unsynced, false))
 		return 0;
-	return blk_file_sync(f, err);
+	int r = blk_file_sync(f, err);
+	if (r < 0)
+		changed(f);
+	return r;
 }
 
 int blk_file_sync(struct blk_file *f, struct vt_error *err)
@@ -327,9 +350,12 @@ int blk_file_truncate(struct blk_file *f, uint64_t size, struct vt_error *err)
 {
 	if (size > INT64_MAX)
 		return vt_error_set(err, EFBIG, f->path, "resize", NULL);
-	if (ftruncate(f->fd, (off_t)size) < 0)
-		return vt_error_set(err, errno, f->path, "resize", "Could not resize file: %s",
-		                    strerror(errno));
+	int r = ftruncate(f->fd, (off_t)size);
+	int e = errno;
+	changed(f);
+	if (r < 0)
+		return vt_error_set(err, e, f->path, "resize", "Could not resize file: %s",
+		                    strerror(e));
 	return 0;
 }
 
@@ -338,6 +364,7 @@ int blk_file_allocate(struct blk_file *f, uint64_t off, uint64_t len, bool write
 {
 	if (!write_zeros) {
 		int r = posix_fallocate(f->fd, (off_t)off, (off_t)len);
+		changed(f);
 		if (r)
 			return vt_error_set(err, r, f->path, "preallocate", NULL);
 		return 0;
@@ -368,11 +395,35 @@ int blk_file_zero(struct blk_file *f, uint64_t off, uint64_t len, bool unmap,
 		return r;
 	if (off >= fsize && unmap)
 		return 0; /* past EOF already reads as zeros */
-	if (fallocate(f->fd, mode, (off_t)off, (off_t)len) == 0)
-		return 0;
-	if (unmap && fallocate(f->fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0)
+	bool done = fallocate(f->fd, mode, (off_t)off, (off_t)len) == 0 ||
+	            (unmap && fallocate(f->fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0);
+	changed(f);
+	if (done)
 		return 0;
 	return blk_file_allocate(f, off, len, true, err);
+}
+
+int blk_file_copy_range(struct blk_file *src, uint64_t soff, struct blk_file *dst,
+                        uint64_t doff, uint64_t len, struct vt_error *err)
+{
+	/* The buffered descriptors: O_DIRECT alignment rules do not apply to the copy. */
+	int in = src->bfd >= 0 ? src->bfd : src->fd, out = dst->bfd >= 0 ? dst->bfd : dst->fd;
+	while (len) {
+		loff_t a = (loff_t)soff, b = (loff_t)doff;
+		size_t n = len < (1u << 30) ? (size_t)len : 1u << 30;
+		ssize_t got = copy_file_range(in, &a, out, &b, n, 0);
+		changed(dst);
+		if (got < 0) {
+			int e = errno;
+			return vt_error_set(err, e, dst->path, "copy_file_range", NULL);
+		}
+		if (got == 0) /* the source ended: what is left reads as zeros */
+			return blk_file_zero(dst, doff, len, true, err);
+		soff += (uint64_t)got;
+		doff += (uint64_t)got;
+		len -= (uint64_t)got;
+	}
+	return 0;
 }
 
 int blk_file_extent(struct blk_file *f, uint64_t off, uint64_t len_max, bool *data,

@@ -48,6 +48,11 @@ int blk_file_allocate(struct blk_file *f, uint64_t off, uint64_t len, bool write
 /* Make the range read as zeros, deallocating it where the file system can. */
 int blk_file_zero(struct blk_file *f, uint64_t off, uint64_t len, bool unmap,
                   struct vt_error *err);
+/* Copy [soff, soff+len) of src to doff in dst inside the kernel (copy_file_range: a
+ * reflink or an in-kernel copy). -EXDEV, -EOPNOTSUPP, -EINVAL... when the kernel cannot;
+ * callers then copy through memory. */
+int blk_file_copy_range(struct blk_file *src, uint64_t soff, struct blk_file *dst,
+                        uint64_t doff, uint64_t len, struct vt_error *err);
 /* Is [off, ...) data or hole? Sets *len to how far that holds (at most len_max). */
 int blk_file_extent(struct blk_file *f, uint64_t off, uint64_t len_max, bool *data,
                     uint64_t *len, struct vt_error *err);

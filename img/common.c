@@ -31,6 +31,123 @@ int img_sync_dir(const char *path, struct vt_error *err)
 	return r;
 }
 
+char *img_resolve_relative(const char *image, const char *name)
+{
+	if (name[0] == '/' || !strchr(image, '/'))
+		return strdup(name);
+	char *copy = strdup(image);
+	if (!copy)
+		return NULL;
+	const char *dir = dirname(copy);
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *out = malloc(n);
+	if (out)
+		snprintf(out, n, "%s/%s", dir, name);
+	free(copy);
+	return out;
+}
+
+bool img_format_name_valid(const char *name)
+{
+	static const char *const qemu_formats[] = {
+		"blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress",
+		"copy-before-write", "copy-on-read", "dmg", "file", "host_cdrom", "host_device",
+		"luks", "nbd", "null-aio", "null-co", "nvme", "parallels", "preallocate", "qcow",
+		"qcow2", "qed", "quorum", "raw", "snapshot-access", "throttle", "vdi", "vhdx",
+		"vmdk", "vpc", "vvfat", NULL,
+	};
+	if (blk_format_known(name))
+		return true;
+	for (const char *const *f = qemu_formats; *f; f++)
+		if (!strcmp(*f, name))
+			return true;
+	return false;
+}
+
+int img_parse_cache(const char *argv0, const char *what, const char *mode,
+                    enum blk_cache *out)
+{
+	if (blk_cache_parse(mode, out) == 0)
+		return 0;
+	fprintf(stderr, "%s: Invalid %s option: %s\n", argv0, what, mode);
+	return -1;
+}
+
+int img_open_spec(const char *arg, const char *fmt, bool image_opts, struct img_open_spec *s,
+                  struct vt_error *err)
+{
+	*s = (struct img_open_spec){ .filename = arg, .format = fmt };
+	if (!image_opts)
+		return 0;
+	if (fmt)
+		return vt_error_set(err, EINVAL, "", "", "--image-opts and --format are mutually "
+		                    "exclusive");
+	if (!(s->buf = strdup(arg)))
+		return vt_error_set(err, ENOMEM, arg, "open", NULL);
+	const char *driver = NULL, *file = NULL;
+	char *save = NULL;
+	bool any = false;
+	for (char *tok = strtok_r(s->buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (!eq) {
+			if (any)
+				return vt_error_set(err, EINVAL, arg, "Could not open", "Invalid parameter "
+				                    "'%s'", tok);
+			return vt_error_set(err, ENOENT, arg, "Could not open", "Cannot find device='%s' "
+			                    "nor node-name='%s'", tok, tok);
+		}
+		any = true;
+		*eq = '\0';
+		const char *v = eq + 1;
+		if (!strcmp(tok, "driver"))
+			driver = v;
+		else if (!strcmp(tok, "file.filename") || !strcmp(tok, "filename"))
+			file = v;
+		else if (!strcmp(tok, "file.driver")) {
+			if (strcmp(v, "file"))
+				return vt_error_set(err, ENOTSUP, arg, "Could not open", "protocol '%s': "
+				                    "vtool opens images from files only", v);
+		} else if (!strcmp(tok, "file.locking") || !strcmp(tok, "file.aio") ||
+		           !strcmp(tok, "encrypt.key-secret") || !strcmp(tok, "read-only") ||
+		           !strncmp(tok, "cache.", 6)) {
+			/* Accepted: vtool's locking, I/O and cache follow its own options. */
+		} else if (!strncmp(tok, "file.", 5)) {
+			return vt_error_set(err, EINVAL, arg, "Could not open", "Block protocol 'file' "
+			                    "doesn't support the option '%s'", tok + 5);
+		} else {
+			return vt_error_set(err, EINVAL, arg, "Could not open", "Block format '%s' does "
+			                    "not support the option '%s'", driver ? driver : "raw", tok);
+		}
+	}
+	if (!file)
+		return vt_error_set(err, EINVAL, arg, "Could not open", "A block device must be "
+		                    "specified for \"file\"");
+	s->filename = file;
+	s->format = driver && strcmp(driver, "file") ? driver : driver ? "raw" : NULL;
+	return 0;
+}
+
+void img_open_spec_free(struct img_open_spec *s)
+{
+	free(s->buf);
+	s->buf = NULL;
+}
+
+char *img_temp_name(const char *target)
+{
+	char *copy = strdup(target), *copy2 = strdup(target);
+	char *out = NULL;
+	if (copy && copy2) {
+		const char *dir = dirname(copy), *base = basename(copy2);
+		size_t n = strlen(dir) + strlen(base) + 40;
+		if ((out = malloc(n)))
+			snprintf(out, n, "%s/.%s.vtool-%ld", dir, base, (long)getpid());
+	}
+	free(copy);
+	free(copy2);
+	return out;
+}
+
 /* qemu's snapshot table: the "Snapshot list:" block of info and of snapshot -l. */
 void img_print_snapshots(FILE *out, const struct blk_info *in)
 {

@@ -11,7 +11,6 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,27 +19,33 @@
 #include <unistd.h>
 
 #include "img/img.h"
+#include "img/object.h"
+#include "img/pipeline.h"
 #include "util/progress.h"
 #include "util/size.h"
 
 static const char convert_help[] =
-	"Usage: vtool img convert [-f fmt] [-O output_fmt] [-o options] [-B backing_file\n"
-	"                         [-F backing_fmt]] [-c] [-p | --progress=json] [-q]\n"
+	"Usage: vtool img convert [--object objectdef] [--image-opts] [--target-image-opts]\n"
+	"                         [-f fmt] [-O output_fmt] [-o options] [-B backing_file\n"
+	"                         [-F backing_fmt]] [-c] [-C] [-p | --progress=json] [-q]\n"
 	"                         [-S sparse_size] [-n] [--target-is-zero] [-m num] [-W]\n"
 	"                         [-t cache] [-T src_cache] [-U] [-l snapshot_param]\n"
-	"                         filename [filename2 [...]]\n"
-	"                         output_filename\n"
+	"                         [--salvage] filename [filename2 [...]] output_filename\n"
 	"\n"
 	"Convert one image, or several concatenated, to output_filename (qemu-img convert\n"
 	"compatible).\n"
 	"\n"
 	"  -f fmt            format of the sources (probed when omitted)\n"
-	"  -O fmt            output format: raw (default) or qcow2\n"
-	"  -o options        output format options, as for create ('-o help' lists them)\n"
+	"  -O fmt            output format: raw (default), qcow2, vdi, qed, vpc, vhdx\n"
+	"  -o options        output format options, as for create ('-O fmt -o help' lists\n"
+	"                    them)\n"
 	"  -B backing_file   give the output this backing file; only data that differs from\n"
 	"                    it is written\n"
 	"  -F backing_fmt    format of -B's file\n"
 	"  -c                compress the output (qcow2: zlib or the image's compression_type)\n"
+	"  -C                copy offloading: data moves inside the kernel (copy_file_range)\n"
+	"                    where the output is raw and the data is stored raw in a file;\n"
+	"                    otherwise, or when the kernel cannot, the usual copy\n"
 	"  -p                show progress (qemu's format)\n"
 	"  --progress=json   one JSON object per line: bytes done, total, rate, eta\n"
 	"  -q                quiet\n"
@@ -57,6 +62,13 @@ static const char convert_help[] =
 	"  -U, --force-share read sources even if another process writes them\n"
 	"  -l snapshot_param convert the source's internal snapshot, given as\n"
 	"                    'snapshot.id=ID[,snapshot.name=NAME]' or an ID or a name\n"
+	"  --salvage         go on past read errors: what cannot be read (512-byte sectors)\n"
+	"                    is written as zeros, with a warning for each\n"
+	"  --image-opts      the sources are option strings: driver=FMT,file.filename=PATH\n"
+	"  --target-image-opts  the output is an option string too (needs -n)\n"
+	"  --object objectdef   define a secret: secret,id=ID,data=STRING|file=PATH\n"
+	"                    [,format=raw|base64] (for options such as encrypt.key-secret)\n"
+	"  --bitmaps         refused: vtool does not keep persistent dirty bitmaps yet\n"
 	"\n"
 	"Example:\n"
 	"  vtool img convert -c -O qcow2 -o compression_type=zstd disk.raw disk.qcow2\n";
@@ -71,28 +83,21 @@ struct convert {
 	bool compress;
 	bool target_zero;         /* the output reads as zeros before we start */
 	uint64_t sparse;          /* zero-run granularity; 0 = write everything */
-	uint64_t chunk;
-	atomic_uint_fast64_t next;
-	atomic_int failed;
-	struct vt_error err;
-	pthread_mutex_t lock;     /* err, progress */
-	struct vt_progress progress;
-	uint64_t done;
+	bool salvage;             /* --salvage: unreadable sectors become zeros */
+	bool quiet;
+	atomic_bool copy_range;   /* -C: copy offloading, until it fails once */
+	const char *argv0;
+	pthread_mutex_t warn_lock;
 };
 
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
+static void warn(struct convert *cv, const char *what, uint64_t off, int code)
 {
-	interrupted = sig;
-}
-
-static void set_error(struct convert *cv, const struct vt_error *e)
-{
-	pthread_mutex_lock(&cv->lock);
-	if (!atomic_exchange(&cv->failed, 1))
-		cv->err = *e;
-	pthread_mutex_unlock(&cv->lock);
+	if (cv->quiet)
+		return;
+	pthread_mutex_lock(&cv->warn_lock);
+	fprintf(stderr, "%s: warning: error while reading %soffset %llu: %s\n", cv->argv0, what,
+	        (unsigned long long)off, strerror(code));
+	pthread_mutex_unlock(&cv->warn_lock);
 }
 
 /* Status of [off, off+n) across the concatenation: is all of it known to read zeros? */
@@ -108,6 +113,12 @@ static int range_is_zero(struct convert *cv, uint64_t off, uint64_t n, bool *zer
 		while (a < b) {
 			struct blk_status st;
 			int r = blk_block_status(cv->src[k], a, b - a, &st, err);
+			if (r < 0 && cv->salvage) {
+				/* Try to read the data, then. */
+				warn(cv, "block status at ", a, err ? err->code : EIO);
+				*zero = false;
+				return 0;
+			}
 			if (r < 0)
 				return r;
 			if (!(st.flags & BLK_STATUS_ZERO)) {
@@ -128,51 +139,47 @@ static int read_concat(struct convert *cv, uint64_t off, uint8_t *buf, uint64_t 
 		if (off >= s0 + sz || off + n <= s0)
 			continue;
 		uint64_t a = off > s0 ? off - s0 : 0, b = off + n - s0 < sz ? off + n - s0 : sz;
-		int r = blk_pread(cv->src[k], a, buf + (s0 + a - off), b - a, err);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
-static bool all_zero(const uint8_t *p, uint64_t n)
-{
-	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
-}
-
-/* Write buf (the target's [off, off+n)) skipping or zeroing runs of zeros. */
-static int write_sparse(struct convert *cv, uint64_t off, const uint8_t *buf, uint64_t n,
-                        struct vt_error *err)
-{
-	uint64_t g = cv->sparse ? cv->sparse : n, i = 0;
-	while (i < n) {
-		uint64_t len = g - (off + i) % g;
-		if (len > n - i)
-			len = n - i;
-		bool zero = cv->sparse && all_zero(buf + i, len);
-		uint64_t j = i + len;
-		/* Extend the run over following blocks of the same kind. */
-		while (j < n) {
-			uint64_t l2 = g < n - j ? g : n - j;
-			if ((cv->sparse && all_zero(buf + j, l2)) != zero)
-				break;
-			j += l2;
+		uint8_t *dst = buf + (s0 + a - off);
+		int r = blk_pread(cv->src[k], a, dst, b - a, err);
+		/* --salvage: sector by sector, what cannot be read reads as zeros. */
+		for (uint64_t i = 0; r < 0 && cv->salvage && i < b - a; i += 512) {
+			struct vt_error e = { 0 };
+			uint64_t len = b - a - i < 512 ? b - a - i : 512;
+			if (blk_pread(cv->src[k], a + i, dst + i, len, &e) < 0) {
+				memset(dst + i, 0, len);
+				warn(cv, "", a + i, e.code ? e.code : EIO);
+			}
+			if (i + 512 >= b - a)
+				r = 0;
 		}
-		int r = 0;
-		if (!zero)
-			r = blk_pwrite(cv->dst, off + i, buf + i, j - i, err);
-		else if (!cv->target_zero)
-			r = blk_write_zeroes(cv->dst, off + i, j - i, BLK_MAY_UNMAP, err);
 		if (r < 0)
 			return r;
-		i = j;
 	}
 	return 0;
 }
 
-static int convert_chunk(struct convert *cv, uint64_t off, uint64_t n, uint8_t *buf,
-                         uint8_t *bbuf, struct vt_error *err)
+/* -C: each source's part of the chunk copied inside the kernel; -1 when that cannot be
+ * done (the chunk then goes the usual way, and so does everything after it). */
+static int copy_offloaded(struct convert *cv, uint64_t off, uint64_t n)
 {
+	for (int k = 0; k < cv->nsrc; k++) {
+		uint64_t s0 = cv->src_start[k], sz = blk_size(cv->src[k]);
+		if (off >= s0 + sz || off + n <= s0)
+			continue;
+		uint64_t a = off > s0 ? off - s0 : 0, b = off + n - s0 < sz ? off + n - s0 : sz;
+		if (blk_copy_range(cv->src[k], a, cv->dst, s0 + a, b - a, NULL) < 0) {
+			atomic_store(&cv->copy_range, false);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int convert_chunk(void *opaque, uint64_t off, uint64_t n, uint8_t **bufs,
+                         struct vt_error *err)
+{
+	struct convert *cv = opaque;
+	uint8_t *buf = bufs[0], *bbuf = bufs[1];
 	bool zero;
 	int r = range_is_zero(cv, off, n, &zero, err);
 	if (r < 0)
@@ -181,6 +188,8 @@ static int convert_chunk(struct convert *cv, uint64_t off, uint64_t n, uint8_t *
 		/* Known zeros: never read. */
 		return cv->target_zero ? 0 : blk_write_zeroes(cv->dst, off, n, BLK_MAY_UNMAP, err);
 	}
+	if (!zero && atomic_load(&cv->copy_range) && copy_offloaded(cv, off, n) == 0)
+		return 0;
 	if (zero)
 		memset(buf, 0, n);
 	else if ((r = read_concat(cv, off, buf, n, err)) < 0)
@@ -204,61 +213,14 @@ static int convert_chunk(struct convert *cv, uint64_t off, uint64_t n, uint8_t *
 		uint64_t cs = blk_cluster_size(cv->dst);
 		for (uint64_t i = 0; i < n && r == 0; i += cs) {
 			uint64_t len = cs < n - i ? cs : n - i;
-			if (all_zero(buf + i, len))
+			if (img_all_zero(buf + i, len))
 				r = cv->target_zero ? 0 : blk_write_zeroes(cv->dst, off + i, len, BLK_MAY_UNMAP, err);
 			else
 				r = blk_write_compressed(cv->dst, off + i, buf + i, len, err);
 		}
 		return r;
 	}
-	return write_sparse(cv, off, buf, n, err);
-}
-
-static void *convert_worker(void *arg)
-{
-	struct convert *cv = arg;
-	struct vt_error err = { 0 };
-	uint8_t *buf = NULL, *bbuf = NULL;
-
-	if (posix_memalign((void **)&buf, 4096, cv->chunk) ||
-	    posix_memalign((void **)&bbuf, 4096, cv->chunk)) {
-		vt_error_set(&err, ENOMEM, blk_filename(cv->dst), "convert", NULL);
-		set_error(cv, &err);
-		goto out;
-	}
-	for (;;) {
-		uint64_t off = atomic_fetch_add(&cv->next, 1) * cv->chunk;
-		if (off >= cv->total || atomic_load(&cv->failed) || interrupted)
-			break;
-		uint64_t n = cv->chunk < cv->total - off ? cv->chunk : cv->total - off;
-		if (convert_chunk(cv, off, n, buf, bbuf, &err) < 0) {
-			set_error(cv, &err);
-			break;
-		}
-		pthread_mutex_lock(&cv->lock);
-		cv->done += n;
-		vt_progress_update(&cv->progress, cv->done);
-		pthread_mutex_unlock(&cv->lock);
-	}
-out:
-	free(buf);
-	free(bbuf);
-	return NULL;
-}
-
-static char *temp_name(const char *target)
-{
-	char *copy = strdup(target), *copy2 = strdup(target);
-	char *out = NULL;
-	if (copy && copy2) {
-		const char *dir = dirname(copy), *base = basename(copy2);
-		size_t n = strlen(dir) + strlen(base) + 40;
-		if ((out = malloc(n)))
-			snprintf(out, n, "%s/.%s.vtool-%ld", dir, base, (long)getpid());
-	}
-	free(copy);
-	free(copy2);
-	return out;
+	return img_write_sparse(cv->dst, off, buf, n, cv->sparse, cv->target_zero, err);
 }
 
 static char *join_options(char *old, const char *add)
@@ -279,9 +241,19 @@ static int convert_main(int argc, char **argv)
 		{ "progress", required_argument, NULL, 'P' },
 		{ "target-is-zero", no_argument, NULL, 'Z' },
 		{ "force-share", no_argument, NULL, 'U' },
+		{ "object", required_argument, NULL, 'j' },
+		{ "image-opts", no_argument, NULL, 'I' },
+		{ "target-image-opts", no_argument, NULL, 'J' },
+		{ "salvage", no_argument, NULL, 'V' },
+		{ "bitmaps", no_argument, NULL, 'M' },
+		{ "skip-broken-bitmaps", no_argument, NULL, 'K' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *fmt = NULL, *out_fmt = "raw", *backing = NULL, *backing_fmt = NULL;
+	bool out_fmt_given = false, image_opts = false, target_image_opts = false;
+	bool salvage = false, copy_range = false, bitmaps = false, skip_broken = false;
+	bool explicit_sparse = false;
+	struct vt_error oerr = { 0 };
 	const char *cache = "unsafe", *src_cache = "writeback";
 	bool explicit_unsafe = false;
 	char *options = NULL;
@@ -292,10 +264,23 @@ static int convert_main(int argc, char **argv)
 	uint64_t sparse = 4096, workers = 8;
 	int c, rc = 1;
 
-	while ((c = getopt_long(argc, argv, "hf:O:o:B:F:cpqS:nm:Wt:T:Ul:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf:O:o:B:F:cpqS:nm:Wt:T:Ul:C", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': fmt = optarg; break;
-		case 'O': out_fmt = optarg; break;
+		case 'O': out_fmt = optarg; out_fmt_given = true; break;
+		case 'C': copy_range = true; break;
+		case 'I': image_opts = true; break;
+		case 'J': target_image_opts = true; break;
+		case 'V': salvage = true; break;
+		case 'M': bitmaps = true; break;
+		case 'K': skip_broken = true; break;
+		case 'j':
+			if (img_object_add(optarg, &oerr) < 0) {
+				free(options);
+				img_objects_free();
+				return img_fail(&oerr);
+			}
+			break;
 		case 'o': options = join_options(options, optarg); break;
 		case 'B': backing = optarg; break;
 		case 'F': backing_fmt = optarg; break;
@@ -316,6 +301,7 @@ static int convert_main(int argc, char **argv)
 				return vt_usage_error(argv[0], "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 1073741824. Select 0 to disable sparse detection (fully allocates output).");
 			}
 			sparse &= ~511ull;
+			explicit_sparse = true;
 			break;
 		case 'n': no_create = true; break;
 		case 'm':
@@ -335,13 +321,52 @@ static int convert_main(int argc, char **argv)
 			break;
 		default:
 			free(options);
+			img_objects_free();
 			return vt_usage_hint(argv[0]);
 		}
 	}
 	if (quiet)
 		pmode = VT_PROGRESS_NONE;
+	/* -o help lists the output format's creation options. */
+	if (options && (!strcmp(options, "help") || !strcmp(options, "?") ||
+	                strstr(options, ",help") || !strncmp(options, "help,", 5))) {
+		const char *h = blk_create_help(out_fmt);
+		free(options);
+		img_objects_free();
+		if (!h) {
+			fprintf(stderr, "%s: Unknown file format '%s'\n", argv[0], out_fmt);
+			return 1;
+		}
+		fputs(h, stdout);
+		return 0;
+	}
+	const char *bad = NULL;
+	if (skip_broken && !bitmaps)
+		bad = "Use of --skip-broken-bitmaps requires --bitmaps";
+	else if (bitmaps)
+		bad = "--bitmaps: copying persistent dirty bitmaps is not supported by vtool yet "
+		      "(vtool does not keep bitmaps; convert without --bitmaps)";
+	else if (copy_range && compress)
+		bad = "Cannot enable copy offloading when -c is used";
+	else if (copy_range && explicit_sparse)
+		bad = "Cannot enable copy offloading when -S is used";
+	else if (copy_range && salvage)
+		bad = "Cannot use copy offloading in salvaging mode";
+	else if (image_opts && fmt)
+		bad = "--image-opts and --format are mutually exclusive";
+	else if (target_image_opts && !no_create)
+		bad = "--target-image-opts requires use of -n flag";
+	else if (target_image_opts && out_fmt_given)
+		bad = "--image-opts and --format are mutually exclusive";
+	if (bad) {
+		fprintf(stderr, "%s: %s\n", argv[0], bad);
+		free(options);
+		img_objects_free();
+		return 1;
+	}
 	if (argc - optind < 2) {
 		free(options);
+		img_objects_free();
 		return vt_usage_error(argv[0], "Expecting image file name");
 	}
 	if (target_is_zero && !no_create) {
@@ -364,11 +389,46 @@ static int convert_main(int argc, char **argv)
 	}
 
 	const char *target = argv[argc - 1];
-	struct convert cv = { .nsrc = argc - optind - 1, .compress = compress, .sparse = sparse };
+	struct convert cv = { .nsrc = argc - optind - 1, .compress = compress, .sparse = sparse,
+	                      .salvage = salvage, .quiet = quiet, .argv0 = argv[0] };
+	atomic_init(&cv.copy_range, copy_range);
+	pthread_mutex_init(&cv.warn_lock, NULL);
 	struct vt_error err = { 0 };
+	struct img_open_spec *specs = calloc((size_t)cv.nsrc, sizeof(*specs));
+	struct img_open_spec tspec = { 0 };
+	if (!specs) {
+		vt_error_set(&err, ENOMEM, target, "convert", NULL);
+		free(options);
+		img_objects_free();
+		return img_fail(&err);
+	}
+	/* The secret an encryption option names must exist (before anything else fails). */
+	const char *ks = options ? strstr(options, "encrypt.key-secret=") : NULL;
+	if (ks) {
+		char id[256];
+		snprintf(id, sizeof(id), "%.*s", (int)strcspn(ks + 19, ","), ks + 19);
+		if (!img_secret_find(id)) {
+			vt_error_set(&err, EINVAL, "", "", "%s: error while converting %s: No secret with "
+			             "id '%s'", target, out_fmt, id);
+			free(specs);
+			free(options);
+			img_objects_free();
+			return img_fail(&err);
+		}
+	}
+	if (target_image_opts) {
+		if (img_open_spec(target, NULL, true, &tspec, &err) < 0) {
+			free(specs);
+			free(options);
+			img_objects_free();
+			return img_fail(&err);
+		}
+		target = tspec.filename;
+		if (tspec.format)
+			out_fmt = tspec.format;
+	}
 	char *tmp = NULL;
 	struct blk_file_lock *out_lock = NULL;
-	pthread_mutex_init(&cv.lock, NULL);
 	cv.src = calloc((size_t)cv.nsrc, sizeof(*cv.src));
 	cv.src_start = calloc((size_t)cv.nsrc + 1, sizeof(*cv.src_start));
 	if (!cv.src || !cv.src_start) {
@@ -403,7 +463,12 @@ static int convert_main(int argc, char **argv)
 	if (stat(target, &tst) == 0) {
 		for (int k = 0; k < cv.nsrc; k++) {
 			struct stat sst;
-			if (stat(argv[optind + k], &sst) == 0 && sst.st_dev == tst.st_dev &&
+			struct img_open_spec sp;
+			if (img_open_spec(argv[optind + k], fmt, image_opts, &sp, NULL) < 0)
+				continue;
+			int sr = stat(sp.filename, &sst);
+			img_open_spec_free(&sp);
+			if (sr == 0 && sst.st_dev == tst.st_dev &&
 			    sst.st_ino == tst.st_ino) {
 				vt_error_set(&err, EINVAL, target, "convert",
 				             "the output is also an input (%s); write to another file",
@@ -417,14 +482,17 @@ static int convert_main(int argc, char **argv)
 			goto fail;
 	}
 	for (int k = 0; k < cv.nsrc; k++) {
-		struct blk_open_opts so = { .format = fmt, .cache = scache, .force_share = share };
+		if (img_open_spec(argv[optind + k], fmt, image_opts, &specs[k], &err) < 0)
+			goto fail;
+		struct blk_open_opts so = { .format = specs[k].format, .cache = scache,
+		                            .force_share = share };
 		if (snapshot && (snap_id[0] || snap_name[0])) {
 			so.snapshot_id = snap_id[0] ? snap_id : NULL;
 			so.snapshot_name = snap_name[0] ? snap_name : NULL;
 		} else {
 			so.snapshot = snapshot;
 		}
-		if (blk_open(argv[optind + k], &so, &cv.src[k], &err) < 0)
+		if (blk_open(specs[k].filename, &so, &cv.src[k], &err) < 0)
 			goto fail;
 		cv.src_start[k] = cv.total;
 		cv.total += blk_size(cv.src[k]);
@@ -448,7 +516,7 @@ static int convert_main(int argc, char **argv)
 	 * after its descriptor: it is made under its own name, as qemu-img does. */
 	bool one_file = blk_create_makes_one_file(out_fmt, options);
 	if (!no_create) {
-		if (one_file && !(tmp = temp_name(target))) {
+		if (one_file && !(tmp = img_temp_name(target))) {
 			vt_error_set(&err, ENOMEM, target, "convert", NULL);
 			goto fail;
 		}
@@ -475,31 +543,22 @@ static int convert_main(int argc, char **argv)
 	/* A fresh image reads zeros, except through a backing file (-B). */
 	cv.target_zero = no_create ? target_is_zero : !backing;
 	uint64_t cs = blk_cluster_size(cv.dst);
-	cv.chunk = cs > (1u << 20) ? cs : 1u << 20;
-
-	struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
-	sigaction(SIGINT, &sa, &old_int);
-	sigaction(SIGTERM, &sa, &old_term);
-	vt_progress_init(&cv.progress, pmode, stdout, cv.total);
-	pthread_t tids[16];
-	uint64_t nthreads = workers;
-	for (uint64_t i = 1; i < nthreads; i++)
-		pthread_create(&tids[i], NULL, convert_worker, &cv);
-	convert_worker(&cv);
-	for (uint64_t i = 1; i < nthreads; i++)
-		pthread_join(tids[i], NULL);
-	sigaction(SIGINT, &old_int, NULL);
-	sigaction(SIGTERM, &old_term, NULL);
-	if (atomic_load(&cv.failed)) {
-		err = cv.err;
-		if (tmp && !strcmp(err.file, tmp))
-			snprintf(err.file, sizeof(err.file), "%s", target);
-		goto fail;
-	}
-	if (interrupted) {
+	struct vt_progress progress;
+	vt_progress_init(&progress, pmode, stdout, cv.total);
+	struct img_pipeline pl = { .total = cv.total, .chunk = cs > (1u << 20) ? cs : 1u << 20,
+	                           .workers = (unsigned)workers, .nbufs = 2,
+	                           .work = convert_chunk, .opaque = &cv,
+	                           .progress = &progress, .catch_signals = true };
+	int pr = img_pipeline_run(&pl, &err);
+	if (pr == -EINTR) {
 		vt_error_set(&err, EINTR, target, "convert", "interrupted; nothing was written "
 		             "under the output name");
 		rc = 130;
+		goto fail;
+	}
+	if (pr < 0) {
+		if (tmp && !strcmp(err.file, tmp))
+			snprintf(err.file, sizeof(err.file), "%s", target);
 		goto fail;
 	}
 	/* The new image must be durable before it replaces anything under the name, or a
@@ -522,7 +581,7 @@ static int convert_main(int argc, char **argv)
 		vt_error_format(&err, line, sizeof(line));
 		fprintf(stderr, "vtool: warning: %s\n", line);
 	}
-	vt_progress_finish(&cv.progress);
+	vt_progress_finish(&progress);
 	rc = 0;
 	goto out;
 fail:
@@ -546,7 +605,12 @@ out:
 	free(cv.src_start);
 	free(tmp);
 	free(options);
-	pthread_mutex_destroy(&cv.lock);
+	for (int k = 0; k < cv.nsrc; k++)
+		img_open_spec_free(&specs[k]);
+	free(specs);
+	img_open_spec_free(&tspec);
+	img_objects_free();
+	pthread_mutex_destroy(&cv.warn_lock);
 	return rc;
 }
 

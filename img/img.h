@@ -17,6 +17,33 @@ extern const struct vt_command vt_cmd_img_compare;
 extern const struct vt_command vt_cmd_img_map;
 extern const struct vt_command vt_cmd_img_measure;
 extern const struct vt_command vt_cmd_img_check;
+extern const struct vt_command vt_cmd_img_rebase;
+extern const struct vt_command vt_cmd_img_commit;
+extern const struct vt_command vt_cmd_img_amend;
+extern const struct vt_command vt_cmd_img_dd;
+
+/* A file name given relative to an image (a backing file), as a path to open: relative to
+ * the image's directory, as qemu resolves it. Malloc'd; NULL on ENOMEM. */
+char *img_resolve_relative(const char *image, const char *name);
+/* A format name qemu knows (-F accepts those even where vtool has no driver). */
+bool img_format_name_valid(const char *name);
+/* Parse a cache mode option; on failure prints qemu's "Invalid <what> option: X". */
+int img_parse_cache(const char *argv0, const char *what, const char *mode,
+                    enum blk_cache *out);
+
+/* What to open for an image argument: a file name and -f's format, or with --image-opts
+ * an option string (driver=FMT,file.filename=PATH[,file.driver=file][,...]). */
+struct img_open_spec {
+	const char *filename;   /* the file */
+	const char *format;     /* NULL: probe */
+	char *buf;              /* storage for the two (image-opts) */
+};
+int img_open_spec(const char *arg, const char *fmt, bool image_opts, struct img_open_spec *s,
+                  struct vt_error *err);
+void img_open_spec_free(struct img_open_spec *s);
+
+/* A temporary name next to target (same directory: a rename replaces target). */
+char *img_temp_name(const char *target);
 extern const struct vt_command vt_cmd_img_snapshot;
 extern const struct vt_command vt_cmd_img_resize;
 extern const struct vt_command vt_cmd_img_serve;

@@ -68,6 +68,8 @@ static struct vt_json *info_json(const char *filename, struct blk_info *in)
 		if (in->backing_format[0])
 			vt_json_set_str(o, "backing-filename-format", in->backing_format);
 	}
+	if (in->encrypted)
+		vt_json_set_bool(o, "encrypted", true);
 	vt_json_set_bool(o, "dirty-flag", in->dirty);
 	return o;
 }
@@ -79,6 +81,8 @@ static void print_human(FILE *out, const char *filename, const struct blk_info *
 	vt_size_to_str(in->actual_size, ds, sizeof(ds));
 	fprintf(out, "image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
 	       filename, in->format, vs, (unsigned long long)in->virtual_size, ds);
+	if (in->encrypted)
+		fprintf(out, "encrypted: yes\n");
 	if (in->cluster_size)
 		fprintf(out, "cluster_size: %u\n", in->cluster_size);
 	if (in->dirty)

@@ -399,6 +399,8 @@ int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
 	pthread_mutex_lock(&s->lock);
 	res->total_clusters = (b->size + s->cs - 1) / s->cs;
 	count(&w, 0, s->cs);
+	if (s->has_crypto_ext)
+		count(&w, s->crypto_off, s->crypto_len); /* the LUKS header area */
 	if ((r = walk_l1(&w, s->l1_offset, s->l1_size, true, err)) < 0 ||
 	    (r = walk_snapshots(&w, err)) < 0)
 		goto out;

@@ -772,6 +772,15 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
 		struct mapping m;
 		if ((r = l2_for_write(s, off >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0)
 			goto unlock;
+		/* A cluster whose refcount is at its maximum (refcount_bits=1: one stream) takes
+		 * no further stream: the next one starts a cluster of its own, as in qemu. */
+		uint64_t rc;
+		if ((s->carena_next & (s->cs - 1)) &&
+		    ((r = qcow2_get_refcount(s, s->carena_next >> s->cluster_bits, &rc, err)) < 0 ||
+		     rc >= s->refcount_max))
+			s->carena_next = (s->carena_next | (s->cs - 1)) + 1;
+		if (r < 0)
+			goto unlock;
 		/* Next in the arena; more arena when it is full (contiguous if we can). */
 		if (s->carena_next + (uint64_t)clen > s->carena_end) {
 			/* Arenas grow with the stream count: a small image reserves (and may leave

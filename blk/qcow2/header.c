@@ -59,7 +59,16 @@ static int parse_extensions(struct qcow2 *s, const uint8_t *c0, uint64_t start, 
 			s->b->backing_format[len] = '\0';
 			break;
 		case QCOW2_EXT_CRYPTO:
-			return BAD("encrypted images are not supported");
+			if (len != 16)
+				return BAD("CRYPTO header extension size %u, but expected size 16", len);
+			s->crypto_off = qcow2_be64(data);
+			s->crypto_len = qcow2_be64(data + 8);
+			s->has_crypto_ext = true;
+			if (s->crypto_off % s->cs)
+				return BAD("Invalid header extension: CRYPTO header offset '%#llx' is not a "
+				           "multiple of cluster size '%llu'",
+				           (unsigned long long)s->crypto_off, (unsigned long long)s->cs);
+			break;
 		case QCOW2_EXT_BITMAPS:
 			/* qemu loads them only while the autoclear bit says they are valid. */
 			s->has_bitmaps = len >= 4 && qcow2_be32(data) &&
@@ -143,10 +152,9 @@ int qcow2_read_header(struct qcow2 *s, struct vt_error *err)
 	s->refcount_bits = 1u << s->refcount_order;
 	s->refcount_max = s->refcount_bits == 64 ? UINT64_MAX : (1ull << s->refcount_bits) - 1;
 	s->rb_entries = s->cs * 8 / s->refcount_bits;
-	if (crypt == 1 || crypt == 2)
-		return BAD("encrypted images are not supported");
-	if (crypt != 0)
+	if (crypt > 2)
 		return BAD("Unsupported encryption method %u", crypt);
+	s->crypt_method = crypt;
 
 	s->extended_l2 = s->incompat & QCOW2_INCOMPAT_EXTL2;
 	if (s->extended_l2 && s->cluster_bits < 14)
@@ -201,6 +209,8 @@ int qcow2_read_header(struct qcow2 *s, struct vt_error *err)
 	if (r == 0)
 		r = parse_extensions(s, c0, s->version == 2 ? 72 : s->header_length, ext_end, err);
 	free(c0);
+	if (r == 0)
+		r = qcow2_check_crypto_header(s, err);
 	return r;
 }
 
@@ -216,7 +226,15 @@ const struct blk_optdesc qcow2_create_opts[] = {
 	{ "data_file", BLK_OPT_STRING, "File name of an external data file" },
 	{ "data_file_raw", BLK_OPT_BOOL,
 	  "The external data file must stay valid as a raw image" },
+	{ "encrypt.cipher-alg", BLK_OPT_STRING, "Name of encryption cipher algorithm" },
+	{ "encrypt.cipher-mode", BLK_OPT_STRING, "Name of encryption cipher mode" },
 	{ "encrypt.format", BLK_OPT_STRING, "Encrypt the image, format choices: 'aes', 'luks'" },
+	{ "encrypt.hash-alg", BLK_OPT_STRING, "Name of encryption hash algorithm" },
+	{ "encrypt.iter-time", BLK_OPT_NUMBER, "Time to spend in PBKDF in milliseconds" },
+	{ "encrypt.ivgen-alg", BLK_OPT_STRING, "Name of IV generator algorithm" },
+	{ "encrypt.ivgen-hash-alg", BLK_OPT_STRING, "Name of IV generator hash algorithm" },
+	{ "encrypt.key-secret", BLK_OPT_STRING,
+	  "ID of secret providing qcow AES key or LUKS passphrase" },
 	{ "encryption", BLK_OPT_BOOL,
 	  "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
 	{ "extended_l2", BLK_OPT_BOOL, "Extended L2 tables" },
@@ -313,7 +331,12 @@ static int create_params(const char *filename, const struct blk_create_opts *o,
 		            "extended_l2 is on");
 	if (blk_opts_get(opts, "data_file") || blk_opts_get(opts, "data_file_raw"))
 		return CBAD("external data files are not supported by vtool");
-	if (blk_opts_get(opts, "encrypt.format") || blk_opts_get(opts, "encryption"))
+	bool enc = false;
+	if ((r = blk_opts_get_bool(opts, "encryption", &enc, err)) < 0)
+		return r;
+	for (int i = 0; i < opts->n; i++)
+		enc |= !strncmp(opts->items[i].key, "encrypt.", 8);
+	if (enc)
 		return CBAD("encryption is not supported by vtool");
 	if (o->backing_file && strlen(o->backing_file) > 1023)
 		return CBAD("Backing file name too long");
@@ -334,7 +357,7 @@ static void put_ext(uint8_t *c0, size_t *off, uint32_t type, const void *data, u
 	*off += 8 + ((len + 7u) & ~7u);
 }
 
-static size_t feature_table(uint8_t *t)
+size_t qcow2_feature_table(uint8_t *t)
 {
 	static const struct { uint8_t type, bit; const char *name; } f[] = {
 		{ 0, 0, "dirty bit" }, { 0, 1, "corrupt bit" }, { 0, 2, "external data file" },
@@ -390,7 +413,7 @@ int qcow2_create(struct blk_file *f, const char *filename, const struct blk_crea
 		        (uint32_t)strlen(o->backing_format));
 	if (cs > 4096) {
 		uint8_t t[8 * 48];
-		size_t n = feature_table(t);
+		size_t n = qcow2_feature_table(t);
 		put_ext(h, &off, QCOW2_EXT_FEATURES, t, (uint32_t)n);
 	}
 	off += 8; /* end of extensions */

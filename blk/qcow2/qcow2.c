@@ -163,6 +163,8 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 	}
 	if (r == 0 && !(s->cbuf = qcow2_alloc_buf(2 * s->cs)))
 		r = vt_error_set(err, ENOMEM, b->filename, "open", NULL);
+	if (r == 0 && b->writable && s->crypt_method)
+		r = qcow2_crypto_refuse(s, "open for writing", err);
 	if (r == 0)
 		r = qcow2_snapshots_load(s, err);
 	if (r == 0 && b->writable && !b->repair) {
@@ -257,10 +259,32 @@ static int qcow2_flush(struct blk *b, struct vt_error *err)
 	return 0;
 }
 
+/* Encrypted images: described, never read (crypto.c). */
+static int qcow2_preadv_plain(struct blk *b, uint64_t off, const struct iovec *iov,
+                              int iovcnt, struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	if (s->crypt_method)
+		return qcow2_crypto_refuse(s, "read", err);
+	return qcow2_preadv(b, off, iov, iovcnt, err);
+}
+
+static int qcow2_block_status_plain(struct blk *b, uint64_t off, uint64_t len,
+                                    struct blk_status *st, struct vt_error *err)
+{
+	struct qcow2 *s = b->opaque;
+	int r = qcow2_block_status(b, off, len, st, err);
+	/* Encrypted data is not readable raw at its host offset (qemu says the same). */
+	if (r == 0 && s->crypt_method)
+		st->flags &= ~BLK_STATUS_OFFSET_VALID;
+	return r;
+}
+
 static int qcow2_get_info(struct blk *b, struct blk_info *info, struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
 	info->cluster_size = (uint32_t)s->cs;
+	info->encrypted = s->crypt_method != 0;
 	info->dirty = s->incompat & QCOW2_INCOMPAT_DIRTY;
 	pthread_mutex_lock(&s->lock);
 	int r = qcow2_snapshots_info(s, info, err);
@@ -279,6 +303,8 @@ static struct vt_json *qcow2_format_specific(struct blk *b)
 	if (v3)
 		vt_json_set_bool(d, "lazy-refcounts", s->compat & QCOW2_COMPAT_LAZY);
 	vt_json_set_int(d, "refcount-bits", (int64_t)s->refcount_bits);
+	if (s->crypt_method)
+		vt_json_set(d, "encrypt", qcow2_crypto_info((struct qcow2 *)s));
 	if (v3) {
 		vt_json_set_bool(d, "corrupt", s->incompat & QCOW2_INCOMPAT_CORRUPT);
 		vt_json_set_bool(d, "extended-l2", s->extended_l2);
@@ -302,16 +328,20 @@ const struct blk_driver blk_driver_qcow2 = {
 	.name = "qcow2",
 	.open = qcow2_open,
 	.close = qcow2_close_internal,
-	.preadv = qcow2_preadv,
+	.preadv = qcow2_preadv_plain,
 	.pwritev = qcow2_pwritev,
 	.flush = qcow2_flush,
 	.write_zeroes = qcow2_write_zeroes,
 	.discard = qcow2_discard,
-	.block_status = qcow2_block_status,
+	.block_status = qcow2_block_status_plain,
 	.get_info = qcow2_get_info,
 	.format_specific = qcow2_format_specific,
 	.supports_backing = true,
 	.truncate = qcow2_truncate,
+	.change_backing_file = qcow2_change_backing_file,
+	.make_empty = qcow2_make_empty,
+	.amend = qcow2_amend,
+	.amend_opts = qcow2_amend_opts,
 	.resize = qcow2_resize,
 	.snapshot_create = qcow2_snapshot_create,
 	.snapshot_goto = qcow2_snapshot_goto,

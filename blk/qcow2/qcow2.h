@@ -156,6 +156,11 @@ struct qcow2 {
 	struct qcow2_snapshot *snapshots; /* the table, parsed at open (snapshot.c) */
 	bool has_bitmaps;            /* persistent bitmaps that qemu would load */
 
+	/* Encryption (crypto.c): the header is described, data cannot be read. */
+	uint32_t crypt_method;       /* 0 none, 1 AES, 2 LUKS */
+	bool has_crypto_ext;
+	uint64_t crypto_off, crypto_len; /* the LUKS header area */
+
 	uint64_t free_hint;          /* cluster index where free-cluster search starts */
 	struct qcow2_cache *l2c;     /* L2 tables */
 	struct qcow2_cache *rbc;     /* refcount blocks */
@@ -283,6 +288,42 @@ int qcow2_signal_corruption(struct qcow2 *s, struct vt_error *err, const char *f
 int qcow2_create(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
                  const struct blk_optlist *opts, char **formatting, struct vt_error *err);
 extern const struct blk_optdesc qcow2_create_opts[];
+/* The feature name table qemu writes (8 entries of 48 bytes); returns its length. */
+size_t qcow2_feature_table(uint8_t *t);
+
+/* hdrupdate.c: the one switch every whole-structure change of qcow2 metadata ends with
+ * (snapshot operations through shadow.c, amend, make_empty, rebase/commit's backing file
+ * change): one edit of cluster 0 (header, extensions, backing file name), written as a
+ * single pwrite of the bytes that differ and synced. The caller has made durable what
+ * the new header points at. Fields not named keep their on-disk values; unknown
+ * extensions survive. Edits of header fields only (tables, size, width) stay within the
+ * first 104 bytes: one sector, so the switch is atomic even against torn writes.
+ * In memory, the version, feature words and backing names are adopted here; tables,
+ * size and refcount width are the caller's to adopt. */
+struct qcow2_hdr_edit {
+	bool backing;                /* replace the backing file name and format: */
+	const char *backing_file;    /*   NULL or "" for none */
+	const char *backing_format;  /*   NULL for none recorded */
+	int version;                 /* 0 = unchanged, else 2 or 3 */
+	bool features;               /* write the three feature words (v3) */
+	uint64_t incompat, compat, autoclear;
+	int compression_type;        /* -1 = unchanged (with features only) */
+	int refcount_order;          /* -1 = unchanged */
+	bool set_size;               /* the virtual disk size */
+	uint64_t size;
+	bool set_l1;                 /* the active L1 table */
+	uint32_t l1_size;
+	uint64_t l1_offset;
+	bool set_reftable;           /* the refcount table */
+	uint64_t rt_offset;
+	uint32_t rt_clusters;
+	bool set_snapshots;          /* the snapshot table */
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+};
+int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt_error *err);
+int qcow2_change_backing_file(struct blk *b, const char *file, const char *fmt,
+                              struct vt_error *err);
 
 /* snapshot.c: the snapshot table -- read and validated once at open (qemu's rules and
  * messages), listed by info, searched by convert -l, walked by check, rewritten by the
@@ -393,6 +434,22 @@ int qcow2_write_l1(struct qcow2 *s, struct vt_error *err);
 int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
                            struct vt_error *err);
 
+/* empty.c: commit's make-empty, crash-safe (see the top of empty.c). */
+int qcow2_make_empty(struct blk *b, struct vt_error *err);
+
+/* amend.c: qemu-img amend (compat, refcount_bits, lazy_refcounts, size). */
+extern const struct blk_optdesc qcow2_amend_opts[];
+int qcow2_amend(struct blk *b, const struct blk_optlist *opts, bool force,
+                void (*progress)(void *opaque, uint64_t done, uint64_t total), void *opaque,
+                struct vt_error *err);
+
+/* crypto.c: encrypted images' headers (vtool describes them; it cannot decrypt). */
+/* crypt_method against the CRYPTO extension, as qemu checks them at open. */
+int qcow2_check_crypto_header(struct qcow2 *s, struct vt_error *err);
+/* qemu's "encrypt" member of the format-specific data; NULL on ENOMEM. */
+struct vt_json *qcow2_crypto_info(struct qcow2 *s);
+/* The error for a data access to an encrypted image. */
+int qcow2_crypto_refuse(struct qcow2 *s, const char *what, struct vt_error *err);
 /* resize.c: qemu-img resize (grow with preallocation, shrink). */
 int qcow2_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struct vt_error *err);
 int qcow2_truncate(struct blk *b, uint64_t size, struct vt_error *err);

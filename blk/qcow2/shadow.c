@@ -1,6 +1,6 @@
 /* qcow2 metadata switches (see qcow2.h): a new state of the refcounts, the L1 table and
  * the snapshot table is built in clusters that the live state leaves free, then one write
- * of header bytes 24-72 makes it current.
+ * of header bytes 24-72 (qcow2_edit_header, hdrupdate.c) makes it current.
  *
  * The new refcounts live in private copies of the refcount blocks they change; blocks
  * that do not change are shared by the old and the new refcount table. Every copy, the
@@ -29,7 +29,6 @@ struct qcow2_shadow {
 	uint64_t hint;          /* clusters below are known to be in use */
 	struct shadow_write *w;
 	size_t nw, capw;
-	uint8_t hdr[72];        /* the live header's first 72 bytes */
 };
 
 static void shadow_free(struct qcow2_shadow *sh)
@@ -63,10 +62,6 @@ int qcow2_shadow_begin(struct qcow2 *s, struct qcow2_shadow **out, struct vt_err
 		return vt_error_set(err, ENOMEM, s->b->filename, "metadata update", NULL);
 	sh->s = s;
 	sh->hint = s->free_hint;
-	if ((r = blk_file_pread(s->b->file, 0, sh->hdr, sizeof(sh->hdr), err)) < 0) {
-		shadow_free(sh);
-		return r;
-	}
 	*out = sh;
 	return 0;
 }
@@ -332,16 +327,15 @@ int qcow2_shadow_commit(struct qcow2_shadow *sh, const struct qcow2_shadow_heade
 	if (r < 0 || (r = blk_file_pwrite(s->b->file, table_off, raw, clusters * s->cs, err)) < 0 ||
 	    (r = blk_file_flush(s->b->file, err)) < 0)
 		goto out;
-	uint8_t *p = sh->hdr;
-	qcow2_put_be64(p + 24, h->size);
-	qcow2_put_be32(p + 36, h->l1_size);
-	qcow2_put_be64(p + 40, h->l1_offset);
-	qcow2_put_be64(p + 48, table_off);
-	qcow2_put_be32(p + 56, (uint32_t)clusters);
-	qcow2_put_be32(p + 60, h->nb_snapshots);
-	qcow2_put_be64(p + 64, h->snapshots_offset);
-	if ((r = blk_file_pwrite(s->b->file, 24, p + 24, 48, err)) < 0 ||
-	    (r = blk_file_flush(s->b->file, err)) < 0)
+	struct qcow2_hdr_edit e = {
+		.compression_type = -1, .refcount_order = -1,
+		.set_size = true, .size = h->size,
+		.set_l1 = true, .l1_size = h->l1_size, .l1_offset = h->l1_offset,
+		.set_reftable = true, .rt_offset = table_off, .rt_clusters = (uint32_t)clusters,
+		.set_snapshots = true, .nb_snapshots = h->nb_snapshots,
+		.snapshots_offset = h->snapshots_offset,
+	};
+	if ((r = qcow2_edit_header(s, &e, err)) < 0)
 		goto out;
 
 	/* The new state is the image: adopt it. No cached table may outlive the clusters

@@ -8,6 +8,7 @@ Verdicts, per mutant:
 - when `qemu-img info` rejects the image, `vtool img info` rejects it too;
 - every vtool failure is exactly one line on stderr starting with "vtool: ".
 """
+import budget
 import os
 import shutil
 import struct
@@ -39,6 +40,8 @@ def check(name, cond, detail=""):
 
 
 def judge(name, path):
+    if not budget.take():
+        return
     qrc, _ = run("qemu-img", "info", "-f", "qcow2", path)
     for cmd in ([VTOOL, "img", "info", "-f", "qcow2", path],
                 [BLKIO, "dump", path, "qcow2", os.path.join(tmp, "dump.raw"), str(16 << 20)],

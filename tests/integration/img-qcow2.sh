@@ -10,7 +10,7 @@ need qemu-img qemu-io
 : "${BLKIO:?}"
 cd "$T"
 
-vsize() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+vsize() { qemu-img info --output=json "$1" | sed -n 's/^ *"virtual-size": \([0-9]*\),$/\1/p'; }
 
 # check_clean IMG: qemu-img check finds neither corruption nor leak.
 check_clean() {

@@ -16,6 +16,7 @@ flag over damage, backing file name fields, truncations. Verdicts, per mutant:
 - writes through vtool never leave more corruptions than the image had.
 Run it against the sanitizer build too: VTOOL=build-asan/cli/vtool BLKIO=build-asan/tests/blkio.
 """
+import budget
 import json
 import os
 import shutil
@@ -74,6 +75,8 @@ def copy(src, name):
 
 
 def judge(name, path):
+    if not budget.take():
+        return
     qrc, _, qerr = run("qemu-img", "info", "-f", "qed", path)
     vrc, _, verr = run(VTOOL, "img", "info", "-f", "qed", path)
     sane(f"{name}: info", vrc, verr)

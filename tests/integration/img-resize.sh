@@ -11,7 +11,7 @@
 need qemu-img qemu-io
 cd "$T"
 
-vsize() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+vsize() { qemu-img info --output=json "$1" | sed -n 's/^ *"virtual-size": \([0-9]*\),$/\1/p'; }
 
 step() { # FMT ARGS...: resize X with vtool and Q with qemu-img, compare
   local fmt=$1; shift
@@ -48,6 +48,7 @@ matrix=(
   "extended_l2=on,cluster_size=32k backing"
   "compat=1.1 snapshots"
 )
+sample matrix
 for cfg in "${matrix[@]}"; do
   o=${cfg%% *}; kind=${cfg#* }; [ "$kind" = "$cfg" ] && kind=plain
   rm -f X Q

@@ -137,6 +137,7 @@ matrix=(
   "compat=1.1 compressed"
   "cluster_size=4k,compression_type=zstd compressed"
 )
+sample matrix
 for m in "${matrix[@]}"; do
   # shellcheck disable=SC2086
   run_matrix $m

@@ -79,7 +79,7 @@ expect_grep 'This image format does not support checks' "$T/err"
 same "compare -s dyn raw" compare -s q-dyn.vdi src.qcow2
 
 # Images vtool makes: create, then qemu judges.
-vsize() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+vsize() { qemu-img info --output=json "$1" | sed -n 's/^ *"virtual-size": \([0-9]*\),$/\1/p'; }
 for o in "" "static=on" "static=off" "size=3M" "static=on,size=2000000"; do
   rm -f v.vdi q.vdi
   opt=(); [ -n "$o" ] && opt=(-o "$o")

@@ -25,6 +25,7 @@ Last, tguest reads and writes such a disk through `vtool run -drive file=...,if=
 (skipped without /dev/kvm).
 VTOOL may point at the sanitizer build (build-asan).
 """
+import budget
 import json
 import os
 import random
@@ -513,6 +514,8 @@ def check_tests():
 # ---- malformed corpus -------------------------------------------------------------------
 
 def judge(name, data):
+    if not budget.take():
+        return
     img = path("m.vhdx")
     with open(img, "wb") as f:
         f.write(data)

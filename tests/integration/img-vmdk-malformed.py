@@ -12,6 +12,7 @@ Verdicts, per mutant:
 - when `qemu-img info` rejects the image, `vtool img info` rejects it too; when qemu-img
   cannot convert it to raw (a small image), vtool cannot either.
 """
+import budget
 import json
 import os
 import shutil
@@ -53,6 +54,8 @@ def one_line(what, rc, err):
 
 
 def judge(name, path):
+    if not budget.take():
+        return
     qrc, _ = run("qemu-img", "info", "-f", "vmdk", path)
     rc, err = run(VTOOL, "img", "info", "-f", "vmdk", path)
     one_line(f"{name}: info", rc, err)

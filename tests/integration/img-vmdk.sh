@@ -86,7 +86,7 @@ for s in "${subformats[@]}"; do
     same "$s/$src compare" "$VTOOL" img compare "$src" "$d/img.vmdk" -- qemu-img compare "$src" "$d/img.vmdk"
     expect_rc 0 "$VTOOL" img convert -O raw "$d/img.vmdk" "$d/v.raw"
     qemu-img convert -O raw "$d/img.vmdk" "$d/q.raw"
-    if cmp -s "$d/v.raw" "$d/q.raw"; then pass; else fail "$s/$src: convert -O raw differs from qemu-img's"; fi
+    if same_bytes "$d/v.raw" "$d/q.raw"; then pass; else fail "$s/$src: convert -O raw differs from qemu-img's"; fi
     rm -f "$d/v.raw" "$d/q.raw"
   done
 done
@@ -114,7 +114,7 @@ for s in "${subformats[@]}"; do
   for f in "cq-$s"/*; do
     b=$(basename "$f")
     if [ "$(stat -c %s "$f")" -gt 100000000 ]; then
-      if cmp -s "$f" "c-$s/$b"; then pass; else fail "$s: $b differs from qemu-img's"; fi
+      if same_bytes "$f" "c-$s/$b"; then pass; else fail "$s: $b differs from qemu-img's"; fi
     elif same_image "$f" "c-$s/$b"; then pass
     else fail "$s: $b differs from qemu-img's beyond the CID: $(cmp "$f" "c-$s/$b")"; fi
   done

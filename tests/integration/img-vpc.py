@@ -20,6 +20,7 @@ Last, tguest reads and writes such a disk through `vtool run -drive file=...,if=
 (skipped without /dev/kvm).
 VTOOL may point at the sanitizer build (build-asan) to run the same corpus under ASan.
 """
+import budget
 import json
 import os
 import random
@@ -255,6 +256,8 @@ def fix_checksum(d, base):
 
 
 def judge(name, data, fmt_args=("-f", "vpc")):
+    if not budget.take():
+        return
     img = path("m.vhd")
     with open(img, "wb") as f:
         f.write(data)

@@ -5,6 +5,11 @@ set -u
 : "${VTOOL:?VTOOL must point at the built vtool}"
 T=$(mktemp -d "${TMPDIR:-/tmp}/vtool-test.XXXXXX")
 trap 'rm -rf "$T"' EXIT
+# pyenv's python3 is a shell-script shim that costs ~0.3 s a start, and the tests start
+# python hundreds of times: call the interpreter it resolves to directly.
+if _py=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) && [ -x "$_py" ]; then
+  mkdir "$T/.bin" && ln -s "$_py" "$T/.bin/python3" && PATH=$T/.bin:$PATH
+fi
 checks=0
 failures=0
 
@@ -44,6 +49,23 @@ need() {
 # slow_test: skip unless VTOOL_SLOW_TESTS=1.
 slow_test() {
   [ "${VTOOL_SLOW_TESTS:-0}" = 1 ] || { echo "SKIP: slow test (VTOOL_SLOW_TESTS=1 runs it)"; exit 77; }
+}
+
+# same_bytes A B: cmp -s for large sparse files (reads only where either has data).
+same_bytes() { python3 "$VTOOL_SRC/tests/tools/sparse-cmp.py" "$1" "$2"; }
+
+# sample ARRAY-NAME: keep the entries of a large matrix this run takes, so that `make test`
+# stays near 20 minutes: every second in the gcc build, every fourth (shifted by one) in
+# the ASan+UBSan build, all of them with VTOOL_SLOW_TESTS=1 (tests/integration/budget.py).
+sample() {
+  [ "${VTOOL_SLOW_TESTS:-0}" = 1 ] && return 0
+  local -n _arr=$1
+  local _kept=() _i
+  for _i in "${!_arr[@]}"; do
+    if [ -n "${VTOOL_SANITIZED:-}" ]; then (( _i % 4 == 1 )); else (( _i % 2 == 0 )); fi &&
+      _kept+=("${_arr[$_i]}")
+  done
+  _arr=("${_kept[@]}")
 }
 
 # finish: print the tally and exit with the verdict.
