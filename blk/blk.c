@@ -149,7 +149,8 @@ static int open_depth(const char *filename, const struct blk_open_opts *o, int d
 		return 0;
 	}
 	unsigned fflags = (o->writable ? BLK_FILE_WRITE : 0) |
-	                  (o->force_share && !o->writable ? BLK_FILE_NOLOCK : 0);
+	                  (o->force_share && !o->writable ? BLK_FILE_NOLOCK : 0) |
+	                  (o->stream ? BLK_FILE_STREAM : 0);
 	r = blk_file_open(filename, fflags, o->cache, &b->file, err);
 	if (r < 0)
 		goto fail;

@@ -41,6 +41,8 @@ struct blk_open_opts {
 	/* Read an internal snapshot instead of the current state (read-only opens; qcow2):
 	 * by ID, by name, or by "ID or name" (qemu-img convert -l). */
 	const char *snapshot_id, *snapshot_name, *snapshot;
+	bool stream;           /* an output written once and synced at the end (convert, dd):
+	                          start writeback early (BLK_FILE_STREAM) */
 };
 
 int blk_open(const char *filename, const struct blk_open_opts *opts, struct blk **out,

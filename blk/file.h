@@ -16,6 +16,9 @@ struct blk_file;
 #define BLK_FILE_WRITE  0x1u
 #define BLK_FILE_CREATE 0x2u  /* create or truncate to 0 */
 #define BLK_FILE_NOLOCK 0x4u  /* force share: take no locks */
+/* An output written once and synced at the end (convert, dd): writeback of every 16 MiB
+ * written is started at once, so that the final sync finds little left to write. */
+#define BLK_FILE_STREAM 0x8u
 
 int blk_file_open(const char *path, unsigned flags, enum blk_cache cache,
                   struct blk_file **out, struct vt_error *err);

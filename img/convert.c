@@ -528,7 +528,8 @@ static int convert_main(int argc, char **argv)
 			goto fail;
 		}
 	}
-	struct blk_open_opts dopt = { .format = out_fmt, .writable = true, .cache = dcache };
+	struct blk_open_opts dopt = { .format = out_fmt, .writable = true, .cache = dcache,
+	                              .stream = tmp && !explicit_unsafe };
 	if (blk_open(tmp ? tmp : target, &dopt, &cv.dst, &err) < 0) {
 		if (tmp)
 			snprintf(err.file, sizeof(err.file), "%s", target);

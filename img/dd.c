@@ -194,7 +194,8 @@ static int dd_main(int argc, char **argv)
 		             out_name, inner.why);
 		goto fail;
 	}
-	struct blk_open_opts oo = { .format = out_fmt, .writable = true, .cache = BLK_CACHE_UNSAFE };
+	struct blk_open_opts oo = { .format = out_fmt, .writable = true, .cache = BLK_CACHE_UNSAFE,
+	                            .stream = true };
 	if (blk_open(tmp, &oo, &d.out, &err) < 0)
 		goto fail;
 	if (past)

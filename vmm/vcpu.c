@@ -282,6 +282,22 @@ static void vcpu_handle_system_event(struct vcpu *vcpu)
 	}
 }
 
+/* A triple fault resets the machine, as on a PC and in qemu (under -no-reboot the run
+ * ends with status 0). Unlike qemu, say so on stderr: a kernel that faults early would
+ * otherwise only seem to boot again and again. */
+static void vcpu_triple_fault(struct vcpu *vcpu)
+{
+	struct kvm_regs regs;
+
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0)
+		fprintf(stderr, "vtool run: vCPU %d: guest triple fault at rip=%016llx: the machine "
+		        "resets\n", vcpu->id, (unsigned long long)regs.rip);
+	else
+		fprintf(stderr, "vtool run: vCPU %d: guest triple fault: the machine resets\n",
+		        vcpu->id);
+	vm_request_stop(vcpu->vm, VM_STOP_RESET, 0, NULL);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *vcpu = arg;
@@ -323,7 +339,7 @@ static void *vcpu_thread(void *arg)
 			vcpu->stats.hlt++;
 			break;
 		case KVM_EXIT_SHUTDOWN:
-			vcpu_fail(vcpu, "guest triple fault (CPU shutdown)");
+			vcpu_triple_fault(vcpu);
 			break;
 		case KVM_EXIT_SYSTEM_EVENT:
 			vcpu_handle_system_event(vcpu);

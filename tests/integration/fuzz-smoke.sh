@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 [ -n "${FUZZ_FORMATS:-}" ] || { echo "SKIP: no fuzz targets in this build (needs clang)"; exit 77; }
 need qemu-img
-secs=${VTOOL_FUZZ_SECONDS:-5}
+secs=${VTOOL_FUZZ_SECONDS:-3}
 for fmt in $FUZZ_FORMATS; do
   bin="$VTOOL_BUILD/tests/fuzz/fuzz_$fmt"
   corpus="$T/corpus-$fmt"

@@ -146,6 +146,21 @@ for o in cluster_size=512,refcount_bits=64 cluster_size=1024,refcount_bits=16 \
   if qemu-img compare -q geo.raw geo.qcow2; then pass; else fail "convert -o $o: contents differ"; fi
   if qemu-img check -q geo.qcow2; then pass; else fail "convert -o $o: qemu-img check: $(qemu-img check geo.qcow2 2>&1 | head -3)"; fi
 done
+# The default output is written back as it is made (sync_file_range every 16 MiB) and
+# synced before the rename; -t unsafe (qemu-img's own default) does neither.
+if command -v strace >/dev/null; then
+  rm -f st.qcow2
+  strace -f -qq -e trace=sync_file_range,fdatasync,fsync -o st.log "$VTOOL" img convert -O qcow2 geo.raw st.qcow2
+  n=$(grep -c 'sync_file_range(.*SYNC_FILE_RANGE_WRITE' st.log || true)
+  [ "$n" -ge 2 ] && pass || fail "convert: writeback started $n times for 40 MiB, want at least 2"
+  grep -qE 'f(data)?sync\(' st.log && pass || fail "convert: the output was never synced"
+  rm -f st.qcow2
+  strace -f -qq -e trace=sync_file_range,fdatasync,fsync -o st.log "$VTOOL" img convert -t unsafe -O qcow2 geo.raw st.qcow2
+  strace -f -qq -e trace=fdatasync,fsync -o create.log "$VTOOL" img create -q -f qcow2 st2.qcow2 40M
+  if grep -q sync_file_range st.log || [ "$(grep -c sync st.log)" != "$(grep -c sync create.log)" ]; then
+    fail "convert -t unsafe syncs more than creating the output does: $(grep -c sync st.log) vs $(grep -c sync create.log)"
+  else pass; fi
+fi
 ls -A | grep -q '\.vtool-' && fail "temporary files left: $(ls -A | grep vtool-)" || pass
 
 finish

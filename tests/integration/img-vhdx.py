@@ -106,10 +106,8 @@ def make_source(p, size, seed):
             if kind == 0:
                 f.write(rng.randbytes(n))
             elif kind == 1:
-                text = bytearray()
-                while len(text) < n:
-                    text += rng.choice(words) + b" "
-                f.write(text[:n])
+                chunk = b" ".join(rng.choices(words, k=12000)) + b" "
+                f.write((chunk * (n // len(chunk) + 1))[:n])
             elif kind == 2:
                 f.write(bytes(n))
             off += n

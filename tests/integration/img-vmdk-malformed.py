@@ -56,7 +56,13 @@ def one_line(what, rc, err):
 def judge(name, path):
     if not budget.take():
         return
-    qrc, _ = run("qemu-img", "info", "-f", "vmdk", path)
+    try:
+        q = subprocess.run(["qemu-img", "info", "--output=json", "-f", "vmdk", path],
+                           capture_output=True, text=True, errors="replace", timeout=5,
+                           stdin=subprocess.DEVNULL)
+        qrc, qinfo = q.returncode, q.stdout
+    except subprocess.TimeoutExpired:  # a FIFO extent: qemu-img waits on it for ever
+        qrc, qinfo = -1000, ""
     rc, err = run(VTOOL, "img", "info", "-f", "vmdk", path)
     one_line(f"{name}: info", rc, err)
     if qrc != 0:
@@ -71,10 +77,8 @@ def judge(name, path):
         if rc != 0 and cmd[0] == VTOOL and "check" not in cmd:
             one_line(what, rc, err)
     if qrc == 0:
-        q = subprocess.run(["qemu-img", "info", "--output=json", "-f", "vmdk", path],
-                           capture_output=True, text=True)
         try:
-            vsize = json.loads(q.stdout)["virtual-size"]
+            vsize = json.loads(qinfo)["virtual-size"]
         except (ValueError, KeyError):
             return
         if vsize <= 64 << 20:

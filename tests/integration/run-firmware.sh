@@ -171,7 +171,10 @@ else
 fi
 
 # --- -boot n: virtio-net's iPXE option ROM (ipxe-qemu), in a private network namespace
-if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/null &&
+# (~20 s of emulated ROM code: in the gcc build only, unless VTOOL_SLOW_TESTS=1)
+if [ -n "${VTOOL_SANITIZED:-}" ] && [ "${VTOOL_SLOW_TESTS:-0}" != 1 ]; then
+  echo "note: -boot n is tested in the gcc build"
+elif [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/null &&
    [ -f /usr/lib/ipxe/qemu/efi-virtio.rom ]; then
   rc=0
   timeout 60 unshare -n sh -c 'ip tuntap add dev vtfw0 mode tap && ip link set vtfw0 up &&
@@ -196,12 +199,20 @@ if [ $have_qemu = 1 ]; then
   if [ "$qrc" -eq "$rc" ] && cmp -s "$T/noboot" "$T/qnoboot"; then pass
   else fail "nothing bootable: vtool rc $rc vs qemu $qrc; $(diff <(cat -v "$T/noboot") <(cat -v "$T/qnoboot") | head -4)"; fi
 fi
-# without -no-reboot the machine starts again (twice within the time limit)
-rc=0
-timeout 30 "$VTOOL" run -m 128 -nographic -boot reboot-timeout=0 -serial "file:$T/reboots" \
-  </dev/null >/dev/null 2>&1 || rc=$?
-n=$(grep -c 'No bootable device' "$T/reboots" || true)
-if [ "$rc" -eq 124 ] && [ "$n" -ge 2 ]; then pass; else fail "reboot after no bootable device: rc $rc, $n messages"; fi
+# without -no-reboot the machine starts again: the message twice within 30 s, still running
+"$VTOOL" run -m 128 -nographic -boot reboot-timeout=0 -serial "file:$T/reboots" \
+  </dev/null >/dev/null 2>&1 &
+vm=$!
+n=0
+for _ in $(seq 300); do
+  n=$(grep -c 'No bootable device' "$T/reboots" 2>/dev/null || true)
+  [ "${n:-0}" -ge 2 ] && break
+  kill -0 $vm 2>/dev/null || break
+  sleep 0.1
+done
+if kill $vm 2>/dev/null && [ "${n:-0}" -ge 2 ]; then pass
+else fail "reboot after no bootable device: $n messages, then $(kill -0 $vm 2>/dev/null && echo running || echo exited)"; fi
+wait $vm 2>/dev/null
 
 # --- PVH kernels that are ELF32 files, with and without the note -----------------------
 cat >"$T/pvh32.S" <<'EOF'
