@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Run the NBD server's libFuzzer target (tests/fuzz/fuzz_nbd_server.c, clang sanitizer
-# build only) for 5 s (60 with VTOOL_SLOW_TESTS=1) from seed streams of well-formed client
+# build only) for 3 s (60 with VTOOL_SLOW_TESTS=1) from seed streams of well-formed client
 # sessions: a crash, a sanitizer report, a leak or a timeout fails the test. Longer runs:
 #   build-asan/tests/fuzz/fuzz_nbd_server -max_total_time=600 CORPUS_DIR
 . "$(dirname "$0")/lib.sh"
 bin="$VTOOL_BUILD/tests/fuzz/fuzz_nbd_server"
 [ -x "$bin" ] || { echo "SKIP: no fuzz targets in this build (needs clang)"; exit 77; }
 need python3
-secs=5                                        # the default suite's share of time
+secs=3                                        # as fuzz-smoke.sh: the default suite's share
 [ "${VTOOL_SLOW_TESTS:-0}" = 1 ] && secs=60
 secs=${VTOOL_FUZZ_SECONDS:-$secs}
 mkdir -p "$T/corpus"
