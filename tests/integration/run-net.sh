@@ -67,9 +67,41 @@ in_ns "$VTOOL" run -kernel "$TGUEST" -netdev tap,id=n0,ifname=tap0 -device virti
   >"$T/e" 2>"$T/e.err" || rc=$?
 if [ $rc -eq 1 ]; then pass; else fail "unknown netdev: rc $rc"; fi
 expect_grep "^vtool: -device: netdev 'n9' not found" "$T/e.err"
-rc=0
-"$VTOOL" run -kernel "$TGUEST" -net nic -net tap,ifname=tap0,script=/etc/qemu-ifup >"$T/e" 2>"$T/e.err" || rc=$?
-expect_grep "^vtool: -net: only script=no is supported" "$T/e.err"
+
+# qemu's tap scripts: script= runs with the tap's name once it is open, downscript= when
+# vtool has ended (from a helper, so also after a kill); qemu's defaults are
+# /etc/qemu-ifup and /etc/qemu-ifdown; a failing script stops the start-up
+printf '#!/bin/sh\necho "up $1 $(ip -o link show "$1" | grep -c .)" >>%s/log\n' "$T" >"$T/up.sh"
+printf '#!/bin/sh\necho "down $1" >>%s/log\n' "$T" >"$T/down.sh"
+chmod +x "$T/up.sh" "$T/down.sh"
+hello() {
+  rc=0
+  in_ns timeout 60 "$VTOOL" run -m 64 -kernel "$TGUEST" -append test=hello -serial none \
+    -device isa-debug-exit,iobase=0x501,iosize=2 "$@" >"$T/s.out" 2>"$T/s.err" || rc=$?
+}
+hello -netdev tap,id=n0,ifname=tap0,script=$T/up.sh,downscript=$T/down.sh \
+  -device virtio-net-pci,netdev=n0
+if [ $rc -eq 1 ]; then pass; else fail "scripts: rc $rc: $(cat "$T/s.err")"; fi
+for _ in $(seq 50); do grep -q down "$T/log" 2>/dev/null && break; sleep 0.1; done
+expect_grep '^up tap0 1$' "$T/log"
+expect_grep '^down tap0$' "$T/log"
+# killed: the downscript still runs
+: >"$T/log"
+ip netns exec $ns "$VTOOL" run -m 64 -kernel "$TGUEST" -append test=spin -serial "file:$T/k.out" \
+  -net nic -net tap,ifname=tap0,script=$T/up.sh,downscript=$T/down.sh 2>"$T/k.err" &
+vm=$!
+for _ in $(seq 100); do grep -q TG-SPIN "$T/k.out" 2>/dev/null && break; sleep 0.1; done
+kill -9 $vm; wait $vm 2>/dev/null; vm=
+for _ in $(seq 50); do grep -q down "$T/log" 2>/dev/null && break; sleep 0.1; done
+expect_grep '^down tap0$' "$T/log"
+hello -net nic -net tap,ifname=tap0,script=/bin/false,downscript=no
+if [ $rc -eq 1 ]; then pass; else fail "failing script: rc $rc"; fi
+expect_grep "^vtool: /bin/false: network script for 'tap0' failed with status 1 \(give script=no" "$T/s.err"
+if [ -x /etc/qemu-ifup ] && grep -q 'no bridge for guest interface' /etc/qemu-ifup; then
+  hello -net nic -net tap,ifname=tap0
+  if [ $rc -eq 1 ]; then pass; else fail "default script: rc $rc: $(cat "$T/s.err")"; fi
+  expect_grep 'no bridge for guest interface found' "$T/s.err"   # Debian's /etc/qemu-ifup ran
+fi
 rc=0
 "$VTOOL" run -kernel "$TGUEST" -net nic -net user >"$T/e" 2>"$T/e.err" || rc=$?
 expect_grep "^vtool: -net: user networking is not supported \(use tap\)$" "$T/e.err"
