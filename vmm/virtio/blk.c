@@ -337,6 +337,7 @@ static const struct virtio_dev_ops virtio_blk_ops = {
 	.queue_kick = blk_queue_kick,
 	.reset = blk_reset,
 	.stop = blk_stop,
+	.drain = blk_reset, /* the same wait: requests in flight finish */
 };
 
 static void blk_stop_workers(struct virtio_blk *b)
