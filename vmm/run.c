@@ -16,7 +16,11 @@
 #include "host/host.h"
 #include "util/command.h"
 #include "vmm/console.h"
+#include "vmm/control.h"
 #include "vmm/hw/fw_cfg.h"
+#include "vmm/keep.h"
+#include "vmm/monitor.h"
+#include "vmm/netscript.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
@@ -125,9 +129,8 @@ static void *signal_thread(void *arg)
 			break; /* vtool is finishing */
 		pthread_mutex_lock(&run_state.lock);
 		run_state.signal = sig;
-		if (run_state.vm)
-			vm_request_stop(run_state.vm, VM_STOP_QUIT, 0, NULL);
 		pthread_mutex_unlock(&run_state.lock);
+		ctl_quit(CTL_CAUSE_HOST_SIGNAL);
 	}
 	return NULL;
 }
@@ -266,7 +269,9 @@ static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *d
 	struct vm vm;
 	struct vt_error err = { 0 };
 
-	if (vm_create(&vm, cfg, boot_count, &err)) {
+	/* The first boot opens the taps; their scripts run then (netscript.h). */
+	if (vm_create(&vm, cfg, boot_count, &err) ||
+	    (boot_count == 0 && netscript_up(cfg, &err))) {
 		console_stop();
 		vt_error_print(&err, stderr);
 		/* The fix `vtool host validate` would give for the same failure. */
@@ -282,11 +287,8 @@ static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *d
 	daemon_ready(*daemon_fd, 0);
 	*daemon_fd = -1;
 	set_current_vm(&vm);
-	pthread_mutex_lock(&run_state.lock);
-	if (run_state.signal)
-		vm_request_stop(&vm, VM_STOP_QUIT, 0, NULL);
-	pthread_mutex_unlock(&run_state.lock);
-	enum vm_stop why = vm_run(&vm, &err);
+	/* Runs it, pauses and resumes it for the monitors, tells them what happened. */
+	enum vm_stop why = ctl_run(&vm, &err);
 	set_current_vm(NULL);
 	if (getenv("VTOOL_RUN_TIMES") && vm.nr_vcpus > 0)
 		fprintf(stderr, "vtool run: first guest instruction %.3f ms after start\n",
@@ -333,11 +335,9 @@ static int run_main(int argc, char **argv)
 		vt_error_print(&err, stderr);
 		return 1;
 	}
-	if (cfg.ctl.nr_monitors || cfg.ctl.start_paused || cfg.ctl.runas || cfg.ctl.chroot_dir ||
-	    cfg.ctl.sandbox == 1 || cfg.no_shutdown) {
+	if (cfg.ctl.runas || cfg.ctl.chroot_dir || cfg.ctl.sandbox == 1) {
 		if (!getenv("VTOOL_RUN_DUMP_CONFIG")) {
-			fprintf(stderr, "vtool: not supported yet: monitors, -S, -sandbox, -runas, "
-			        "-chroot, -no-shutdown\n");
+			fprintf(stderr, "vtool: not supported yet: -sandbox, -runas, -chroot\n");
 			return 1;
 		}
 	}
@@ -393,6 +393,15 @@ static int run_main(int argc, char **argv)
 		console_start(cfg.nographic);
 	atexit(console_restore_terminal);
 
+	ctl_init(&cfg);
+	/* Monitors listen before the machine exists (wait=on waits for a client here). */
+	if (monitor_start(&cfg, &err)) {
+		console_stop();
+		vt_error_print(&err, stderr);
+		daemon_ready(daemon_fd, 1);
+		monitor_stop();
+		return 1;
+	}
 	for (int boots = 0;; boots++) {
 		enum vm_stop why = run_once(&cfg, boots, &daemon_fd, t0, &status);
 		if (why == VM_STOP_RESET && !cfg.no_reboot) {
@@ -413,6 +422,8 @@ static int run_main(int argc, char **argv)
 	}
 	if (run_state.signal)
 		fprintf(stderr, "vtool run: terminating on signal %d\n", run_state.signal);
+	monitor_stop();
+	keep_release_all(); /* images, taps, files: kept across boots, closed once */
 	if (pidfile[0])
 		unlink(pidfile);
 	return status;
