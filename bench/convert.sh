@@ -95,3 +95,11 @@ row "vpc->qcow2" -m 8 -W -O qcow2 "$dir/in.vhd" -- -O qcow2 "$dir/in.vhd"
 row "raw->vhdx" -m 8 -W -O vhdx "$dir/in.raw" -- -O vhdx "$dir/in.raw"
 row "raw->vpc" -m 8 -W -O vpc "$dir/in.raw" -- -O vpc "$dir/in.raw"
 # --- end of VHD and VHDX rows ---
+
+# ---- vmdk (blk/vmdk*.c) ----------------------------------------------------------------
+# streamOptimized in and out: every grain inflated / deflated; qemu-img does both on one
+# thread (its vmdk driver holds one lock across (de)compression), vtool's convert workers
+# on every core.
+qemu-img convert -O vmdk -o subformat=streamOptimized "$dir/in.raw" "$dir/in.vmdk"
+row "vmdk stream->qcow2" -m 8 -W -O qcow2 "$dir/in.vmdk" -- -O qcow2 "$dir/in.vmdk"
+row "qcow2->vmdk stream" -m 8 -W -O vmdk -o subformat=streamOptimized "$dir/in.qcow2" -- -O vmdk -o subformat=streamOptimized "$dir/in.qcow2"

@@ -16,6 +16,7 @@ static const struct blk_driver *const drivers[] = {
 	&blk_driver_qed,
 	&blk_driver_vpc,
 	&blk_driver_vhdx,
+	&blk_driver_vmdk,
 };
 
 #define MAX_CHAIN_DEPTH 64
@@ -258,67 +259,6 @@ static int check_writable(struct blk *b, const char *what, struct vt_error *err)
 	return 0;
 }
 
-size_t blk_iov_size(const struct iovec *iov, int iovcnt)
-{
-	size_t n = 0;
-	for (int i = 0; i < iovcnt; i++)
-		n += iov[i].iov_len;
-	return n;
-}
-
-void blk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len)
-{
-	char *p = buf;
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t n = iov[i].iov_len - skip;
-		if (n > len)
-			n = len;
-		memcpy(p, (char *)iov[i].iov_base + skip, n);
-		p += n;
-		len -= n;
-		skip = 0;
-	}
-}
-
-void blk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf,
-                      size_t len)
-{
-	const char *p = buf;
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t n = iov[i].iov_len - skip;
-		if (n > len)
-			n = len;
-		memcpy((char *)iov[i].iov_base + skip, p, n);
-		p += n;
-		len -= n;
-		skip = 0;
-	}
-}
-
-void blk_iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len)
-{
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t n = iov[i].iov_len - skip;
-		if (n > len)
-			n = len;
-		memset((char *)iov[i].iov_base + skip, c, n);
-		len -= n;
-		skip = 0;
-	}
-}
-
 int blk_read_backing(struct blk *b, uint64_t off, void *buf, size_t len,
                      struct vt_error *err)
 {
@@ -343,7 +283,7 @@ int blk_read_backing(struct blk *b, uint64_t off, void *buf, size_t len,
 int blk_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                struct vt_error *err)
 {
-	int r = check_range(b, off, blk_iov_size(iov, iovcnt), "read", err);
+	int r = check_range(b, off, vt_iov_size(iov, iovcnt), "read", err);
 	return r < 0 ? r : b->drv->preadv(b, off, iov, iovcnt, err);
 }
 
@@ -352,7 +292,7 @@ int blk_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt
 {
 	int r = check_writable(b, "write", err);
 	if (r == 0)
-		r = check_range(b, off, blk_iov_size(iov, iovcnt), "write", err);
+		r = check_range(b, off, vt_iov_size(iov, iovcnt), "write", err);
 	return r < 0 ? r : b->drv->pwritev(b, off, iov, iovcnt, err);
 }
 
@@ -552,6 +492,80 @@ int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 		return vt_error_set(err, ENOTSUP, b->filename, "resize",
 		                    "format %s cannot be resized", b->drv->name);
 	return b->drv->truncate(b, size, err);
+}
+
+bool blk_create_makes_one_file(const char *format, const char *options)
+{
+	const struct blk_driver *d = find_driver(format);
+	if (!d || !d->creates_several_files)
+		return true;
+	struct blk_optlist opts = { 0 };
+	bool one = true;
+	if (blk_opts_parse(options, d->create_opts, &opts, NULL) == 0)
+		one = !d->creates_several_files(&opts);
+	blk_opts_free(&opts);
+	return one;
+}
+
+bool blk_format_compresses(const char *format)
+{
+	const struct blk_driver *d = find_driver(format);
+	return d && d->write_compressed;
+}
+
+int blk_prealloc_parse(const char *name, enum blk_prealloc *out)
+{
+	static const char *const names[] = { "off", "metadata", "falloc", "full" };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!strcmp(name, names[i])) {
+			*out = (enum blk_prealloc)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int blk_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struct vt_error *err)
+{
+	int r = check_writable(b, "resize", err);
+	if (r < 0)
+		return r;
+	if (b->drv->resize)
+		return b->drv->resize(b, size, prealloc, err);
+	if (!b->drv->truncate)
+		return vt_error_set(err, ENOTSUP, b->filename, "resize",
+		                    "format %s cannot be resized", b->drv->name);
+	if (prealloc != BLK_PREALLOC_OFF)
+		return vt_error_set(err, ENOTSUP, b->filename, "resize",
+		                    "Unsupported preallocation mode for format %s", b->drv->name);
+	return b->drv->truncate(b, size, err);
+}
+
+int blk_snapshot_create(struct blk *b, const char *name, struct vt_error *err)
+{
+	int r = check_writable(b, "create snapshot", err);
+	if (r == 0 && !b->drv->snapshot_create)
+		r = vt_error_set(err, ENOTSUP, b->filename, "create snapshot", NULL);
+	return r < 0 ? r : b->drv->snapshot_create(b, name, err);
+}
+
+int blk_snapshot_goto(struct blk *b, const char *id_or_name, bool dry_run,
+                      struct vt_error *err)
+{
+	int r = dry_run ? 0 : check_writable(b, "apply snapshot", err);
+	if (r == 0 && !b->drv->snapshot_goto)
+		r = vt_error_set(err, ENOTSUP, b->filename, "",
+		                 "Block driver does not support snapshots");
+	return r < 0 ? r : b->drv->snapshot_goto(b, id_or_name, dry_run, err);
+}
+
+int blk_snapshot_delete(struct blk *b, const char *id, const char *name,
+                        struct vt_error *err)
+{
+	int r = check_writable(b, "delete snapshot", err);
+	if (r == 0 && !b->drv->snapshot_delete)
+		r = vt_error_set(err, ENOTSUP, b->filename, "delete snapshot", NULL);
+	return r < 0 ? r : b->drv->snapshot_delete(b, id, name, err);
 }
 
 const char *blk_create_help(const char *format)

@@ -145,10 +145,43 @@ struct blk_create_opts {
  * "fmt=... size=..." description (malloc'd) for the "Formatting" line. */
 int blk_create(const char *filename, const struct blk_create_opts *opts, char **formatting,
                struct vt_error *err);
+/* Whether creating an image of `format` with `options` makes one file (so it can be
+ * made under a temporary name and renamed), and whether the format stores compressed
+ * clusters (blk_write_compressed). */
+bool blk_create_makes_one_file(const char *format, const char *options);
+bool blk_format_compresses(const char *format);
 /* "-o help" text for a format. NULL if the format is unknown. */
 const char *blk_create_help(const char *format);
 
 int blk_truncate(struct blk *b, uint64_t size, struct vt_error *err);
+
+/* qemu-img resize: the virtual disk becomes `size` bytes. Growing may preallocate the new
+ * part (qemu's modes; raw takes off, falloc and full); shrinking drops what lies past
+ * the new end. Atomic against crashes where the format allows (qcow2). */
+enum blk_prealloc {
+	BLK_PREALLOC_OFF,
+	BLK_PREALLOC_METADATA,
+	BLK_PREALLOC_FALLOC,
+	BLK_PREALLOC_FULL,
+};
+/* "off", "metadata", "falloc", "full"; -EINVAL for anything else. */
+int blk_prealloc_parse(const char *name, enum blk_prealloc *out);
+int blk_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struct vt_error *err);
+
+/* Internal snapshots (qemu-img snapshot; qcow2 only, -ENOTSUP for other formats). They
+ * are listed by blk_get_info. Each operation is one atomic metadata switch: a crash
+ * leaves the image as it was before or after, never between.
+ * Create: a snapshot of the current disk, named `name` (cut to 255 bytes, as qemu), with
+ * the next free decimal ID. */
+int blk_snapshot_create(struct blk *b, const char *name, struct vt_error *err);
+/* Apply the snapshot with that ID, else the first with that name: the disk becomes what
+ * it was when the snapshot was taken, size included. With dry_run (read-only handles
+ * too) only what would refuse it is checked, and nothing changes. */
+int blk_snapshot_goto(struct blk *b, const char *id_or_name, bool dry_run,
+                      struct vt_error *err);
+/* Delete the first snapshot with that ID and name (NULL matches any). */
+int blk_snapshot_delete(struct blk *b, const char *id, const char *name,
+                        struct vt_error *err);
 
 /* Consistency check (qemu-img check). Counts as qemu classifies them; diagnostics
  * ("Leaked cluster ...", "ERROR ...") go to report(), one line each, no newline. */

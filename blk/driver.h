@@ -6,6 +6,7 @@
 #include "blk/blk.h"
 #include "blk/file.h"
 #include "blk/opts.h"
+#include "util/iov.h"
 
 struct blk_driver;
 
@@ -60,6 +61,18 @@ struct blk_driver {
 	struct vt_json *(*format_specific)(struct blk *b);
 	/* Optional: without it, resizing fails with -ENOTSUP. */
 	int (*truncate)(struct blk *b, uint64_t size, struct vt_error *err);
+	/* Optional: blk_resize with preallocation; without it blk_resize calls truncate
+	 * (preallocation modes other than off then fail with -ENOTSUP). */
+	int (*resize)(struct blk *b, uint64_t size, enum blk_prealloc prealloc,
+	              struct vt_error *err);
+	/* Optional (internal snapshots): without them the blk_snapshot_* calls fail with
+	 * -ENOTSUP. blk.c checks that create, delete and a real goto have a writable
+	 * handle. */
+	int (*snapshot_create)(struct blk *b, const char *name, struct vt_error *err);
+	int (*snapshot_goto)(struct blk *b, const char *id_or_name, bool dry_run,
+	                     struct vt_error *err);
+	int (*snapshot_delete)(struct blk *b, const char *id, const char *name,
+	                       struct vt_error *err);
 	/* Optional (formats vtool can only read): create the image in an already created,
 	 * empty file. */
 	int (*create)(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
@@ -71,6 +84,9 @@ struct blk_driver {
 	/* Optional: without it, measure fails with -ENOTSUP. */
 	int (*measure)(const struct blk_optlist *opts, uint64_t size, struct blk *src,
 	               struct blk_measure *m, struct vt_error *err);
+	/* Optional: the image create makes is several files named after the first (vmdk's
+	 * flat and split subformats), so it cannot be made under a temporary name. */
+	bool (*creates_several_files)(const struct blk_optlist *opts);
 	const struct blk_optdesc *create_opts; /* terminated by a NULL name */
 	bool supports_backing;                 /* create accepts -b/-F */
 };
@@ -82,14 +98,9 @@ extern const struct blk_driver blk_driver_vdi;
 extern const struct blk_driver blk_driver_qed;
 extern const struct blk_driver blk_driver_vpc;
 extern const struct blk_driver blk_driver_vhdx;
+extern const struct blk_driver blk_driver_vmdk;
 
-/* Helpers drivers share. */
-size_t blk_iov_size(const struct iovec *iov, int iovcnt);
-/* Copy between an iovec (starting skip bytes in) and a flat buffer. */
-void blk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len);
-void blk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf,
-                      size_t len);
-void blk_iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len);
+/* Helpers drivers share. Scatter-gather lists: util/iov.h (vt_iov_*). */
 /* Bytes of src that hold data, each range rounded out to whole clusters of cluster_size
  * (what a copy would allocate), as qemu's measure counts them. */
 int blk_measure_data(struct blk *src, uint64_t cluster_size, uint64_t *bytes,

@@ -34,25 +34,6 @@ static inline void fmt_put_le64(uint8_t *p, uint64_t v)
 		p[i] = (uint8_t)v;
 }
 
-/* Append bytes [skip, skip + len) of (iov, iovcnt) to out[*n...]; out must have room for
- * iovcnt more entries. */
-static inline void fmt_iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
-                                 struct iovec *out, int *n)
-{
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t k = iov[i].iov_len - skip;
-		if (k > len)
-			k = len;
-		out[(*n)++] = (struct iovec){ (char *)iov[i].iov_base + skip, k };
-		len -= k;
-		skip = 0;
-	}
-}
-
 /* Guest ranges [start, end) (in allocation units) being allocated by some thread. Kept
  * under the driver's lock; the condition variable is broadcast when one completes. */
 #define FMT_INFLIGHT_MAX 64

@@ -4,6 +4,7 @@
 #include "blk/qed.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -148,7 +149,7 @@ int qed_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                struct vt_error *err)
 {
 	struct qed *s = b->opaque;
-	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	size_t total = vt_iov_size(iov, iovcnt), done = 0;
 	struct iov_room room;
 	int r = 0;
 
@@ -162,12 +163,12 @@ int qed_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
 			break;
 		pthread_mutex_unlock(&s->lock);
 		int cnt = 0;
-		fmt_iov_slice(iov, iovcnt, done, m.len, room.v, &cnt);
+		vt_iov_slice(iov, iovcnt, done, m.len, room.v, &cnt, INT_MAX);
 		if (m.kind == QED_DATA) /* past the end of the file reads zeros, as in qemu */
 			r = blk_file_preadv(b->file, m.host + (pos & (s->cluster_size - 1)), room.v, cnt,
 			                    err);
 		else if (m.kind == QED_ZERO)
-			blk_iov_memset(iov, iovcnt, done, 0, m.len);
+			vt_iov_memset(iov, iovcnt, done, 0, m.len);
 		else
 			r = read_backing(b, pos, room.v, cnt, err);
 		done += m.len;
@@ -308,7 +309,7 @@ static int allocate_and_write(struct blk *b, struct qed *s, struct qed_map *m, u
 			start = data;
 		}
 	}
-	fmt_iov_slice(iov, iovcnt, done, n, room, &cnt);
+	vt_iov_slice(iov, iovcnt, done, n, room, &cnt, INT_MAX);
 	if (r == 0 && tail && (copy || dirty)) {
 		if (!(tailbuf = malloc(tail)))
 			r = -ENOMEM;
@@ -364,7 +365,7 @@ int qed_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt
                 struct vt_error *err)
 {
 	struct qed *s = b->opaque;
-	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	size_t total = vt_iov_size(iov, iovcnt), done = 0;
 	uint64_t cs = s->cluster_size;
 	struct iov_room room;
 	int r = 0;
@@ -388,7 +389,7 @@ int qed_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt
 			}
 			pthread_mutex_unlock(&s->lock);
 			int cnt = 0;
-			fmt_iov_slice(iov, iovcnt, done, m.len, room.v, &cnt);
+			vt_iov_slice(iov, iovcnt, done, m.len, room.v, &cnt, INT_MAX);
 			r = blk_file_pwritev(b->file, m.host + in, room.v, cnt, err);
 			pthread_mutex_lock(&s->lock);
 			done += m.len;

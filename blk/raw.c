@@ -64,6 +64,21 @@ static int raw_truncate(struct blk *b, uint64_t size, struct vt_error *err)
 	return r;
 }
 
+/* qemu-img resize of a raw file: the file is the disk; growing may reserve (falloc) or
+ * write (full) the new part. */
+static int raw_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc,
+                      struct vt_error *err)
+{
+	int r = 0;
+	if (prealloc == BLK_PREALLOC_METADATA)
+		return vt_error_set(err, ENOTSUP, b->filename, "",
+		                    "Unsupported preallocation mode: metadata");
+	if (size > b->size && prealloc != BLK_PREALLOC_OFF)
+		r = blk_file_allocate(b->file, b->size, size - b->size,
+		                      prealloc == BLK_PREALLOC_FULL, err);
+	return r < 0 ? r : raw_truncate(b, size, err);
+}
+
 static int raw_measure(const struct blk_optlist *opts, uint64_t size, struct blk *src,
                        struct blk_measure *m, struct vt_error *err)
 {
@@ -119,6 +134,7 @@ const struct blk_driver blk_driver_raw = {
 	.discard = raw_discard,
 	.block_status = raw_block_status,
 	.truncate = raw_truncate,
+	.resize = raw_resize,
 	.create = raw_create,
 	.create_opts = raw_create_opts,
 	.measure = raw_measure,

@@ -23,6 +23,7 @@
 #include "blk/fmt_common.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -309,7 +310,7 @@ static int vdi_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int 
                       struct vt_error *err)
 {
 	struct vdi *s = b->opaque;
-	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	size_t total = vt_iov_size(iov, iovcnt), done = 0;
 	struct iov_room room;
 	int r = 0;
 
@@ -322,10 +323,10 @@ static int vdi_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int 
 		uint64_t n = run_length(s, pos, total - done, &e);
 		pthread_mutex_unlock(&s->lock);
 		if (!allocated(e)) {
-			blk_iov_memset(iov, iovcnt, done, 0, n);
+			vt_iov_memset(iov, iovcnt, done, 0, n);
 		} else {
 			int cnt = 0;
-			fmt_iov_slice(iov, iovcnt, done, n, room.v, &cnt);
+			vt_iov_slice(iov, iovcnt, done, n, room.v, &cnt, INT_MAX);
 			/* Past the end of the file reads zeros, as in qemu. */
 			r = blk_file_preadv(b->file, host_offset(s, e, pos & (VDI_BLOCK_SIZE - 1)),
 			                    room.v, cnt, err);
@@ -392,7 +393,7 @@ static int allocate_and_write(struct blk *b, struct vdi *s, uint32_t blk, uint32
 	uint64_t tail = len - in_block - n;
 	if (fill && in_block)
 		room[cnt++] = (struct iovec){ zero_block, in_block };
-	fmt_iov_slice(iov, iovcnt, done, n, room, &cnt);
+	vt_iov_slice(iov, iovcnt, done, n, room, &cnt, INT_MAX);
 	if (fill && tail)
 		room[cnt++] = (struct iovec){ zero_block, tail };
 	r = blk_file_pwritev(b->file, start + (fill ? 0 : in_block), room, cnt, err);
@@ -420,7 +421,7 @@ static int vdi_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int
                        struct vt_error *err)
 {
 	struct vdi *s = b->opaque;
-	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	size_t total = vt_iov_size(iov, iovcnt), done = 0;
 	struct iov_room room;
 	int r = 0;
 
@@ -442,7 +443,7 @@ static int vdi_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int
 		if (allocated(e)) {
 			pthread_mutex_unlock(&s->lock);
 			int cnt = 0;
-			fmt_iov_slice(iov, iovcnt, done, n, room.v, &cnt);
+			vt_iov_slice(iov, iovcnt, done, n, room.v, &cnt, INT_MAX);
 			r = blk_file_pwritev(b->file, host_offset(s, e, in), room.v, cnt, err);
 			pthread_mutex_lock(&s->lock);
 			done += n;

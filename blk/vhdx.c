@@ -334,26 +334,16 @@ static bool reads_zero(uint64_t e)
 static int iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
                      struct iovec *out)
 {
-	int n = 0;
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t take = iov[i].iov_len - skip < len ? iov[i].iov_len - skip : len;
-		out[n].iov_base = (char *)iov[i].iov_base + skip;
-		out[n++].iov_len = take;
-		len -= take;
-		skip = 0;
-	}
-	return n;
+	int m = 0;
+	vt_iov_slice(iov, iovcnt, skip, len, out, &m, iovcnt);
+	return m;
 }
 
 static int vhdx_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                        struct vt_error *err)
 {
 	struct vhdx *s = b->opaque;
-	size_t len = blk_iov_size(iov, iovcnt), done = 0;
+	size_t len = vt_iov_size(iov, iovcnt), done = 0;
 	struct iovec small[8], *sub = iovcnt <= 8 ? small : malloc((size_t)iovcnt * sizeof(*sub));
 	int r = 0;
 
@@ -368,7 +358,7 @@ static int vhdx_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int
 		if (bad)
 			r = block_error(s, idx, e, err);
 		else if (reads_zero(e))
-			blk_iov_memset(iov, iovcnt, done, 0, n);
+			vt_iov_memset(iov, iovcnt, done, 0, n);
 		else if ((e & VHDX_BAT_STATE_MASK) == VHDX_BLOCK_FULLY_PRESENT)
 			r = blk_file_preadv(b->file, (e & VHDX_BAT_OFFSET_MASK) + in, sub,
 			                    iov_slice(iov, iovcnt, done, n, sub), err);
@@ -491,7 +481,7 @@ static int vhdx_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, in
                         struct vt_error *err)
 {
 	struct vhdx *s = b->opaque;
-	size_t len = blk_iov_size(iov, iovcnt), done = 0;
+	size_t len = vt_iov_size(iov, iovcnt), done = 0;
 	struct iovec small[8], *sub = iovcnt <= 8 ? small : malloc((size_t)iovcnt * sizeof(*sub));
 	int r = sub ? first_write(s, err) : vt_error_set(err, ENOMEM, b->filename, "write", NULL);
 

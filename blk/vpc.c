@@ -348,19 +348,9 @@ fail:
 static int iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
                      struct iovec *out)
 {
-	int n = 0;
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t take = iov[i].iov_len - skip < len ? iov[i].iov_len - skip : len;
-		out[n].iov_base = (char *)iov[i].iov_base + skip;
-		out[n++].iov_len = take;
-		len -= take;
-		skip = 0;
-	}
-	return n;
+	int m = 0;
+	vt_iov_slice(iov, iovcnt, skip, len, out, &m, iovcnt);
+	return m;
 }
 
 struct sub_iov {
@@ -391,7 +381,7 @@ static int vpc_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int 
                       struct vt_error *err)
 {
 	struct vpc *s = b->opaque;
-	size_t len = blk_iov_size(iov, iovcnt), done = 0;
+	size_t len = vt_iov_size(iov, iovcnt), done = 0;
 	struct sub_iov si;
 	int r;
 
@@ -404,7 +394,7 @@ static int vpc_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int 
 		size_t n = len - done < s->block_size - in ? len - done : (size_t)(s->block_size - in);
 		uint32_t e = bat_get(s, idx);
 		if (e == VHD_BAT_UNUSED) {
-			blk_iov_memset(iov, iovcnt, done, 0, n);
+			vt_iov_memset(iov, iovcnt, done, 0, n);
 		} else {
 			int cnt = iov_slice(iov, iovcnt, done, n, si.v);
 			r = blk_file_preadv(b->file, (uint64_t)e * VHD_SECTOR + s->bitmap_size + in,
@@ -539,7 +529,7 @@ static int vpc_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int
                        struct vt_error *err)
 {
 	struct vpc *s = b->opaque;
-	size_t len = blk_iov_size(iov, iovcnt), done = 0;
+	size_t len = vt_iov_size(iov, iovcnt), done = 0;
 	struct sub_iov si;
 	int r;
 

@@ -16,6 +16,8 @@ const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_map,
 	&vt_cmd_img_measure,
 	&vt_cmd_img_check,
+	&vt_cmd_img_snapshot,
+	&vt_cmd_img_resize,
 	&vt_cmd_img_bench,
 	&vt_cmd_net_setup,
 	&vt_cmd_net_teardown,

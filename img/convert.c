@@ -358,7 +358,7 @@ static int convert_main(int argc, char **argv)
 		return vt_usage_error(argv[0], "Invalid cache option: %s",
 		                      blk_cache_parse(cache, &dcache) < 0 ? cache : src_cache);
 	}
-	if (compress && strcmp(out_fmt, "qcow2")) {
+	if (compress && !blk_format_compresses(out_fmt)) {
 		free(options);
 		return vt_usage_error(argv[0], "Compression not supported for this file format");
 	}
@@ -444,15 +444,18 @@ static int convert_main(int argc, char **argv)
 			goto fail;
 	}
 
+	/* An image of several files (vmdk's flat and split subformats) names its extents
+	 * after its descriptor: it is made under its own name, as qemu-img does. */
+	bool one_file = blk_create_makes_one_file(out_fmt, options);
 	if (!no_create) {
-		if (!(tmp = temp_name(target))) {
+		if (one_file && !(tmp = temp_name(target))) {
 			vt_error_set(&err, ENOMEM, target, "convert", NULL);
 			goto fail;
 		}
 		struct blk_create_opts co = { .format = out_fmt, .size = cv.total, .size_given = true,
 		                              .backing_file = backing, .options = options,
 		                              .backing_format = backing ? (backing_fmt ? backing_fmt : blk_format(cv.backing)) : NULL };
-		if (blk_create(tmp, &co, NULL, &err) < 0) {
+		if (blk_create(tmp ? tmp : target, &co, NULL, &err) < 0) {
 			snprintf(err.file, sizeof(err.file), "%s", target);
 			goto fail;
 		}

@@ -72,29 +72,6 @@ static struct vt_json *info_json(const char *filename, struct blk_info *in)
 	return o;
 }
 
-static void print_snapshots(FILE *out, const struct blk_info *in)
-{
-	fprintf(out, "Snapshot list:\n");
-	fprintf(out, "%-9s %-17s %7s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
-	       "ICOUNT");
-	for (int i = 0; i < in->nb_snapshots; i++) {
-		const struct blk_snapshot_info *sn = &in->snapshots[i];
-		char size[32], date[32], clock[32], icount[32] = "";
-		vt_size_to_str(sn->vm_state_size, size, sizeof(size));
-		time_t t = (time_t)sn->date_sec;
-		struct tm tm;
-		localtime_r(&t, &tm);
-		strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-		uint64_t ms = sn->vm_clock_nsec / 1000000ull;
-		snprintf(clock, sizeof(clock), "%02llu:%02llu:%02llu.%03llu",
-		         (unsigned long long)(ms / 3600000), (unsigned long long)(ms / 60000 % 60),
-		         (unsigned long long)(ms / 1000 % 60), (unsigned long long)(ms % 1000));
-		if (sn->icount != UINT64_MAX)
-			snprintf(icount, sizeof(icount), "%llu", (unsigned long long)sn->icount);
-		fprintf(out, "%-9s %-17s %7s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
-	}
-}
-
 static void print_human(FILE *out, const char *filename, const struct blk_info *in)
 {
 	char vs[32], ds[32];
@@ -115,7 +92,7 @@ static void print_human(FILE *out, const char *filename, const struct blk_info *
 			fprintf(out, "backing file format: %s\n", in->backing_format);
 	}
 	if (in->nb_snapshots)
-		print_snapshots(out, in);
+		img_print_snapshots(out, in);
 	if (in->format_specific) {
 		char *text = vt_json_to_qemu_human(in->format_specific, 1);
 		fprintf(out, "Format specific information:\n%s", text ? text : "");

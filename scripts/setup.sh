@@ -10,7 +10,8 @@ packages=(
   # peers used by tests and benchmarks
   qemu-utils qemu-system-x86 seabios busybox-static xorriso iproute2 nftables
   isolinux syslinux-common bc
-  lz4 time iputils-ping dnsmasq-base dmidecode
+  lz4 time iputils-ping dnsmasq-base dmidecode strace
+  python3-cryptography   # VNC authentication in tests/tools/rfbclient.py
   socat
 )
 

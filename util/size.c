@@ -22,7 +22,7 @@ static int suffix_shift(char c)
 	}
 }
 
-int vt_size_parse(const char *s, uint64_t default_unit, uint64_t *out)
+int vt_size_parse_max(const char *s, uint64_t default_unit, uint64_t max, uint64_t *out)
 {
 	const char *p = s;
 	uint64_t integral = 0, mul = default_unit;
@@ -90,10 +90,15 @@ int vt_size_parse(const char *s, uint64_t default_unit, uint64_t *out)
 			return -ERANGE;
 		val += (uint64_t)extra;
 	}
-	if (val > (uint64_t)INT64_MAX)
+	if (val > max)
 		return -ERANGE;
 	*out = val;
 	return 0;
+}
+
+int vt_size_parse(const char *s, uint64_t default_unit, uint64_t *out)
+{
+	return vt_size_parse_max(s, default_unit, (uint64_t)INT64_MAX, out);
 }
 
 void vt_size_to_str(uint64_t size, char *buf, int len)

@@ -12,6 +12,8 @@
 /* Parse s. default_unit is the multiplier when no suffix is given: 1 for image sizes,
  * 1 << 20 for qemu's -m. Returns 0, -EINVAL (not a size) or -ERANGE (too large). */
 int vt_size_parse(const char *s, uint64_t default_unit, uint64_t *out);
+/* The same with another upper bound (qemu's size parameters take up to 2^64 - 1). */
+int vt_size_parse_max(const char *s, uint64_t default_unit, uint64_t max, uint64_t *out);
 
 /* The messages qemu-img prints for the two failures of an image size. */
 #define VT_SIZE_EINVAL_MSG \

@@ -63,6 +63,32 @@ struct vm_boot {
 	bool strict;
 };
 
+/* The screen and who sees it: -vga, -display, -vnc, -k, -object secret, -global VGA.*
+ * (parsed by ui/display_opts.c). */
+#define VM_MAX_SECRETS 4
+enum vm_vnc_share { VM_SHARE_ALLOW_EXCLUSIVE, VM_SHARE_FORCE_SHARED, VM_SHARE_IGNORE };
+
+struct vm_display {
+	bool vga;                /* -vga std (the default) or none */
+	bool vga_given;          /* -vga on the command line (-nodefaults drops only the default) */
+	bool nodefaults;
+	uint32_t vgamem_mb;      /* -global VGA.vgamem_mb= (16) */
+	bool vnc;                /* a VNC server runs */
+	char vnc_host[128];      /* the address to listen on (127.0.0.1 when -vnc :N) */
+	int vnc_port;            /* 5900 + display number */
+	const char *vnc_unix;    /* -vnc unix:PATH */
+	const char *vnc_option;  /* "-vnc" or "-display" for messages */
+	char vnc_arg[256];       /* the address as given, for messages */
+	const char *password_secret;  /* -vnc ...,password-secret=ID */
+	char *password;          /* the secret's value (vm_config_check) */
+	enum vm_vnc_share share;
+	const char *keymap;      /* -k LAYOUT */
+	struct vm_secret {
+		const char *id, *file, *data;
+	} secrets[VM_MAX_SECRETS];
+	int nr_secrets;
+};
+
 /* One "+feat" / "-feat" of -cpu. */
 struct vm_cpu_edit {
 	const char *name;
@@ -145,7 +171,7 @@ struct vm_config {
 	struct vm_nic nics[VM_MAX_NICS];
 	int nr_nics;
 	bool snapshot;                      /* -snapshot */
-	const char *vnc;                    /* -vnc */
+	struct vm_display display;
 	const char *unsupported;            /* first option parsed but not supported yet */
 
 	bool nodefaults;                    /* -nodefaults: no default serial port */

@@ -13,6 +13,7 @@
 #include "util/size.h"
 #include "vmm/config.h"
 #include "vmm/options.h"
+#include "vmm/ui/display.h"
 
 /* Split a sub-option string in place. The first item may lack "=": its key is
  * first_key. Returns the number of pairs or -1 if there are too many. */
@@ -508,12 +509,17 @@ static int opt_chardev(struct vm_config *cfg, char *arg, struct vt_error *err)
 static int opt_global(struct vm_config *cfg, const char *arg, struct vt_error *err)
 {
 	unsigned long v;
+	int ret = display_global(cfg, arg, err);
+
+	if (ret <= 0)
+		return ret;
 
 	if (!strncmp(arg, "isa-debugcon.iobase=", 20) && !parse_uint(arg + 20, 0xffff, &v)) {
 		cfg->debugcon_port = (uint16_t)v;
 		return 0;
 	}
-	return bad(err, "-global", "unsupported property '%s' (only isa-debugcon.iobase)", arg);
+	return bad(err, "-global", "unsupported property '%s' (only isa-debugcon.iobase and "
+	           "VGA.vgamem_mb)", arg);
 }
 
 static int parse_hex(char c)
@@ -578,7 +584,7 @@ enum opt_id {
 	O_M, O_SMP, O_CPU, O_KERNEL, O_INITRD, O_APPEND, O_NAME, O_PIDFILE, O_SERIAL,
 	O_DISPLAY, O_VGA, O_DEVICE, O_MACHINE, O_ACCEL, O_RTC, O_HD, O_CDROM,
 	O_DRIVE, O_BOOT, O_VNC, O_NET, O_NETDEV, O_BIOS, O_DEBUGCON, O_CHARDEV, O_GLOBAL, O_UUID,
-	O_IGNORED1,
+	O_K, O_OBJECT, O_IGNORED1,
 };
 
 static const struct {
@@ -596,9 +602,9 @@ static const struct {
 	{ "machine", O_MACHINE }, { "M", O_MACHINE }, { "accel", O_ACCEL }, { "rtc", O_RTC },
 	{ "hda", O_HD }, { "hdb", O_HD }, { "hdc", O_HD }, { "hdd", O_HD },
 	{ "cdrom", O_CDROM }, { "drive", O_DRIVE }, { "boot", O_BOOT }, { "vnc", O_VNC },
-	{ "net", O_NET }, { "netdev", O_NETDEV }, { "k", O_IGNORED1 }, { "bios", O_BIOS },
+	{ "net", O_NET }, { "netdev", O_NETDEV }, { "k", O_K }, { "bios", O_BIOS },
 	{ "debugcon", O_DEBUGCON }, { "chardev", O_CHARDEV }, { "global", O_GLOBAL },
-	{ "uuid", O_UUID },
+	{ "uuid", O_UUID }, { "object", O_OBJECT },
 };
 
 bool vm_machine_option(const char *name, bool *has_arg)
@@ -661,7 +667,10 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 	switch (id) {
 	case O_ENABLE_KVM: case O_IGNORED0: case O_IGNORED1:
 		return 0;
-	case O_NODEFAULTS: cfg->nodefaults = true; return 0;
+	case O_NODEFAULTS:
+		cfg->nodefaults = true;          /* no default serial port */
+		cfg->display.nodefaults = true;  /* no default VGA */
+		return 0;
 	case O_NOGRAPHIC: cfg->nographic = true; return 0;
 	case O_NO_REBOOT: cfg->no_reboot = true; return 0;
 	case O_NO_SHUTDOWN: cfg->no_shutdown = true; return 0;
@@ -678,10 +687,8 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 	case O_PIDFILE: cfg->pidfile = arg; return 0;
 	case O_NAME: return opt_name(cfg, arg, err);
 	case O_SERIAL: return opt_serial(cfg, arg, err);
-	case O_DISPLAY: case O_VGA:
-		if (!strncmp(arg, "none", 4) || (id == O_VGA && !strcmp(arg, "std")))
-			return 0;
-		return bad(err, opt, "unsupported value '%s' (only 'none')", arg);
+	case O_DISPLAY: case O_VGA: case O_VNC: case O_K: case O_OBJECT:
+		return display_option(cfg, opt, arg, err);
 	case O_DEVICE: return opt_device(cfg, arg, err);
 	case O_MACHINE: return opt_machine(cfg, arg, err);
 	case O_ACCEL:
@@ -712,11 +719,6 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 	case O_CHARDEV: return opt_chardev(cfg, arg, err);
 	case O_GLOBAL: return opt_global(cfg, arg, err);
 	case O_UUID: return opt_uuid(cfg, arg, err);
-	case O_VNC:
-		cfg->vnc = arg;
-		if (!cfg->unsupported)
-			cfg->unsupported = "-vnc";
-		return 0;
 	case O_NET: case O_NETDEV: return opt_net(cfg, opt, arg, err);
 	}
 	return 0;
@@ -730,6 +732,7 @@ int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_erro
 	                           .boot = { .order = "cad", .menu = -1, .splash_time = -1,
 	                                     .reboot_timeout = -1 },
 	                           .debugcon_port = 0xe9 };
+	display_config_init(&cfg->display);
 	bool serial_given = false;
 
 	for (int i = 1; i < argc; i++) {
@@ -825,6 +828,8 @@ int vm_config_check(const struct vm_config *cfg, struct vt_error *err)
 	if (cfg->unsupported)
 		return vt_error_set(err, ENOTSUP, cfg->unsupported, NULL, "not supported yet: %s",
 		                    cfg->unsupported);
+	if ((ret = display_config_check((struct vm_config *)cfg, err)))
+		return ret;
 	if (cfg->debugcon_chardev) {
 		struct vm_config *c = (struct vm_config *)cfg;
 		for (int i = 0; i < cfg->nr_chardevs; i++)

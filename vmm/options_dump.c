@@ -58,7 +58,14 @@ void vm_config_dump(const struct vm_config *c, FILE *f)
 		        S(n->downscript));
 		dump_mac(f, "mac", i, n->mac, n->has_mac);
 	}
-	fprintf(f, "vnc=%s\n", S(c->vnc));
+	const struct vm_display *d = &c->display;
+	fprintf(f, "display: vga=%d given=%d nodefaults=%d vgamem_mb=%u vnc=%d host=%s port=%d "
+	        "unix=%s pw_secret=%s share=%d keymap=%s\n", d->vga, d->vga_given, d->nodefaults,
+	        d->vgamem_mb, d->vnc, d->vnc_host, d->vnc_port, S(d->vnc_unix),
+	        S(d->password_secret), (int)d->share, S(d->keymap));
+	for (int i = 0; i < d->nr_secrets; i++)
+		fprintf(f, "secret%d=%s file=%s data=%s\n", i, S(d->secrets[i].id),
+		        S(d->secrets[i].file), S(d->secrets[i].data));
 	const struct vm_ctl_config *x = &c->ctl;
 	for (int i = 0; i < x->nr_chardevs; i++) {
 		const struct vm_sock_chardev *ch = &x->chardevs[i];

@@ -9,10 +9,10 @@
 #include "blk/blk.h"
 #include "vmm/control.h"
 #include "vmm/disk.h"
-#include "vmm/display.h"
 #include "vmm/hmp.h"
 #include "vmm/keep.h"
 #include "vmm/qmp.h"
+#include "vmm/ui/display.h"
 #include "vmm/vcpu.h"
 
 static json_t *from_vt_error(const struct vt_error *ve, struct qmp_error *e)
@@ -213,13 +213,28 @@ static json_t *cmd_query_block(json_t *args, struct qmp_error *e)
 
 static json_t *cmd_query_vnc(json_t *args, struct qmp_error *e)
 {
-	struct display_vnc_info v;
+	struct display_vnc_info *v = malloc(sizeof(*v));
 
-	display_vnc_query(&v);
-	if (!v.enabled)
+	if (!v) {
+		qmp_error_set(e, QMP_GENERIC_ERROR, "out of memory");
+		return NULL;
+	}
+	display_vnc_query(v);
+	if (!v->enabled) {
+		free(v);
 		return json_pack("{s:b}", "enabled", 0);
-	return json_pack("{s:b, s:s, s:s, s:s, s:s, s:[]}", "enabled", 1, "host", v.host,
-	                 "service", v.service, "family", v.family, "auth", v.auth, "clients");
+	}
+	json_t *clients = json_array();
+	for (int i = 0; i < v->nr_clients; i++)
+		json_array_append_new(clients, json_pack("{s:s, s:s, s:s, s:b}", "host",
+		                                         v->clients[i].host, "service",
+		                                         v->clients[i].service, "family",
+		                                         v->clients[i].family, "websocket", 0));
+	json_t *r = json_pack("{s:b, s:s, s:s, s:s, s:s, s:o}", "enabled", 1, "host", v->host,
+	                      "service", v->service, "family", v->family, "auth", v->auth,
+	                      "clients", clients);
+	free(v);
+	return r;
 }
 
 static json_t *cmd_screendump(json_t *args, struct qmp_error *e)

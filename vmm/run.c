@@ -17,6 +17,7 @@
 #include "util/command.h"
 #include "vmm/console.h"
 #include "vmm/control.h"
+#include "vmm/ui/display.h"
 #include "vmm/hw/fw_cfg.h"
 #include "vmm/keep.h"
 #include "vmm/monitor.h"
@@ -25,7 +26,7 @@
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
 
-static const char run_help_text[] =
+static const char run_help_machine[] =
 	"Usage: vtool run [options]\n"
 	"\n"
 	"Run a KVM virtual machine. Options follow qemu-system-x86_64's syntax.\n"
@@ -53,7 +54,9 @@ static const char run_help_text[] =
 	"                       (32- or 64-bit) with a PVH note\n"
 	"  -initrd FILE         initial ramdisk\n"
 	"  -append CMDLINE      kernel command line\n"
-	"  -uuid UUID           the machine's SMBIOS UUID\n"
+	"  -uuid UUID           the machine's SMBIOS UUID\n";
+
+static const char run_help_devices[] =
 	"Devices and I/O:\n"
 	"  -serial stdio|file:PATH|none   COM1 (default stdio; none with -nodefaults)\n"
 	"  -nographic           serial on stdio with Ctrl-A escapes (C-a x quits, C-a h help);\n"
@@ -61,8 +64,7 @@ static const char run_help_text[] =
 	"  -debugcon file:PATH [-global isa-debugcon.iobase=0x402]\n"
 	"  -chardev file,id=ID,path=PATH -device isa-debugcon,chardev=ID,iobase=0x402\n"
 	"                       debug console port (SeaBIOS logs on 0x402)\n"
-	"  -display none, -vga none|std, -k LANG   accepted (there is no display yet)\n"
-	"  -nodefaults          no default serial port (give -serial)\n"
+	"  -nodefaults          no default serial port (give -serial) and no VGA (unless -vga std)\n"
 	"  -device isa-debug-exit[,iobase=0x501][,iosize=2]\n"
 	"                       a write of V to the port exits with status (V<<1)|1\n"
 	"Disks (qcow2 or raw, through the same block layer as vtool img):\n"
@@ -80,36 +82,65 @@ static const char run_help_text[] =
 	"  -net none            accepted\n"
 	"  script=FILE / downscript=FILE run with the tap's name at start / exit (qemu's\n"
 	"  defaults /etc/qemu-ifup and /etc/qemu-ifdown; script=no runs nothing)\n"
+	"Display (std VGA with Debian's VGA BIOS, shown over VNC):\n"
+	"  -vga std|none        the VGA card (default std: PCI 00:02.0, Bochs VBE modes)\n"
+	"  -global VGA.vgamem_mb=N   video memory (default 16)\n"
+	"  -vnc :N              VNC server on 127.0.0.1 port 5900+N (this host only)\n"
+	"  -vnc HOST:N, -vnc 0.0.0.0:N   listen on HOST (0.0.0.0: every address)\n"
+	"  -vnc unix:PATH, -vnc none, -display vnc=ADDR, -display none\n"
+	"       [,password-secret=ID][,share=allow-exclusive|force-shared|ignore]\n"
+	"  -object secret,id=ID,file=FILE|data=TEXT   the VNC password (VNC auth: 8 chars)\n"
+	"  -k LAYOUT            keyboard layout of the guest (qemu's keymaps: de, fr, ...;\n"
+	"                       default en-us)\n"
 	"Lifecycle:\n"
 	"  -no-reboot           exit (status 0) when the guest resets instead of rebooting\n"
 	"  -name NAME[,process=PNAME][,debug-threads=on], -pidfile FILE, -daemonize\n"
-	"  -help, -version\n"
+	"  -help, -version\n";
+
+static const char run_help_control[] =
+	"Monitors (qemu's QMP and HMP; DEV is unix:PATH,server=on[,wait=off],\n"
+	"tcp:HOST:PORT,server=on[,wait=off] or stdio):\n"
+	"  -qmp DEV, -qmp-pretty DEV    QMP (JSON): query-status, stop, cont, system_powerdown,\n"
+	"                       system_reset, quit, query-block, screendump, ... and events\n"
+	"  -monitor DEV|none    HMP (text): info status|block|registers, stop, cont, ...\n"
+	"  -chardev socket,id=ID,path=PATH|host=H,port=P,server=on[,wait=off]\n"
+	"  -mon chardev=ID[,mode=control|readline][,pretty=on]\n"
+	"                       -nographic and -serial mon:stdio: C-a c switches to the HMP\n"
+	"  -S                   start paused (cont starts the guest)\n"
+	"  -no-shutdown         a guest power-off pauses the machine instead of ending vtool\n"
+	"Sandbox (see README: what each thread may call):\n"
+	"  -sandbox on|off      seccomp-BPF allow-lists per thread once the machine is set up;\n"
+	"                       a forbidden system call kills vtool with a one-line report.\n"
+	"                       On by default (off by default in sanitizer builds)\n"
+	"  -runas USER|UID[:GID]  drop to this user once /dev/kvm, images, taps and sockets\n"
+	"                       are open\n"
+	"  -chroot DIR          chroot into DIR then (give absolute paths before it)\n"
 	"\n"
-	"There is no display yet: give -nographic to see the firmware and boot loaders on the\n"
-	"serial port. qemu-system-x86_64 options vtool lacks are refused with 'not supported\n"
-	"yet'; they are:\n"
-	"\n"
+	"qemu-system-x86_64 options vtool lacks are refused with 'not supported yet'; they are:\n";
+
+static const char run_help_tail[] =
 	"Exit status: 0 after power-off, reset with -no-reboot, C-a x or SIGINT/SIGTERM;\n"
 	"(V<<1)|1 from isa-debug-exit; 1 on errors (a KVM error or unhandled exit prints the\n"
 	"vCPU's registers and the instruction bytes at RIP).\n"
 	"\n"
 	"Examples:\n"
+	"  vtool run -enable-kvm -m 2048 -hda disk.qcow2 -cdrom install.iso -boot d -vnc :19\n"
+	"  (then: vncviewer localhost:19)\n"
 	"  vtool run -enable-kvm -m 2048 -hda disk.qcow2 -cdrom install.iso -boot d -nographic\n"
 	"  vtool run -enable-kvm -m 512 -kernel bzImage -append console=ttyS0 -nographic\n";
 
 /* The help text, with qemu's options that vtool lacks listed from options_qemu.c's table
  * (filled before main runs; cli/ prints it). */
-static char run_help[sizeof(run_help_text) + 4096];
+static char run_help[sizeof(run_help_machine) + sizeof(run_help_devices) +
+                     sizeof(run_help_control) + sizeof(run_help_tail) + 4096];
 
 __attribute__((constructor)) static void run_help_build(void)
 {
-	const char *split = strstr(run_help_text, "\nExit status:");
-	size_t head = (size_t)(split - run_help_text);
-
-	memcpy(run_help, run_help_text, head);
-	run_help[head] = '\0';
-	vm_options_unsupported_list(run_help, sizeof(run_help) - strlen(split) - 1, 2);
-	strcat(run_help, split);
+	snprintf(run_help, sizeof(run_help), "%s%s%s", run_help_machine, run_help_devices,
+	         run_help_control);
+	vm_options_unsupported_list(run_help, sizeof(run_help) - sizeof(run_help_tail), 2);
+	strcat(run_help, "\n");
+	strcat(run_help, run_help_tail);
 }
 
 static struct {
@@ -141,6 +172,7 @@ static void set_current_vm(struct vm *vm)
 	run_state.vm = vm;
 	pthread_mutex_unlock(&run_state.lock);
 	console_attach(vm);
+	display_attach(vm);
 }
 
 static int write_pidfile(const char *path, char *abs, size_t abslen)
@@ -389,6 +421,13 @@ static int run_main(int argc, char **argv)
 	vcpu_init_signals();
 	pthread_t sig_thread;
 	bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &set) == 0;
+	if (display_start(&cfg, &err)) {
+		vt_error_print(&err, stderr);
+		daemon_ready(daemon_fd, 1);
+		if (pidfile[0])
+			unlink(pidfile);
+		return 1;
+	}
 	if (cfg.serial == VM_SERIAL_STDIO && !cfg.daemonize)
 		console_start(cfg.nographic);
 	atexit(console_restore_terminal);
@@ -416,6 +455,7 @@ static int run_main(int argc, char **argv)
 		break;
 	}
 	console_stop();
+	display_stop();
 	if (have_sig_thread) {
 		pthread_kill(sig_thread, SIGUSR2);
 		pthread_join(sig_thread, NULL);

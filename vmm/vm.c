@@ -28,6 +28,8 @@
 #define KVM_TSS_ADDR          0xfeffd000ull
 #define KVM_HELPERS_SIZE      0x4000ull
 #define VM_MIN_RAM            (2ull << 20)
+#define VGA_WINDOW            0xa0000ull
+#define VGA_WINDOW_END        0xc0000ull
 
 /* Creation order; vm_destroy frees in reverse. */
 static const struct {
@@ -35,6 +37,7 @@ static const struct {
 	int (*init)(struct vm *vm, struct vt_error *err);
 } vm_device_table[] = {
 	{ "pci", pci_init },
+	{ "vga", vga_init },     /* 00:02.0, as in qemu's pc machine */
 	{ "serial", serial_init },
 	{ "i8042", i8042_init },
 	{ "rtc", rtc_init },
@@ -135,7 +138,16 @@ static int vm_map_memory(struct vm *vm, struct vt_error *err)
 	                         .size = vm->low_ram, .host = vm->ram };
 	struct vm_region high = { .name = "ram-high", .kind = VM_REGION_RAM, .gpa = VM_4G,
 	                          .size = vm->high_ram, .host = vm->ram + vm->low_ram };
+	/* A VGA owns 0xa0000-0xbffff (its window traps to hw/vga_mem.c): RAM has a hole. */
+	struct vm_region above = { .name = "ram-low-c0000", .kind = VM_REGION_RAM,
+	                           .gpa = VGA_WINDOW_END, .size = vm->low_ram - VGA_WINDOW_END,
+	                           .host = vm->ram + VGA_WINDOW_END };
+	bool hole = vm->cfg->display.vga && vm->low_ram > VGA_WINDOW_END;
+	if (hole)
+		low.size = VGA_WINDOW;
 	int ret = vm_mem_add(vm, &low, false, err);
+	if (!ret && hole)
+		ret = vm_mem_add(vm, &above, false, err);
 	if (!ret && vm->high_ram)
 		ret = vm_mem_add(vm, &high, false, err);
 	return ret;

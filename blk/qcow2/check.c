@@ -170,24 +170,35 @@ static int walk_l1(struct walk *w, uint64_t l1_off, uint32_t l1_size, bool activ
 	return r;
 }
 
+/* Every snapshot's tree (as qemu: a bad L1 pointer is reported and its tree skipped),
+ * then the table itself. */
 static int walk_snapshots(struct walk *w, struct vt_error *err)
 {
 	struct qcow2 *s = w->s;
-	uint64_t off = s->snapshots_offset;
 	for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-		uint8_t h[40];
-		int r = blk_file_pread(s->b->file, off, h, sizeof(h), err);
-		if (r < 0)
-			return r;
-		uint64_t l1_off = qcow2_be64(h);
-		uint32_t l1_size = qcow2_be32(h + 8);
-		uint32_t extra = qcow2_be32(h + 36);
-		off += 40 + extra + (uint64_t)(h[12] << 8 | h[13]) + (uint64_t)(h[14] << 8 | h[15]);
-		off = (off + 7) & ~7ull;
-		if ((r = walk_l1(w, l1_off, l1_size, false, err)) < 0)
+		const struct qcow2_snapshot *sn = &s->snapshots[i];
+		int r;
+		if (sn->l1_offset % s->cs) {
+			say(w, "ERROR snapshot %s (%s) l1_offset=%#" PRIx64 ": L1 table is not cluster "
+			       "aligned; snapshot table entry corrupted", sn->id, sn->name, sn->l1_offset);
+			w->res->corruptions++;
+			continue;
+		}
+		if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+			say(w, "ERROR snapshot %s (%s) l1_size=%#" PRIx32 ": L1 table is too large; "
+			       "snapshot table entry corrupted", sn->id, sn->name, sn->l1_size);
+			w->res->corruptions++;
+			continue;
+		}
+		/* Version 3 entries carry at least the VM state and disk sizes. */
+		if (s->version >= 3 && sn->extra_size < 16) {
+			say(w, "ERROR snapshot table entry %u is incomplete", i);
+			w->res->corruptions++;
+		}
+		if ((r = walk_l1(w, sn->l1_offset, sn->l1_size, false, err)) < 0)
 			return r;
 	}
-	count(w, s->snapshots_offset, off - s->snapshots_offset);
+	count(w, s->snapshots_offset, s->snapshots_size);
 	return 0;
 }
 

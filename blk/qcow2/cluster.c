@@ -172,23 +172,8 @@ static int read_mapped(struct qcow2 *s, uint64_t gc, const struct mapping *m, ui
 static int iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
                      struct iovec *out, int max)
 {
-	int n = 0;
-
-	for (int i = 0; i < iovcnt && len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		if (n == max)
-			return -1;
-		size_t c = iov[i].iov_len - skip;
-		if (c > len)
-			c = len;
-		out[n++] = (struct iovec){ (uint8_t *)iov[i].iov_base + skip, c };
-		len -= c;
-		skip = 0;
-	}
-	return n;
+	int m = 0;
+	return vt_iov_slice(iov, iovcnt, skip, len, out, &m, max) ? m : -1;
 }
 
 #define READ_RUN_MAX (8u << 20)
@@ -258,7 +243,7 @@ static int read_backing_run(struct qcow2 *s, uint64_t g, const struct iovec *iov
 		if (r < 0)
 			return r;
 	}
-	blk_iov_memset(iov, iovcnt, skip + in, 0, run - in);
+	vt_iov_memset(iov, iovcnt, skip + in, 0, run - in);
 	return 0;
 }
 
@@ -266,7 +251,7 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
                  struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
-	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	size_t total = vt_iov_size(iov, iovcnt), done = 0;
 	uint8_t *buf = NULL;
 	struct iovec sub[READ_IOV_MAX];
 	int r = 0;
@@ -302,7 +287,7 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 			if ((r = same_type_run(s, g, t, total - done, &run, err)) < 0)
 				break;
 			if (t != QCOW2_UNALLOCATED) {
-				blk_iov_memset(iov, iovcnt, done, 0, run);
+				vt_iov_memset(iov, iovcnt, done, 0, run);
 				done += run;
 				continue;
 			}
@@ -330,7 +315,7 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 			r = read_mapped(s, g - in, &m, in, n, buf, err);
 		}
 		if (r == 0)
-			blk_iov_from_buf(iov, iovcnt, done, buf, n);
+			vt_iov_from_buf(iov, iovcnt, done, buf, n);
 		done += n;
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -730,7 +715,7 @@ int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovc
                   struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
-	size_t total = blk_iov_size(iov, iovcnt), done = 0;
+	size_t total = vt_iov_size(iov, iovcnt), done = 0;
 	uint8_t *buf = NULL, *scratch = NULL;
 	int r = 0;
 
@@ -749,7 +734,7 @@ int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovc
 			break;
 		}
 		uint64_t n = s->cs - in < total - done ? s->cs - in : total - done;
-		blk_iov_to_buf(iov, iovcnt, done, buf, n);
+		vt_iov_to_buf(iov, iovcnt, done, buf, n);
 		r = write_cluster(s, g - in, in, n, buf, scratch, err);
 		done += n;
 	}
@@ -1042,26 +1027,108 @@ out:
 	return r;
 }
 
-int qcow2_preallocate(struct qcow2 *s, uint64_t size, uint64_t *data_end, struct vt_error *err)
+/* Host clusters [off, off+len) just allocated for preallocation must read as zeros before
+ * anything maps them (a reused cluster may hold old bytes): below the end of the file
+ * they are zeroed (holes for metadata), past it falloc reserves space and full writes
+ * zeros; metadata leaves the file to be extended at the end. */
+static int prealloc_host(struct qcow2 *s, uint64_t off, uint64_t len, enum blk_prealloc mode,
+                         uint64_t fsize, struct vt_error *err)
 {
-	uint64_t clusters = (size + s->cs - 1) / s->cs;
 	int r = 0;
+	if (off < fsize) {
+		uint64_t in = fsize - off < len ? fsize - off : len;
+		if (mode == BLK_PREALLOC_FULL)
+			r = blk_file_allocate(s->b->file, off, in, true, err);
+		else
+			r = blk_file_zero(s->b->file, off, in, mode == BLK_PREALLOC_METADATA, err);
+		off += in;
+		len -= in;
+	}
+	if (r == 0 && len && mode != BLK_PREALLOC_METADATA)
+		r = blk_file_allocate(s->b->file, off, len, mode == BLK_PREALLOC_FULL, err);
+	return r;
+}
+
+int qcow2_preallocate(struct qcow2 *s, uint64_t start, uint64_t end, enum blk_prealloc mode,
+                      uint64_t *data_end, struct vt_error *err)
+{
+	uint64_t first = start / s->cs, clusters = (end + s->cs - 1) / s->cs, fsize;
+	int r = blk_file_size(s->b->file, &fsize, err);
 	*data_end = 0;
-	for (uint64_t c = 0; c < clusters && r == 0;) {
+	for (uint64_t c = first; c < clusters && r == 0;) {
 		uint64_t gc = c * s->cs, l2_off, data;
 		uint64_t n = s->l2_entries - (c & (s->l2_entries - 1));
 		if (n > clusters - c)
 			n = clusters - c;
-		if ((r = l2_for_write(s, gc >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0 ||
-		    (r = qcow2_alloc_clusters(s, n, &data, err)) < 0)
+		if ((r = l2_for_write(s, gc >> (s->cluster_bits + s->l2_bits), &l2_off, err)) < 0)
 			break;
-		for (uint64_t i = 0; i < n && r == 0; i++) {
-			uint64_t idx = (c + i) & (s->l2_entries - 1);
-			r = set_entry(s, l2_off, idx, (data + i * s->cs) | QCOW2_OFLAG_COPIED, 0, true, err);
+		/* Runs of clusters nothing maps yet, within this L2 table. */
+		uint64_t k = 0;
+		while (k < n && r == 0) {
+			struct mapping m;
+			uint64_t run = 0;
+			while (k + run < n) {
+				if ((r = lookup(s, gc + (k + run) * s->cs, &m, err)) < 0)
+					break;
+				enum qcow2_cluster_type t = classify(s, m.entry);
+				if ((m.entry & QCOW2_OFFSET_MASK) || t == QCOW2_COMPRESSED)
+					break;
+				run++;
+			}
+			if (r < 0)
+				break;
+			if (!run) {
+				k++;
+				continue;
+			}
+			if ((r = qcow2_alloc_clusters(s, run, &data, err)) < 0 ||
+			    (r = prealloc_host(s, data, run * s->cs, mode, fsize, err)) < 0)
+				break;
+			for (uint64_t i = 0; i < run && r == 0; i++) {
+				uint64_t idx = (c + k + i) & (s->l2_entries - 1);
+				/* With subclusters qemu leaves the bitmap empty: the cluster is
+				 * reserved, and reads from below until written. */
+				r = set_entry(s, l2_off, idx, (data + i * s->cs) | QCOW2_OFLAG_COPIED, 0,
+				              true, err);
+			}
+			if (data + run * s->cs > *data_end)
+				*data_end = data + run * s->cs;
+			k += run;
 		}
-		if (data + n * s->cs > *data_end)
-			*data_end = data + n * s->cs;
 		c += n;
+	}
+	return r;
+}
+
+/* Guest clusters [first, first+n) become unallocated (entry 0), what they mapped released
+ * after the next flush: the cropped part of a shrunk image. Tables that do not exist, or
+ * map nothing there, are left alone. */
+int qcow2_drop_clusters(struct qcow2 *s, uint64_t first, uint64_t n, struct vt_error *err)
+{
+	uint64_t end = first + n;
+	int r = 0;
+	while (first < end && r == 0) {
+		uint64_t l1i = first >> s->l2_bits, next = (l1i + 1) << s->l2_bits, l2_off;
+		if (next > end)
+			next = end;
+		if ((r = l2_offset(s, l1i, &l2_off, err)) < 0)
+			break;
+		bool any = false;
+		for (uint64_t c = first; l2_off && c < next && !any && r == 0; c++) {
+			struct mapping m;
+			if ((r = lookup(s, c << s->cluster_bits, &m, err)) == 0)
+				any = m.entry || m.bitmap;
+		}
+		if (r == 0 && any)
+			r = l2_for_write(s, l1i, &l2_off, err);
+		for (uint64_t c = first; any && c < next && r == 0; c++) {
+			struct mapping m;
+			if ((r = lookup(s, c << s->cluster_bits, &m, err)) < 0 || (!m.entry && !m.bitmap))
+				continue;
+			if ((r = set_entry(s, l2_off, m.l2_index, 0, 0, false, err)) == 0)
+				r = release_mapping(s, m.entry, err);
+		}
+		first = next;
 	}
 	return r;
 }

@@ -1,5 +1,5 @@
 /* qcow2 header: parsing and validating an untrusted header (specs/qcow2.md §2-4, §16),
- * in-place field updates, the snapshot table, and image creation. */
+ * in-place field updates, and image creation. */
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
@@ -60,6 +60,11 @@ static int parse_extensions(struct qcow2 *s, const uint8_t *c0, uint64_t start, 
 			break;
 		case QCOW2_EXT_CRYPTO:
 			return BAD("encrypted images are not supported");
+		case QCOW2_EXT_BITMAPS:
+			/* qemu loads them only while the autoclear bit says they are valid. */
+			s->has_bitmaps = len >= 4 && qcow2_be32(data) &&
+			                 (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS);
+			break;
 		default:
 			break; /* feature table, bitmaps, unknown: not needed to read the disk */
 		}
@@ -197,98 +202,6 @@ int qcow2_read_header(struct qcow2 *s, struct vt_error *err)
 		r = parse_extensions(s, c0, s->version == 2 ? 72 : s->header_length, ext_end, err);
 	free(c0);
 	return r;
-}
-
-/* ---- snapshots (read-only: listed by info) --------------------------------------- */
-
-int qcow2_read_snapshots(struct qcow2 *s, struct blk_info *info, struct vt_error *err)
-{
-	if (!s->nb_snapshots)
-		return 0;
-	info->snapshots = calloc(s->nb_snapshots, sizeof(*info->snapshots));
-	if (!info->snapshots)
-		return vt_error_set(err, ENOMEM, s->b->filename, "read snapshot table", NULL);
-	uint64_t off = s->snapshots_offset;
-	for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-		uint8_t h[40];
-		int r = blk_file_pread(s->b->file, off, h, sizeof(h), err);
-		if (r < 0)
-			return r;
-		uint16_t id_len = (uint16_t)(h[12] << 8 | h[13]);
-		uint16_t name_len = (uint16_t)(h[14] << 8 | h[15]);
-		uint32_t extra = qcow2_be32(h + 36);
-		if (extra > 1024)
-			return qcow2_signal_corruption(s, err, "snapshot %u: extra data too large", i);
-		struct blk_snapshot_info *sn = &info->snapshots[i];
-		sn->date_sec = qcow2_be32(h + 16);
-		sn->date_nsec = qcow2_be32(h + 20);
-		sn->vm_clock_nsec = qcow2_be64(h + 24);
-		sn->vm_state_size = qcow2_be32(h + 32);
-		sn->icount = UINT64_MAX;
-		uint8_t ex[1024];
-		if (extra && (r = blk_file_pread(s->b->file, off + 40, ex, extra, err)) < 0)
-			return r;
-		if (extra >= 8)
-			sn->vm_state_size = qcow2_be64(ex);
-		if (extra >= 24)
-			sn->icount = qcow2_be64(ex + 16);
-		off += 40 + extra;
-		char id[65536 / 64 + 1], name[sizeof(sn->name)];
-		size_t idn = id_len < sizeof(sn->id) - 1 ? id_len : sizeof(sn->id) - 1;
-		size_t nn = name_len < sizeof(name) - 1 ? name_len : sizeof(name) - 1;
-		(void)id;
-		if ((r = blk_file_pread(s->b->file, off, sn->id, idn, err)) < 0 ||
-		    (r = blk_file_pread(s->b->file, off + id_len, sn->name, nn, err)) < 0)
-			return r;
-		sn->id[idn] = '\0';
-		sn->name[nn] = '\0';
-		off += id_len + name_len;
-		off = (off + 7) & ~7ull;
-		info->nb_snapshots++;
-	}
-	return 0;
-}
-
-int qcow2_find_snapshot(struct qcow2 *s, const char *id, const char *name, const char *either,
-                        uint64_t *l1_off, uint32_t *l1_size, uint64_t *disk_size,
-                        struct vt_error *err)
-{
-	uint64_t off = s->snapshots_offset;
-
-	for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-		uint8_t h[40], ex[1024];
-		char sid[256] = "", sname[1024] = "";
-		int r = blk_file_pread(s->b->file, off, h, sizeof(h), err);
-		if (r < 0)
-			return r;
-		uint16_t id_len = (uint16_t)(h[12] << 8 | h[13]);
-		uint16_t name_len = (uint16_t)(h[14] << 8 | h[15]);
-		uint32_t extra = qcow2_be32(h + 36);
-		if (extra > sizeof(ex) || id_len >= sizeof(sid) || name_len >= sizeof(sname))
-			return qcow2_signal_corruption(s, err, "snapshot %u: header fields too large", i);
-		if ((extra && (r = blk_file_pread(s->b->file, off + 40, ex, extra, err)) < 0) ||
-		    (r = blk_file_pread(s->b->file, off + 40 + extra, sid, id_len, err)) < 0 ||
-		    (r = blk_file_pread(s->b->file, off + 40 + extra + id_len, sname, name_len, err)) < 0)
-			return r;
-		off = (off + 40 + extra + id_len + name_len + 7) & ~7ull;
-		bool match = either ? (!strcmp(sid, either) || !strcmp(sname, either))
-		                    : (!id || !strcmp(sid, id)) && (!name || !strcmp(sname, name));
-		if (!match)
-			continue;
-		*l1_off = qcow2_be64(h);
-		*l1_size = qcow2_be32(h + 8);
-		*disk_size = extra >= 16 ? qcow2_be64(ex + 8) : s->b->size;
-		if ((uint64_t)*l1_size * 8 > QCOW2_MAX_L1_BYTES || *l1_off % s->cs ||
-		    *l1_off > INT64_MAX - (uint64_t)*l1_size * 8)
-			return qcow2_signal_corruption(s, err, "snapshot %s: invalid L1 table", sid);
-		/* The L1 table must cover the snapshot's disk. */
-		uint64_t per_l1 = s->cs / 8 * s->cs;
-		if (*disk_size / per_l1 + (*disk_size % per_l1 != 0) > *l1_size)
-			return qcow2_signal_corruption(s, err, "snapshot %s: L1 table too small", sid);
-		return 0;
-	}
-	return vt_error_set(err, ENOENT, s->b->filename, "Failed to load snapshot",
-	                    "Can't find snapshot");
 }
 
 /* ---- creation -------------------------------------------------------------------- */
@@ -520,18 +433,18 @@ int qcow2_create(struct blk_file *f, const char *filename, const struct blk_crea
 		r = qcow2_write_be64_field(s, 24, size, err);
 	tmp.size = size;
 	if (r == 0 && p.prealloc && strcmp(p.prealloc, "off")) {
-		uint64_t data_end = 0;
-		r = qcow2_preallocate(s, size, &data_end, err);
-		uint64_t fsize;
+		uint64_t data_end = 0, fsize;
+		enum blk_prealloc mode;
+		blk_prealloc_parse(p.prealloc, &mode);
+		r = qcow2_preallocate(s, 0, size, mode, &data_end, err);
 		if (r == 0)
 			r = blk_file_size(f, &fsize, err);
-		if (r == 0 && data_end > fsize) {
-			if (!strcmp(p.prealloc, "metadata"))
-				r = blk_file_truncate(f, data_end, err);
-			else
-				r = blk_file_allocate(f, fsize, data_end - fsize,
-				                      !strcmp(p.prealloc, "full"), err);
-		}
+		/* Metadata preallocation reserves nothing: the file just covers the data. */
+		if (r == 0 && data_end > fsize)
+			r = blk_file_truncate(f, data_end, err);
+		/* The tables are in the caches: to the file, in order, before closing. */
+		if (r == 0)
+			r = qcow2_flush_metadata(s, err);
 	}
 	qcow2_close_internal(&tmp);
 	if (r < 0)

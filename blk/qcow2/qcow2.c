@@ -1,5 +1,5 @@
 /* The qcow2 driver: open/close, flush (the crash-safe write-back order of qcow2.h), info,
- * resize, and the vtable blk.c dispatches to. */
+ * and the vtable blk.c dispatches to. */
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
@@ -47,7 +47,7 @@ void qcow2_io_end(struct qcow2 *s, uint64_t epoch)
 /* Wait for the unlocked transfers that started before now (they may still target a
  * cluster that is about to be released). Later ones looked the mapping up after the
  * frees were made, so they cannot. The previous epoch was drained by the last call. */
-static void io_drain(struct qcow2 *s)
+void qcow2_io_drain(struct qcow2 *s)
 {
 	pthread_mutex_lock(&s->io_lock);
 	uint64_t old = s->io_epoch++;
@@ -82,7 +82,7 @@ int qcow2_flush_metadata(struct qcow2 *s, struct vt_error *err)
 	if ((r = blk_file_flush(s->b->file, err)) < 0 || !s->nfrees)
 		return r;
 	/* Nothing durable points at the freed clusters any more: release them. */
-	io_drain(s);
+	qcow2_io_drain(s);
 	if ((r = qcow2_release_frees(s, err)) < 0 || (r = qcow2_cache_write(s->rbc, err)) < 0)
 		return r;
 	return blk_file_flush(s->b->file, err);
@@ -120,6 +120,7 @@ void qcow2_close_internal(struct blk *b)
 	free(s->cbuf);
 	free(s->frees);
 	free(s->meta);
+	qcow2_snapshots_free(s->snapshots, s->nb_snapshots);
 	free(s);
 	b->opaque = NULL;
 }
@@ -162,6 +163,8 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 	}
 	if (r == 0 && !(s->cbuf = qcow2_alloc_buf(2 * s->cs)))
 		r = vt_error_set(err, ENOMEM, b->filename, "open", NULL);
+	if (r == 0)
+		r = qcow2_snapshots_load(s, err);
 	if (r == 0 && b->writable && !b->repair) {
 		if (s->incompat & QCOW2_INCOMPAT_CORRUPT)
 			r = vt_error_set(err, EACCES, b->filename, "open",
@@ -179,8 +182,10 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 		s->writethrough = b->cache == BLK_CACHE_WRITETHROUGH ||
 		                  b->cache == BLK_CACHE_DIRECTSYNC;
 		if (r == 0 && s->autoclear && s->version >= 3) {
-			/* We do not maintain bitmaps or anything else autoclear guards. */
+			/* We do not maintain bitmaps or anything else autoclear guards: they are
+			 * stale from now on, and gone for anyone reading the image after us. */
 			s->autoclear = 0;
+			s->has_bitmaps = false;
 			r = qcow2_write_be64_field(s, QCOW2_OFF_AUTOCLEAR, 0, err);
 		}
 	}
@@ -193,23 +198,34 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 static int qcow2_load_snapshot(struct blk *b, const struct blk_open_opts *o, struct vt_error *err)
 {
 	struct qcow2 *s = b->opaque;
-	uint64_t l1_off, disk_size, *l1;
-	uint32_t l1_size;
-	int r;
+	uint64_t *l1;
+	int r, i;
 
 	if (b->writable)
 		return vt_error_set(err, EINVAL, b->filename, "open snapshot",
 		                    "snapshots can only be opened read-only");
-	if ((r = qcow2_find_snapshot(s, o->snapshot_id, o->snapshot_name, o->snapshot, &l1_off,
-	                             &l1_size, &disk_size, err)) < 0 ||
-	    (r = load_table(s, l1_off, l1_size, &l1, err)) < 0)
+	if (o->snapshot)
+		i = qcow2_snapshot_find_id_or_name(s, o->snapshot);
+	else
+		i = qcow2_snapshot_find(s, o->snapshot_id, o->snapshot_name);
+	if (i < 0)
+		return vt_error_set(err, ENOENT, s->b->filename, "Failed to load snapshot",
+		                    "Can't find snapshot");
+	const struct qcow2_snapshot *sn = &s->snapshots[i];
+	if ((r = qcow2_snapshot_check_l1(s, sn, err)) < 0)
+		return r;
+	/* The L1 table must cover the snapshot's disk. */
+	uint64_t per_l1 = s->cs * s->l2_entries;
+	if (sn->disk_size / per_l1 + (sn->disk_size % per_l1 != 0) > sn->l1_size)
+		return qcow2_signal_corruption(s, err, "snapshot %s: L1 table too small", sn->id);
+	if ((r = load_table(s, sn->l1_offset, sn->l1_size, &l1, err)) < 0)
 		return r;
 	free(s->l1);
 	s->l1 = l1;
 	qcow2_meta_changed(s);
-	s->l1_size = l1_size;
-	s->l1_offset = l1_off;
-	b->size = disk_size;
+	s->l1_size = sn->l1_size;
+	s->l1_offset = sn->l1_offset;
+	b->size = sn->disk_size;
 	return 0;
 }
 
@@ -247,7 +263,7 @@ static int qcow2_get_info(struct blk *b, struct blk_info *info, struct vt_error 
 	info->cluster_size = (uint32_t)s->cs;
 	info->dirty = s->incompat & QCOW2_INCOMPAT_DIRTY;
 	pthread_mutex_lock(&s->lock);
-	int r = qcow2_read_snapshots(s, info, err);
+	int r = qcow2_snapshots_info(s, info, err);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -268,27 +284,6 @@ static struct vt_json *qcow2_format_specific(struct blk *b)
 		vt_json_set_bool(d, "extended-l2", s->extended_l2);
 	}
 	return d;
-}
-
-static int qcow2_truncate(struct blk *b, uint64_t size, struct vt_error *err)
-{
-	struct qcow2 *s = b->opaque;
-	if (size < b->size)
-		return vt_error_set(err, ENOTSUP, b->filename, "resize",
-		                    "shrinking qcow2 images is not supported yet");
-	if (s->nb_snapshots && s->version < 3)
-		return vt_error_set(err, ENOTSUP, b->filename, "resize",
-		                    "Can't resize a v2 image which has snapshots");
-	size = (size + 511) & ~511ull;
-	uint64_t per_l1 = s->cs * s->l2_entries;
-	pthread_mutex_lock(&s->lock);
-	int r = qcow2_grow_l1(s, size / per_l1 + (size % per_l1 != 0), true, err);
-	if (r == 0)
-		r = qcow2_write_be64_field(s, 24, size, err);
-	if (r == 0)
-		b->size = size;
-	pthread_mutex_unlock(&s->lock);
-	return r;
 }
 
 static uint32_t qcow2_cluster_size(struct blk *b)
@@ -317,6 +312,10 @@ const struct blk_driver blk_driver_qcow2 = {
 	.format_specific = qcow2_format_specific,
 	.supports_backing = true,
 	.truncate = qcow2_truncate,
+	.resize = qcow2_resize,
+	.snapshot_create = qcow2_snapshot_create,
+	.snapshot_goto = qcow2_snapshot_goto,
+	.snapshot_delete = qcow2_snapshot_delete,
 	.create = qcow2_create,
 	.create_opts = qcow2_create_opts,
 };

@@ -102,6 +102,20 @@ enum qcow2_cluster_type {
 
 struct qcow2_cache;
 
+/* One entry of the snapshot table (specs/qcow2.md §8), decoded. */
+struct qcow2_snapshot {
+	uint64_t l1_offset;
+	uint32_t l1_size;
+	char *id, *name;             /* NUL-terminated copies */
+	uint32_t date_sec, date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t vm_state_size;      /* the 64-bit one when the extra data has it */
+	uint64_t disk_size;          /* the image's size when the extra data lacks it */
+	uint64_t icount;             /* UINT64_MAX when absent */
+	uint32_t extra_size;         /* extra data bytes as stored */
+	uint8_t *extra_unknown;      /* extra data past the 24 bytes we know, kept as is */
+};
+
 /* A range of host clusters each losing one reference at the next flush. */
 struct qcow2_free {
 	uint64_t off, len;
@@ -138,6 +152,9 @@ struct qcow2 {
 
 	uint32_t nb_snapshots;
 	uint64_t snapshots_offset;
+	uint64_t snapshots_size;     /* bytes the table takes on disk */
+	struct qcow2_snapshot *snapshots; /* the table, parsed at open (snapshot.c) */
+	bool has_bitmaps;            /* persistent bitmaps that qemu would load */
 
 	uint64_t free_hint;          /* cluster index where free-cluster search starts */
 	struct qcow2_cache *l2c;     /* L2 tables */
@@ -195,6 +212,31 @@ static inline void qcow2_put_be32(uint8_t *p, uint32_t v)
 		p[i] = (uint8_t)v;
 }
 
+/* A refcount block's entry i (refcount_bits wide, sub-byte widths LSB first). */
+static inline uint64_t qcow2_rb_get(const struct qcow2 *s, const uint8_t *rb, uint64_t i)
+{
+	unsigned w = s->refcount_bits;
+	if (w < 8)
+		return (rb[i * w / 8] >> ((i * w) % 8)) & ((1u << w) - 1);
+	uint64_t v = 0;
+	for (unsigned k = 0; k < w / 8; k++)
+		v = v << 8 | rb[i * (w / 8) + k];
+	return v;
+}
+static inline void qcow2_rb_set(const struct qcow2 *s, uint8_t *rb, uint64_t i, uint64_t v)
+{
+	unsigned w = s->refcount_bits;
+	if (w < 8) {
+		uint8_t mask = (uint8_t)(((1u << w) - 1) << ((i * w) % 8));
+		uint8_t *p = &rb[i * w / 8];
+		*p = (uint8_t)((*p & ~mask) | ((v << ((i * w) % 8)) & mask));
+		return;
+	}
+	unsigned n = w / 8;
+	for (unsigned k = 0; k < n; k++)
+		rb[i * n + k] = (uint8_t)(v >> (8 * (n - 1 - k)));
+}
+
 /* cache.c: write-back caches of L2 tables and refcount blocks (see the top of cache.c). */
 int qcow2_cache_create(struct qcow2 *s, uint32_t nslots, const char *what,
                        struct qcow2_cache **out, struct vt_error *err);
@@ -229,6 +271,8 @@ int qcow2_mark_dirty(struct qcow2 *s, struct vt_error *err);
 /* Count an unlocked transfer to or from a cluster that some L2 entry maps. */
 uint64_t qcow2_io_begin(struct qcow2 *s);
 void qcow2_io_end(struct qcow2 *s, uint64_t epoch);
+/* Wait for the unlocked transfers that started before now. */
+void qcow2_io_drain(struct qcow2 *s);
 
 /* header.c */
 int qcow2_read_header(struct qcow2 *s, struct vt_error *err);
@@ -238,12 +282,67 @@ int qcow2_signal_corruption(struct qcow2 *s, struct vt_error *err, const char *f
 	__attribute__((format(printf, 3, 4)));
 int qcow2_create(struct blk_file *f, const char *filename, const struct blk_create_opts *o,
                  const struct blk_optlist *opts, char **formatting, struct vt_error *err);
-int qcow2_read_snapshots(struct qcow2 *s, struct blk_info *info, struct vt_error *err);
-/* The L1 table and size of the snapshot with that ID and/or name (or either == ID or name). */
-int qcow2_find_snapshot(struct qcow2 *s, const char *id, const char *name, const char *either,
-                        uint64_t *l1_off, uint32_t *l1_size, uint64_t *disk_size,
-                        struct vt_error *err);
 extern const struct blk_optdesc qcow2_create_opts[];
+
+/* snapshot.c: the snapshot table -- read and validated once at open (qemu's rules and
+ * messages), listed by info, searched by convert -l, walked by check, rewritten by the
+ * snapshot operations -- and the operations themselves (create, apply, delete), each one
+ * metadata switch (shadow.c). */
+int qcow2_snapshots_load(struct qcow2 *s, struct vt_error *err);
+void qcow2_snapshots_free(struct qcow2_snapshot *sn, uint32_t n);
+/* qemu's lookups: by ID and/or name (NULL matches anything); by ID, else by name.
+ * The index, or -1. */
+int qcow2_snapshot_find(const struct qcow2 *s, const char *id, const char *name);
+int qcow2_snapshot_find_id_or_name(const struct qcow2 *s, const char *id_or_name);
+/* qemu's validation of a snapshot's L1 table before it is used ("Snapshot L1 table ..."). */
+int qcow2_snapshot_check_l1(struct qcow2 *s, const struct qcow2_snapshot *sn,
+                            struct vt_error *err);
+/* The table as qemu writes it (extra data at least 24 bytes); *len its size. */
+int qcow2_snapshots_encode(struct qcow2 *s, const struct qcow2_snapshot *sn, uint32_t n,
+                           uint8_t **out, uint64_t *len, struct vt_error *err);
+int qcow2_snapshots_info(struct qcow2 *s, struct blk_info *info, struct vt_error *err);
+int qcow2_snapshot_create(struct blk *b, const char *name, struct vt_error *err);
+int qcow2_snapshot_goto(struct blk *b, const char *id_or_name, bool dry_run,
+                        struct vt_error *err);
+int qcow2_snapshot_delete(struct blk *b, const char *id, const char *name,
+                          struct vt_error *err);
+
+/* shadow.c: a metadata change made beside the live metadata and switched in with one
+ * header write. Snapshot operations change refcounts and the COPIED flags that must agree
+ * with them in many clusters at once; qemu-img check calls any state between the two a
+ * corruption. So the new refcounts go to copies of the refcount blocks (and a new
+ * refcount table), new tables to free clusters, and bytes 24-72 of the header (size,
+ * L1, refcount table, snapshot table) switch everything in one sector write, synced
+ * before and after: a crash leaves the old image or the new one, never a mix, and the
+ * clusters the change releases are free at the very moment nothing points at them.
+ * Callers hold s->lock with the metadata flushed (qcow2_shadow_begin does it). */
+struct qcow2_shadow;
+int qcow2_shadow_begin(struct qcow2 *s, struct qcow2_shadow **out, struct vt_error *err);
+void qcow2_shadow_abort(struct qcow2_shadow *sh);
+/* A cluster's refcount in the new state. */
+int qcow2_shadow_get(struct qcow2_shadow *sh, uint64_t cluster, uint64_t *rc,
+                     struct vt_error *err);
+/* Add delta to the refcount of each cluster [off, off+len) touches (-ERANGE when it would
+ * pass the refcount width, a corruption error below 0). */
+int qcow2_shadow_add(struct qcow2_shadow *sh, uint64_t off, uint64_t len, int delta,
+                     struct vt_error *err);
+/* n contiguous clusters free in the old and the new state, counted once in the new. */
+int qcow2_shadow_alloc(struct qcow2_shadow *sh, uint64_t n, uint64_t *off,
+                       struct vt_error *err);
+/* Write buf (taken over, qcow2_alloc_buf'd) at off, a range qcow2_shadow_alloc gave. */
+int qcow2_shadow_write(struct qcow2_shadow *sh, uint64_t off, uint8_t *buf, uint64_t len,
+                       struct vt_error *err);
+struct qcow2_shadow_header {
+	uint64_t size;
+	uint32_t l1_size;
+	uint64_t l1_offset;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+};
+/* Write everything, switch the header, adopt the new state: l1 (l1_size entries, host
+ * order) becomes the active L1 table. The shadow is gone either way. */
+int qcow2_shadow_commit(struct qcow2_shadow *sh, const struct qcow2_shadow_header *h,
+                        uint64_t *l1, struct vt_error *err);
 
 /* refcount.c */
 int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *rc, struct vt_error *err);
@@ -261,7 +360,7 @@ int qcow2_free_later(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_erro
 /* Apply the deferred frees (called by the flush once the metadata is durable). */
 int qcow2_release_frees(struct qcow2 *s, struct vt_error *err);
 /* Refuse (and mark the image corrupt) when [off, off+len) overlaps metadata we know of:
- * the header, L1, refcount table and blocks, L2 tables, snapshot table. A hostile or
+ * the header, L1, refcount table and blocks, L2 tables, snapshot table, snapshot L1s. A hostile or
  * damaged image can make free-looking clusters or L2 entries point there. */
 int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_error *err);
 /* The L1 or refcount table changed: the overlap check's index is rebuilt. */
@@ -279,15 +378,24 @@ int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_sta
                        struct vt_error *err);
 /* Grow the L1 table to hold at least n entries (resize, create). */
 int qcow2_grow_l1(struct qcow2 *s, uint64_t n, bool exact, struct vt_error *err);
-/* Allocate every L2 table and data cluster of [0, size) (preallocation=metadata). */
-int qcow2_preallocate(struct qcow2 *s, uint64_t size, uint64_t *data_end,
-                      struct vt_error *err);
+/* Allocate L2 tables and data clusters for the guest clusters of [start, end) that map
+ * nothing yet, reading as zeros (preallocation metadata, falloc or full: how the host
+ * space is reserved). *data_end: the end of the highest data cluster allocated. */
+int qcow2_preallocate(struct qcow2 *s, uint64_t start, uint64_t end, enum blk_prealloc mode,
+                      uint64_t *data_end, struct vt_error *err);
+/* Guest clusters [first, first+n) (cluster indexes) map nothing afterwards; what they
+ * mapped is released after the next flush (resize --shrink). */
+int qcow2_drop_clusters(struct qcow2 *s, uint64_t first, uint64_t n, struct vt_error *err);
 /* The L1 entry i changed in memory: written at the next flush. */
 void qcow2_l1_mark_dirty(struct qcow2 *s, uint64_t i);
 int qcow2_write_l1(struct qcow2 *s, struct vt_error *err);
 
 int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
                            struct vt_error *err);
+
+/* resize.c: qemu-img resize (grow with preallocation, shrink). */
+int qcow2_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struct vt_error *err);
+int qcow2_truncate(struct blk *b, uint64_t size, struct vt_error *err);
 
 /* check.c */
 int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,

@@ -62,7 +62,14 @@ static int meta_index(struct qcow2 *s, struct vt_error *err)
 {
 	if (!s->meta_stale)
 		return 0;
-	size_t n = 0, cap = (size_t)s->rt_entries + s->l1_size + 1;
+	/* Snapshot L1 clusters: all of them in any sane image; a hostile table of huge ones
+	 * is bounded (this index is a second line of defence, the refcounts the first). */
+	uint64_t inactive = 0;
+	for (uint32_t i = 0; i < s->nb_snapshots; i++)
+		inactive += ((uint64_t)s->snapshots[i].l1_size * 8 + s->cs - 1) / s->cs;
+	if (inactive > (1u << 20))
+		inactive = 1u << 20;
+	size_t n = 0, cap = (size_t)s->rt_entries + s->l1_size + (size_t)inactive + 1;
 	uint64_t *m = realloc(s->meta, cap * sizeof(*m));
 	if (!m)
 		return vt_error_set(err, ENOMEM, s->b->filename, "index metadata", NULL);
@@ -72,6 +79,14 @@ static int meta_index(struct qcow2 *s, struct vt_error *err)
 	for (uint64_t i = 0; i < s->l1_size; i++)
 		if (s->l1[i] & QCOW2_OFFSET_MASK)
 			m[n++] = (s->l1[i] & QCOW2_OFFSET_MASK) >> s->cluster_bits;
+	/* The snapshots' L1 tables (qemu checks these "inactive L1" tables too). */
+	for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+		const struct qcow2_snapshot *sn = &s->snapshots[i];
+		uint64_t c = sn->l1_offset >> s->cluster_bits;
+		for (uint64_t k = 0; k < ((uint64_t)sn->l1_size * 8 + s->cs - 1) / s->cs &&
+		                    inactive; k++, inactive--)
+			m[n++] = c + k;
+	}
 	qsort(m, n, sizeof(*m), cmp_u64);
 	s->meta = m;
 	s->nmeta = n;
@@ -94,7 +109,9 @@ int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_e
 		what = "active L1 table";
 	else if (overlaps(off, len, s->rt_offset, (uint64_t)s->rt_clusters * s->cs))
 		what = "refcount table";
-	else if (s->nb_snapshots && overlaps(off, len, s->snapshots_offset, s->cs))
+	else if (s->nb_snapshots &&
+	         overlaps(off, len, s->snapshots_offset,
+	                  (s->snapshots_size + s->cs - 1) & ~(s->cs - 1)))
 		what = "snapshot table";
 	if (!what && len) {
 		if ((r = meta_index(s, err)) < 0)
@@ -114,6 +131,10 @@ int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_e
 			for (uint64_t i = 0; i < s->l1_size; i++)
 				if ((s->l1[i] & QCOW2_OFFSET_MASK) == c)
 					what = "active L2 table";
+			for (uint32_t i = 0; i < s->nb_snapshots; i++)
+				if (overlaps(c, s->cs, s->snapshots[i].l1_offset,
+				             (uint64_t)s->snapshots[i].l1_size * 8))
+					what = "inactive L1 table";
 		}
 	}
 	if (what)
@@ -243,27 +264,44 @@ out:
 	return r;
 }
 
-/* A new refcount block for table index idx, placed at the first cluster of the range it
- * covers: every cluster there has refcount 0 (no block counted them), so it is free,
- * and the block can count itself. */
-static int create_refblock(struct qcow2 *s, uint64_t idx, struct vt_error *err)
+/* A new refcount block for table index idx. Usually placed at the first cluster of the
+ * range it covers: every cluster there has refcount 0 (no block counted them), so it is
+ * free, and the block can count itself. But a run of clusters being allocated, [keep,
+ * keep + keep_len), must not lose a cluster to it, or a run as long as a block's range
+ * (512-byte clusters with wide refcounts, a big L1 table) could never be found: then
+ * the block is allocated like any cluster (counted by another block, that count durable
+ * before the table points at it), as qemu places it. */
+static int create_refblock(struct qcow2 *s, uint64_t idx, uint64_t keep, uint64_t keep_len,
+                           struct vt_error *err)
 {
 	int r;
 	if (idx >= s->rt_entries && (r = grow_reftable(s, idx + 1, err)) < 0)
 		return r;
 	if (s->rt[idx])
 		return 0; /* the table growth placed one here */
-	uint64_t off = idx * s->rb_entries * s->cs;
-	/* Only a corrupt image (a table entry lost) has metadata in an uncounted range. */
-	if ((r = qcow2_check_overlap(s, off, s->cs, err)) < 0)
+	uint64_t off = idx * s->rb_entries * s->cs, self = idx * s->rb_entries;
+	bool elsewhere = keep_len > 1 && self >= keep && self < keep + keep_len;
+	if (elsewhere) {
+		if ((r = qcow2_alloc_clusters(s, 1, &off, err)) < 0)
+			return r;
+		/* That allocation may have had to make this very block (the first free cluster
+		 * was in its range): then the cluster goes back unused. */
+		if (s->rt[idx])
+			return qcow2_update_refcount(s, off >> s->cluster_bits, -1, err);
+		if ((r = qcow2_cache_write(s->rbc, err)) < 0)
+			return r;
+	} else if ((r = qcow2_check_overlap(s, off, s->cs, err)) < 0) {
+		/* Only a corrupt image (a table entry lost) has metadata in an uncounted range. */
 		return r;
+	}
 	uint8_t *block = calloc(1, s->cs);
 	if (!block)
 		return vt_error_set(err, ENOMEM, s->b->filename, "allocate refcount block", NULL);
 	uint64_t bo;
 	unsigned bl;
-	rb_entry_set(s, block, 0, 1, &bo, &bl);
-	/* The block durable before the table entry that points at it. */
+	if (!elsewhere)
+		rb_entry_set(s, block, 0, 1, &bo, &bl);
+	/* The block (and its own count) durable before the table entry that points at it. */
 	r = blk_file_pwrite(s->b->file, off, block, s->cs, err);
 	free(block);
 	if (r < 0 || (r = blk_file_flush(s->b->file, err)) < 0)
@@ -284,7 +322,7 @@ int qcow2_update_refcount(struct qcow2 *s, uint64_t cluster, int delta, struct v
 		if (delta < 0)
 			return qcow2_signal_corruption(s, err, "refcount of cluster %llu would drop "
 			                               "below 0", (unsigned long long)cluster);
-		if ((r = create_refblock(s, idx, err)) < 0)
+		if ((r = create_refblock(s, idx, 0, 0, err)) < 0)
 			return r;
 		boff = s->rt[idx];
 	}
@@ -372,9 +410,10 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off, struct vt_e
 		for (uint64_t idx = start / s->rb_entries; idx <= (start + n - 1) / s->rb_entries;
 		     idx++) {
 			if (idx >= s->rt_entries || !s->rt[idx]) {
-				if ((r = create_refblock(s, idx, err)) < 0)
+				if ((r = create_refblock(s, idx, start, n, err)) < 0)
 					return r;
 				made = true;
+				break; /* the search starts over: the run may have moved */
 			}
 		}
 		if (made)

@@ -316,6 +316,8 @@ static void test_count(void)
 
 extern void test_disk(void);    /* disk.c */
 extern void test_net(void);     /* net.c */
+extern void test_vbe(void);     /* vga.c */
+extern void test_mouse(void);   /* vga.c */
 
 int test_main(void)
 {
@@ -328,7 +330,7 @@ int test_main(void)
 		{ "pci", test_pci }, { "fault", test_fault }, { "emul", test_emul },
 		{ "poweroff", acpi_poweroff }, { "disk", test_disk }, { "reset", test_reset },
 		{ "spin", test_spin }, { "net", test_net }, { "count", test_count },
-		{ "powerbtn", acpi_power_button },
+		{ "powerbtn", acpi_power_button }, { "vbe", test_vbe }, { "mouse", test_mouse },
 	};
 	if (cmdline_is("test", "exit"))
 		guest_exit((uint8_t)cmdline_u64("code", 0));

@@ -138,7 +138,8 @@ check_err "^vtool: -frobnicate: invalid option$" -frobnicate
 check_err "^vtool: -m: invalid RAM size 'lots'$" -m lots -kernel "$TGUEST"
 check_err "^vtool: -smp: Invalid SMP CPUs 65. The max CPUs supported by machine 'pc' is 64$" -smp 65 -kernel "$TGUEST"
 check_err "^vtool: -cpu: unknown CPU feature 'nosuch'$" -cpu host,-nosuch -kernel "$TGUEST"
-check_err "^vtool: -vnc: not supported yet: -vnc$" -vnc :1 -kernel "$TGUEST"
+check_err "^vtool: -vnc: invalid display number 'x'" -vnc :x -kernel "$TGUEST"
+check_err "^vtool: -vga: unsupported card 'cirrus' \\(vtool has std and none\\)$" -vga cirrus -kernel "$TGUEST"
 check_err "^vtool: -kernel: requires an argument$" -kernel
 # accepted for compatibility
 vt compat -enable-kvm -accel kvm -machine pc,accel=kvm -M pc -cpu host,-cx16,+x2apic \

@@ -16,6 +16,9 @@ BIOS=/usr/share/seabios/bios-256k.bin
 [ -f "$BIOS" ] || { echo "SKIP: $BIOS missing (apt-get install seabios)"; exit 77; }
 have_qemu=0
 command -v qemu-system-x86_64 >/dev/null && have_qemu=1
+# qemu's side of each comparison does not change with vtool's build: the sanitizer build
+# runs vtool's side only (every SeaBIOS boot costs seconds here).
+[ -n "${VTOOL_SANITIZED:-}" ] && have_qemu=0
 REF=${VTOOL_SRC:-.}/../shared/specs/firmware-ref
 
 # --- media: the boot sector with a tag patched in at offset 0x1a0 --------------------
@@ -36,10 +39,12 @@ xorriso -as mkisofs -quiet -o "$T/cd.iso" -b boot.bin -no-emul-boot -boot-load-s
 
 EXIT_DEV=(-device isa-debug-exit,iobase=0x501,iosize=2)
 # vt OUT ARGS...: vtool with SeaBIOS's screen on the serial port, into $T/OUT; sets $rc.
+# No VGA, as qemu's -nodefaults below (the VGA BIOS costs ~0.7 s a boot here; run-vnc.py
+# boots SeaBIOS with the VGA).
 vt() {
   local out=$1; shift
   rc=0
-  timeout 90 "$VTOOL" run -m 128 -nographic "${EXIT_DEV[@]}" -serial "file:$T/$out" "$@" \
+  timeout 90 "$VTOOL" run -m 128 -nographic -vga none "${EXIT_DEV[@]}" -serial "file:$T/$out" "$@" \
     </dev/null >"$T/$out.stdout" 2>"$T/$out.err" || rc=$?
 }
 q() {
@@ -123,7 +128,8 @@ want_rc 99 "-chardev + isa-debugcon" dbg2
 expect_grep '^Booting from Hard Disk' "$T/seabios2.log"
 # Every line of vtool's log, numbers and model names aside, is one qemu's logs have too
 # (the logs in firmware-ref/ and a live qemu run), or one of these that name nothing
-# missing: the RSDP points at an XSDT, not only an RSDT.
+# missing: the RSDP points at an XSDT, not only an RSDT; -nographic's serial console
+# (which the saved logs were not made with).
 norm() { sed -E 's/0x[0-9a-fA-F]+/N/g; s/[0-9a-fA-F]{4,}/N/g; s/[0-9]+/N/g; s/VTOOL (HARDDISK|DVD-ROM)/QEMU \1/; s/ +$//' "$@"; }
 ref_logs=()
 [ -d "$REF" ] && ref_logs+=("$REF"/*.log)
@@ -135,7 +141,8 @@ fi
 if [ ${#ref_logs[@]} -gt 0 ]; then
   norm "${ref_logs[@]}" | sort -u >"$T/ref.lines"
   norm "$T/seabios.log" | sort -u | grep -vxF -f "$T/ref.lines" \
-    | grep -vE '^table\(N\)=N \(via xsdt\)$' >"$T/extra.lines" || true
+    | grep -vE '^table\(N\)=N \(via xsdt\)$|^sercon: configuring as primary display$' \
+    >"$T/extra.lines" || true
   if [ ! -s "$T/extra.lines" ]; then pass
   else fail "SeaBIOS log lines qemu's logs lack: $(head -5 "$T/extra.lines" | tr '\n' '|')"; fi
 fi
@@ -168,7 +175,7 @@ if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/nu
    [ -f /usr/lib/ipxe/qemu/efi-virtio.rom ]; then
   rc=0
   timeout 60 unshare -n sh -c 'ip tuntap add dev vtfw0 mode tap && ip link set vtfw0 up &&
-    exec "$0" run -m 128 -nographic -serial "file:$1" -netdev tap,id=n0,ifname=vtfw0,script=no,downscript=no \
+    exec "$0" run -m 128 -nographic -vga none -serial "file:$1" -netdev tap,id=n0,ifname=vtfw0,script=no,downscript=no \
       -device virtio-net-pci,netdev=n0,bootindex=1 -boot n' "$VTOOL" "$T/pxe" \
     </dev/null >/dev/null 2>"$T/pxe.err" || rc=$?
   expect_grep 'iPXE \(http://ipxe\.org\) 00:0[0-9a-f]\.0 ' "$T/pxe"

@@ -32,7 +32,6 @@ for opt in -s -gdb -nic -fda -usbdevice -usb; do
   grep -qx -- "$opt" "$T/lacks" && pass || fail "$opt is not in --help's unsupported list"
 done
 msg "^vtool: -localtime: not supported \(qemu removed it too; instead: -rtc base=localtime\)$" -localtime
-msg "^vtool: -vnc: not supported yet: -vnc$" -vnc :1
 
 # --- typos: the nearest name; glued options spelled out --------------------------------
 msg "^vtool: -frobnicate: invalid option$" -frobnicate
@@ -131,7 +130,7 @@ cat >"$T/rows" <<EOF
 -hdd $K|changes
 -help|help -help
 -initrd $K|changes
--k de|help -k
+-k de|changes
 -kernel $T/other.elf|changes
 -m 256|changes
 -m 256,slots=2,maxmem=1G|refused not supported yet: slots=
@@ -165,9 +164,12 @@ cat >"$T/rows" <<EOF
 -snapshot|changes
 -uuid 12345678-1234-1234-1234-123456789abc|changes
 -version|help -version
--vga none|help -vga none
--vga std|help -vga none|std
--vnc :1|refused not supported yet: -vnc
+-vga none|changes
+-vga std|changes
+-global VGA.vgamem_mb=32|changes
+-vnc :1|changes
+-display vnc=:1|changes
+-object secret,id=s0,data=x|changes
 EOF
 VTOOL_RUN_DUMP_CONFIG=1 "$VTOOL" run -kernel "$K" >"$T/base"
 # every accepted option has a row

@@ -87,6 +87,20 @@ START_TEST(test_size_default_unit)
 }
 END_TEST
 
+START_TEST(test_size_max)
+{
+	uint64_t v;
+	/* qemu's size options (qemu-img resize) take anything below 2^64. */
+	ck_assert_int_eq(vt_size_parse_max("10E", 1, UINT64_MAX, &v), 0);
+	ck_assert_uint_eq(v, 10ull << 60);
+	ck_assert_int_eq(vt_size_parse_max("18446744073709551615", 1, UINT64_MAX, &v), 0);
+	ck_assert_uint_eq(v, UINT64_MAX);
+	ck_assert_int_eq(vt_size_parse_max("16E", 1, UINT64_MAX, &v), -ERANGE);
+	ck_assert_int_eq(vt_size_parse_max("10E", 1, (uint64_t)INT64_MAX, &v), -ERANGE);
+	ck_assert_int_eq(vt_size_parse_max("12x", 1, UINT64_MAX, &v), -EINVAL);
+}
+END_TEST
+
 START_TEST(test_size_to_str)
 {
 	/* Strings as qemu-img info prints them ("virtual size: 8 GiB"). */
@@ -111,6 +125,7 @@ int main(void)
 	TCase *tc = tcase_create("parse");
 	tcase_add_loop_test(tc, test_size_table, 0, (int)(sizeof(cases) / sizeof(cases[0])));
 	tcase_add_test(tc, test_size_default_unit);
+	tcase_add_test(tc, test_size_max);
 	tcase_add_test(tc, test_size_to_str);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);

@@ -13,6 +13,7 @@ struct vm;
 int pci_init(struct vm *vm, struct vt_error *err);         /* hw/pci.c */
 int serial_init(struct vm *vm, struct vt_error *err);      /* hw/serial.c: COM1 */
 int i8042_init(struct vm *vm, struct vt_error *err);       /* hw/i8042.c */
+int vga_init(struct vm *vm, struct vt_error *err);         /* hw/vga.c (vga.h) */
 int rtc_init(struct vm *vm, struct vt_error *err);         /* hw/rtc.c: CMOS + clock */
 int sysctl_init(struct vm *vm, struct vt_error *err);      /* hw/sysctl.c: 0x80, 0x92, APM */
 int acpi_pm_init(struct vm *vm, struct vt_error *err);     /* hw/acpi.c: PM1 registers */

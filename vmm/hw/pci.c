@@ -278,7 +278,7 @@ int pci_add_device(struct vm *vm, struct pci_dev *dev, struct vt_error *err)
 			return vt_error_set(err, ENOSPC, dev->name, "add PCI device",
 			                    "no room for BAR %d in the PCI hole", i);
 		*next = addr + b->size;
-		pci_cfg_set32(dev, PCI_BAR0 + 4 * i, addr | (b->io ? 1 : 0));
+		pci_cfg_set32(dev, PCI_BAR0 + 4 * i, addr | (b->io ? 1 : 0) | (b->prefetch ? 8 : 0));
 	}
 	uint16_t cmd = pci_cfg_get16(dev, PCI_COMMAND) | PCI_COMMAND_IO | PCI_COMMAND_MEM;
 	pci_cfg_set16(dev, PCI_COMMAND, cmd);

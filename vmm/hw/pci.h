@@ -48,6 +48,7 @@ struct vm;
 struct pci_bar {
 	uint32_t size;          /* power of two; 0 = unused */
 	bool io;
+	bool prefetch;          /* memory BAR: prefetchable (a frame buffer) */
 	bus_io_fn *fn;
 	void *opaque;
 	uint32_t addr;          /* where it is mapped (when mapped) */

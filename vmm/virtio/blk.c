@@ -113,19 +113,7 @@ static int iov_slice(const struct iovec *src, int n, size_t skip, size_t len,
                      struct iovec *dst)
 {
 	int m = 0;
-
-	for (int i = 0; i < n && len; i++) {
-		if (skip >= src[i].iov_len) {
-			skip -= src[i].iov_len;
-			continue;
-		}
-		size_t c = src[i].iov_len - skip;
-		if (c > len)
-			c = len;
-		dst[m++] = (struct iovec){ (uint8_t *)src[i].iov_base + skip, c };
-		len -= c;
-		skip = 0;
-	}
+	vt_iov_slice(src, n, skip, len, dst, &m, n);
 	return m;
 }
 
@@ -146,7 +134,7 @@ static uint8_t blk_discard_or_zero(struct virtio_blk *b, const struct virtq_elem
 		return BLK_S_UNSUPP;
 	for (size_t i = 0; i < data_len / sizeof(struct virtio_blk_dz); i++) {
 		struct virtio_blk_dz seg;
-		iov_to_buf(e->iov, e->n_out, sizeof(struct virtio_blk_req_hdr) + i * sizeof(seg),
+		vt_iov_to_buf(e->iov, e->n_out, sizeof(struct virtio_blk_req_hdr) + i * sizeof(seg),
 		           &seg, sizeof(seg));
 		if (seg.num_sectors > MAX_DISCARD ||
 		    !blk_range_ok(b, seg.sector, (uint64_t)seg.num_sectors * 512))
@@ -175,7 +163,7 @@ static uint32_t blk_handle(struct virtio_blk *b, struct virtq_elem *e)
 	/* At least the header to read and the status byte to write. */
 	if (e->out_len < sizeof(hdr) || e->in_len < 1)
 		return 0;
-	iov_to_buf(e->iov, e->n_out, 0, &hdr, sizeof(hdr));
+	vt_iov_to_buf(e->iov, e->n_out, 0, &hdr, sizeof(hdr));
 	const struct iovec *in = e->iov + e->n_out;
 	size_t in_data = e->in_len - 1, out_data = e->out_len - sizeof(hdr);
 	int n;
@@ -210,7 +198,7 @@ static uint32_t blk_handle(struct virtio_blk *b, struct virtq_elem *e)
 	case BLK_T_GET_ID: {
 		char id[20] = { 0 };
 		memcpy(id, b->disk->serial, strnlen(b->disk->serial, sizeof(id)));
-		written = (uint32_t)iov_from_buf(in, e->n_in, 0, id,
+		written = (uint32_t)vt_iov_from_buf(in, e->n_in, 0, id,
 		                                 in_data < sizeof(id) ? in_data : sizeof(id));
 		break;
 	}
@@ -228,7 +216,7 @@ static uint32_t blk_handle(struct virtio_blk *b, struct virtq_elem *e)
 	default:
 		status = BLK_S_UNSUPP;
 	}
-	iov_from_buf(in, e->n_in, e->in_len - 1, &status, 1);
+	vt_iov_from_buf(in, e->n_in, e->in_len - 1, &status, 1);
 	return written + 1;
 }
 

@@ -156,7 +156,7 @@ static bool net_rx_deliver(struct virtio_net *n)
 			e->in_len = 0;
 			break;
 		}
-		off += iov_from_buf(e->iov, e->n_in, 0, n->frame + off, n->pending - off);
+		off += vt_iov_from_buf(e->iov, e->n_in, 0, n->frame + off, n->pending - off);
 		if (!merge)
 			break; /* without merging, whatever does not fit in one chain is cut */
 	}

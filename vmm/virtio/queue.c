@@ -109,34 +109,3 @@ bool virtq_should_notify(struct virtq *q)
 	return !(q->avail[0] & VIRTQ_AVAIL_F_NO_INTERRUPT);
 }
 
-/* Copy len bytes between flat memory and the iovecs from byte `skip` on. */
-static size_t iov_copy(const struct iovec *iov, int n, size_t skip, uint8_t *buf, size_t len,
-                       bool to_buf)
-{
-	size_t done = 0;
-
-	for (int i = 0; i < n && done < len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t c = iov[i].iov_len - skip;
-		if (c > len - done)
-			c = len - done;
-		uint8_t *p = (uint8_t *)iov[i].iov_base + skip;
-		memcpy(to_buf ? buf + done : p, to_buf ? p : buf + done, c);
-		done += c;
-		skip = 0;
-	}
-	return done;
-}
-
-size_t iov_to_buf(const struct iovec *iov, int n, size_t skip, void *buf, size_t len)
-{
-	return iov_copy(iov, n, skip, buf, len, true);
-}
-
-size_t iov_from_buf(const struct iovec *iov, int n, size_t skip, const void *buf, size_t len)
-{
-	return iov_copy(iov, n, skip, (uint8_t *)(uintptr_t)buf, len, false);
-}

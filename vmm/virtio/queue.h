@@ -11,6 +11,7 @@
 #include <sys/uio.h>
 
 #include "util/error.h"
+#include "util/iov.h"
 
 struct vm;
 
@@ -67,7 +68,5 @@ void virtq_push(struct virtq *q, uint16_t head, uint32_t written);
 bool virtq_should_notify(struct virtq *q);
 
 /* Copy between a request's buffers and flat memory. */
-size_t iov_to_buf(const struct iovec *iov, int n, size_t skip, void *buf, size_t len);
-size_t iov_from_buf(const struct iovec *iov, int n, size_t skip, const void *buf, size_t len);
 
 #endif

@@ -34,7 +34,9 @@ class Workload:
         self.ops = kw.get('ops', [])
         self.commands = kw.get('commands', {})  # process: executor -> argv template
         self.judge = kw.get('judge', [self.image])
-        self.compare_src = kw.get('compare_src')  # process: target must equal this
+        self.compare_src = kw.get('compare_src')  # process: target must equal this (or one
+                                                  # of these, a list)
+        self.setup = kw.get('setup', [])        # commands run after the prefill
         self.src_raw = kw.get('src_raw')        # process: size of a random src.raw
         self.note = kw.get('note', '')
 
@@ -207,6 +209,48 @@ def wl_bench(cache):
     return gen
 
 
+# Commands that change qcow2 metadata in bulk, run one after another by sh under the
+# shim; the image must read as it did before or after each of them (a list of raws).
+SNAP_OPTS = ['', 'cluster_size=4k', 'cluster_size=512,refcount_bits=64', 'extended_l2=on',
+             'compat=0.10']
+
+
+def wl_snapshot(seed, scale):
+    cmds = ['{vtool} img snapshot -c s1 img.qcow2', '{vtool} img snapshot -c s2 img.qcow2',
+            '{vtool} img snapshot -d s1 img.qcow2', '{vtool} img snapshot -a old img.qcow2',
+            '{vtool} img snapshot -d s2 img.qcow2', '{vtool} img snapshot -c s3 img.qcow2']
+    qimg = lambda *a: ['qemu-img'] + list(a)
+    return Workload('snapshot', kind='process', seed=seed, vsize=4 * MIB,
+                    create_opts=SNAP_OPTS[seed % len(SNAP_OPTS)],
+                    prefill=['write -P 0x41 0 2M', 'write -P 0x42 3M 512k'],
+                    setup=[qimg('snapshot', '-c', 'old', 'img.qcow2'),
+                           ['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x43 1M 1M', '-c',
+                            'write -z 3M 64k', 'img.qcow2'],
+                           qimg('convert', '-O', 'raw', 'img.qcow2', 'now.raw'),
+                           qimg('convert', '-l', 'old', '-O', 'raw', 'img.qcow2', 'old.raw')],
+                    commands={'vtool': ['sh', '-c', ' && '.join(cmds)]},
+                    compare_src=['now.raw', 'old.raw'],
+                    note='vtool img snapshot -c, -d, -a, -d, -c in a row (qemu-img has no '
+                         'control here: its own order leaves states check calls corrupt)')
+
+
+def wl_resize_grow(seed, scale):
+    opts = SNAP_OPTS[seed % len(SNAP_OPTS)]
+    cmds = ['{vtool} img resize -q img.qcow2 +3M',
+            '{vtool} img resize -q --preallocation=metadata img.qcow2 9M',
+            '{vtool} img resize -q --preallocation=full img.qcow2 +1M']
+    # Over a longer backing file the new part must read as zeros (v2 cannot say so).
+    return Workload('resize-grow', kind='process', seed=seed, vsize=4 * MIB, create_opts=opts,
+                    backing=None if 'compat=0.10' in opts else 6 * MIB,
+                    prefill=['write -P 0x51 0 1M', 'write -P 0x52 3M 1M'],
+                    setup=[['qemu-img', 'convert', '-O', 'raw', 'img.qcow2', 'now.raw']],
+                    commands={'vtool': ['sh', '-c', ' && '.join(cmds)]},
+                    compare_src=['now.raw'],
+                    note='vtool img resize: grows (over a longer backing file), with metadata '
+                         'and full preallocation (no qemu-img control: its new size can be '
+                         'durable before the zero clusters, showing the backing file)')
+
+
 WORKLOADS = {
     'rand4k-wb-d1': wl_rand4k('writeback', 1),
     'rand4k-none-d1': wl_rand4k('none', 1),
@@ -224,6 +268,8 @@ WORKLOADS = {
     'convert-wb': wl_convert(['-t', 'writeback'], 'convert-wb'),
     'bench-wb': wl_bench('writeback'),
     'bench-none': wl_bench('none'),
+    'snapshot': wl_snapshot,
+    'resize-grow': wl_resize_grow,
 }
 
 
@@ -276,6 +322,8 @@ def prepare(wl, pristine):
     must(create + [wl.image, str(wl.vsize)], cwd=pristine)
     for cmd in wl.prefill:
         must(['qemu-io', '-f', 'qcow2', wl.image, '-c', cmd], cwd=pristine)
+    for argv in wl.setup:
+        must(argv, cwd=pristine)
 
 
 def run_under_shim(shim, wdir, argv, targets, readonly=()):

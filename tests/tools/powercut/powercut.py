@@ -3,9 +3,10 @@
 
 A power cut is not a SIGKILL. Writes issued after the last completed fsync/fdatasync may
 reach the disk in any order and torn per 4 KiB page. This tool runs a writer (vtool
-through tests/blkio, vtool img convert/bench, or qemu-io/qemu-img as the control) under
-the LD_PRELOAD shim (shim.c, which documents the log format), rebuilds from the log the
-files a power cut at each point could leave, and judges every such crash state:
+through tests/blkio, vtool img convert/bench/snapshot/resize, or qemu-io/qemu-img as
+the control) under the LD_PRELOAD shim (shim.c, which documents the log format),
+rebuilds from the log the files a power cut at each point could leave, and judges every
+such crash state:
 
   * metadata: `qemu-img check` (and `vtool img check` with --vtool). Leaks are allowed;
     corruptions, check errors or an image that does not open are failures. With
@@ -14,7 +15,9 @@ files a power cut at each point could leave, and judges every such crash state:
   * data (script workloads): every 512-byte guest sector must read as it was at the last
     completed guest flush, or as some guest operation issued after that flush left it
     (see Oracle). Backing-file data and flushed data are never lost.
-  * convert: if the target name exists, it must be a complete copy of the source.
+  * convert: if the target name exists, it must be a complete copy of the source;
+    snapshot and resize: the disk reads as before or after each command (a list of raw
+    images, qemu-img compare, so a longer disk's new part must read as zeros).
 
 Files: shim.c (the LD_PRELOAD recorder and its log format), pc_model.py (the log and
 the crash-state model: which writes may be lost or torn at each cut, and how states are
@@ -267,8 +270,14 @@ def judge(wdir, judge_rel, *, lazy=False, oracle=None, compare_src=None, vtool=N
                         if oracle.cands(ep, s) is None:
                             st.unchecked += 1
             elif compare_src:
-                rr = sh(['qemu-img', 'compare', '-f', 'raw', '-F', 'qcow2',
-                         os.path.join(sdir, compare_src), img], timeout=120)
+                # One source, or a list of acceptable ones (the disk before or after a
+                # command that changes it at once): the image must read as one of them.
+                srcs = [compare_src] if isinstance(compare_src, str) else list(compare_src)
+                for src in srcs:
+                    rr = sh(['qemu-img', 'compare', '-f', 'raw', '-F', 'qcow2',
+                             os.path.join(sdir, src), img], timeout=120)
+                    if rr.returncode == 0:
+                        break
                 if rr.returncode != 0:
                     mism = [(-1, 'qemu-img compare exit %d: %s' % (
                         rr.returncode, (rr.stdout + rr.stderr).decode(errors='replace')[:300]), [])]

@@ -1,6 +1,7 @@
-/* screendump and the display hooks (display.h): PPM (P6, as qemu writes) and PNG (8-bit
- * RGB, zlib-compressed, one filter byte per row) encoders, and the VNC query hook. */
+/* screendump (display.h): the VGA's picture (display_snapshot) written as PPM (P6, as
+ * qemu writes it) or PNG (8-bit RGB, zlib-compressed, no filter). */
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,46 +9,21 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "vmm/display.h"
-#include "vmm/vm.h"
+/* A picture: 0x00RRGGBB pixels, rows width apart. */
+struct picture {
+	const uint32_t *pixels;
+	uint32_t width, height;
+};
 
-static display_vnc_query_fn *vnc_query;
-
-void display_set_vnc_query(display_vnc_query_fn *fn)
-{
-	vnc_query = fn;
-}
-
-void display_vnc_query(struct display_vnc_info *out)
-{
-	*out = (struct display_vnc_info){ .enabled = false };
-	if (vnc_query)
-		vnc_query(out);
-}
-
-static void source_free(void *p)
-{
-	free(p);
-}
-
-int display_register(struct vm *vm, const struct display_source *src, struct vt_error *err)
-{
-	struct display_source *copy = malloc(sizeof(*copy));
-
-	if (!copy)
-		return vt_error_set(err, ENOMEM, "display", "register", NULL);
-	*copy = *src;
-	return vm_add_device(vm, "display", copy, source_free, err);
-}
+#include "vmm/ui/display.h"
 
 /* Rows of RGB bytes from XRGB pixels. */
-static void row_rgb(const struct display_surface *s, uint32_t y, uint8_t *out)
+static void row_rgb(const struct picture *s, uint32_t y, uint8_t *out)
 {
-	const uint8_t *p = s->pixels + (size_t)y * s->stride;
+	const uint32_t *p = s->pixels + (size_t)y * s->width;
 
 	for (uint32_t x = 0; x < s->width; x++) {
-		uint32_t v;
-		memcpy(&v, p + 4 * (size_t)x, 4);
+		uint32_t v = p[x];
 		out[3 * x] = (uint8_t)(v >> 16);
 		out[3 * x + 1] = (uint8_t)(v >> 8);
 		out[3 * x + 2] = (uint8_t)v;
@@ -75,7 +51,7 @@ static int write_file(const char *path, const uint8_t *buf, size_t len, struct v
 	return 0;
 }
 
-int display_write_ppm(const struct display_surface *s, const char *path, struct vt_error *err)
+static int write_ppm(const struct picture *s, const char *path, struct vt_error *err)
 {
 	char head[64];
 	int hl = snprintf(head, sizeof(head), "P6\n%u %u\n255\n", s->width, s->height);
@@ -112,7 +88,7 @@ static uint8_t *png_chunk(uint8_t *p, const char *type, const uint8_t *data, uin
 	return put32(p + 4 + len, (uint32_t)crc);
 }
 
-int display_write_png(const struct display_surface *s, const char *path, struct vt_error *err)
+static int write_png(const struct picture *s, const char *path, struct vt_error *err)
 {
 	size_t row = (size_t)s->width * 3 + 1;
 	size_t raw_len = row * s->height;
@@ -158,8 +134,6 @@ done:
 int display_screendump(struct vm *vm, const char *path, const char *format,
                        struct vt_error *err)
 {
-	const struct display_source *src = vm ? vm_device(vm, "display") : NULL;
-	struct display_surface s;
 	bool png;
 
 	if (!format || !strcmp(format, "ppm"))
@@ -169,14 +143,16 @@ int display_screendump(struct vm *vm, const char *path, const char *format,
 	else
 		return vt_error_set(err, EINVAL, "", NULL, "Parameter 'format' does not accept value "
 		                    "'%s'", format);
-	if (!src)
+	uint32_t *pixels;
+	int w, h;
+	int ret = vm ? display_snapshot(vm, &pixels, &w, &h) : -ENODEV;
+	if (ret == -ENODEV)
 		return vt_error_set(err, ENODEV, "", NULL,
 		                    "There is no console to take a screendump from");
-	int ret = src->snapshot(src->opaque, &s, err);
 	if (ret)
-		return ret;
-	ret = png ? display_write_png(&s, path, err) : display_write_ppm(&s, path, err);
-	if (src->release)
-		src->release(src->opaque, &s);
+		return vt_error_set(err, -ret, path, "screendump", NULL);
+	struct picture pic = { pixels, (uint32_t)w, (uint32_t)h };
+	ret = png ? write_png(&pic, path, err) : write_ppm(&pic, path, err);
+	free(pixels);
 	return ret;
 }
