@@ -92,6 +92,14 @@ enum ctl_state ctl_state(void)
 	return s;
 }
 
+bool ctl_quitting(void)
+{
+	pthread_mutex_lock(&ctl.lock);
+	bool q = ctl.quit;
+	pthread_mutex_unlock(&ctl.lock);
+	return q;
+}
+
 struct vm *ctl_vm_get(void)
 {
 	pthread_mutex_lock(&ctl.lock);

@@ -54,6 +54,8 @@ int ctl_reset(struct vt_error *err);
 void ctl_quit(enum ctl_cause cause);
 
 enum ctl_state ctl_state(void);
+/* quit (or a signal) was asked for: vtool is ending. */
+bool ctl_quitting(void);
 const char *ctl_state_name(enum ctl_state s);
 const struct vm_config *ctl_config(void);
 

@@ -256,8 +256,10 @@ static void *monitor_thread(void *arg)
 			pthread_mutex_lock(&mon.lock);
 			bool done = !alive || (c->eof && !c->out_len);
 			pthread_mutex_unlock(&mon.lock);
-			/* A socket client that left is gone once its output is written. */
-			if (done && ch->listen_fd >= 0)
+			/* A socket client that left is gone once its output is written; while vtool
+			 * quits it stays for the last words (SHUTDOWN), as a client that only
+			 * half-closed (socat at the end of its input) still reads them. */
+			if (done && ch->listen_fd >= 0 && (!alive || !ctl_quitting()))
 				client_free(ch);
 		}
 	}

@@ -428,8 +428,9 @@ static int run_main(int argc, char **argv)
 			unlink(pidfile);
 		return 1;
 	}
+	/* Ctrl-A escapes with -nographic and -serial mon:stdio (C-a c: the monitor). */
 	if (cfg.serial == VM_SERIAL_STDIO && !cfg.daemonize)
-		console_start(cfg.nographic);
+		console_start(cfg.nographic || cfg.ctl.mon_stdio_mux);
 	atexit(console_restore_terminal);
 
 	ctl_init(&cfg);

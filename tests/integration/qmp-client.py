@@ -420,9 +420,17 @@ def scenario_no_shutdown():
 
 
 for fn in (scenario_main, scenario_powerdown, scenario_prelaunch, scenario_no_shutdown):
-    try:
-        fn()
-    except Exception as e:  # a broken connection or a timeout fails the scenario
-        check(False, "%s: %s: %s" % (fn.__name__, type(e).__name__, e))
+    # qemu is the reference: under the nested KVM here it now and then loses a guest's
+    # power-off or ends early; its scenario gets a second try (vtool's never does).
+    for attempt in range(2 if IS_QEMU else 1):
+        before = (checks, failures)
+        try:
+            fn()
+        except Exception as e:  # a broken connection or a timeout fails the scenario
+            check(False, "%s: %s: %s" % (fn.__name__, type(e).__name__, e))
+        if failures == before[1] or attempt == 1 or not IS_QEMU:
+            break
+        print("qemu: %s failed; trying once more" % fn.__name__, flush=True)
+        checks, failures = before
 print("%d checks passed, %d failed" % (checks, failures))
 sys.exit(0 if failures == 0 and checks > 0 else 1)

@@ -22,8 +22,15 @@ client() {
   checks=$((checks + ${n:-0}))
   if [ $rc -ne 0 ]; then fail "$name: $(grep -v 'checks passed' "$T/$name.log" | head -20)"; fi
 }
+# qemu's side (the reference: it does not depend on vtool's build, so the sanitizer build
+# skips it) runs in the background while vtool's own checks below go on.
+qemu_pid=
+if command -v qemu-system-x86_64 >/dev/null && [ -z "${VTOOL_SANITIZED:-}" ]; then
+  mkdir -p "$T/qemu"
+  timeout 300 python3 "$CLIENT" qemu-system-x86_64 "$TGUEST" "$T/qemu" >"$T/qemu.log" 2>&1 &
+  qemu_pid=$!
+fi
 client vtool "$VTOOL" run
-if command -v qemu-system-x86_64 >/dev/null; then client qemu qemu-system-x86_64; fi
 
 TG=(-kernel "$TGUEST" -device isa-debug-exit,iobase=0x501,iosize=2)
 qmp() { # SOCKET JSON...: send each message, print every line the monitor answers
@@ -74,10 +81,12 @@ vm=$!
 wait_sock "$T/w.sock"; sleep 0.5
 [ ! -s "$T/w.out" ] && pass || fail "wait=on: the guest ran before a client connected"
 expect_grep "waiting for a monitor client on unix:$T/w.sock" "$T/w.err"
-qmp "UNIX-CONNECT:$T/w.sock" "$CAPS" "$STATUS" "$QUIT" >"$T/w.qmp"
+qmp "UNIX-CONNECT:$T/w.sock" "$CAPS" "$STATUS" >"$T/w.qmp"
 expect_grep '"running": true' "$T/w.qmp"
-wait $vm
+for _ in $(seq 100); do grep -q '^TG-START' "$T/w.out" && break; sleep 0.05; done
 expect_grep '^TG-START' "$T/w.out"
+qmp "UNIX-CONNECT:$T/w.sock" "$CAPS" "$QUIT" >/dev/null
+wait $vm
 
 # HMP and QMP on stdio
 printf 'info status\nstop\ninfo status\nquit\n' |
@@ -86,7 +95,7 @@ rc=$?
 tr -d '\r' <"$T/hmp.out" >"$T/hmp.txt"
 expect_grep '^vtool [0-9.]+ monitor - type .help. for more information$' "$T/hmp.txt"
 expect_grep '^\(qemu\) VM status: running$' "$T/hmp.txt"
-expect_grep '^\(qemu\) VM status: paused$' "$T/hmp.txt"
+expect_grep '^(\(qemu\) )+VM status: paused$' "$T/hmp.txt"   # stop prints nothing
 [ $rc -eq 0 ] && pass || fail "-monitor stdio: quit: exit $rc"
 printf '%s\n' "$CAPS" "$STATUS" "$QUIT" |
   timeout 20 "$VTOOL" run "${TG[@]}" -append "test=count" -serial none -qmp stdio |
@@ -130,7 +139,7 @@ check_err "^vtool: $T/nodir/q.sock: listen: No such file or directory$" \
 
 # stop/cont while the guest does disk I/O on virtio-blk and IDE: nothing is lost
 qemu-img create -q -f qcow2 "$T/vblk.qcow2" 64M 2>/dev/null || "$VTOOL" img create -q -f qcow2 "$T/vblk.qcow2" 64M
-ops="i"; for k in $(seq 0 40); do ops="$ops,w:$((k * 64)):64:$(printf %02x $((k + 1))),r:$((k * 64)):64:$(printf %02x $((k + 1)))"; done
+ops="i"; for k in $(seq 0 9); do ops="$ops,w:$((k * 64)):64:$(printf %02x $((k + 1))),r:$((k * 64)):64:$(printf %02x $((k + 1)))"; done
 "$VTOOL" run "${TG[@]}" -m 128 -drive "file=$T/vblk.qcow2,if=virtio" -serial "file:$T/io.out" \
   -append "test=disk dev=vblk ops=$ops,f" -qmp "unix:$T/io.sock,server=on,wait=off" &
 vm=$!
@@ -149,7 +158,7 @@ n = 0
 end = time.time() + 60
 while time.time() < end and "TG-PASS" not in open(sys.argv[2]).read() and \
         "TG-FAIL" not in open(sys.argv[2]).read():
-    cmd("stop"); time.sleep(0.02); cmd("cont"); n += 1
+    cmd("stop"); time.sleep(0.02); cmd("cont"); time.sleep(0.03); n += 1
 print("pauses", n)
 EOF
 rc=0; wait $vm || rc=$?
@@ -168,4 +177,11 @@ while [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null
 done
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$ms" -lt 500 ] && pass || fail "-daemonize: $ms ms to end after SIGTERM"
+
+if [ -n "$qemu_pid" ]; then
+  rc=0; wait "$qemu_pid" || rc=$?
+  n=$(sed -n 's/^\([0-9]*\) checks passed.*/\1/p' "$T/qemu.log")
+  checks=$((checks + ${n:-0}))
+  [ $rc -eq 0 ] || fail "qemu: $(grep -v 'checks passed' "$T/qemu.log" | head -20)"
+fi
 finish
