@@ -12,6 +12,7 @@
 #include "vmm/console.h"
 #include "vmm/control.h"
 #include "vmm/monitor.h"
+#include "vmm/sandbox.h"
 #include "vmm/vm.h"
 
 #define CTRL_A 0x01
@@ -76,6 +77,7 @@ static void *console_thread(void *arg)
 
 	(void)arg;
 	pthread_setname_np(pthread_self(), "console");
+	sandbox_thread(SANDBOX_MONITOR); /* C-a c reaches the HMP on this thread */
 	for (;;) {
 		struct pollfd p[2] = { { STDIN_FILENO, POLLIN, 0 }, { con.wake[0], POLLIN, 0 } };
 		if (poll(p, 2, -1) < 0) {

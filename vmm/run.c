@@ -22,6 +22,7 @@
 #include "vmm/keep.h"
 #include "vmm/monitor.h"
 #include "vmm/netscript.h"
+#include "vmm/sandbox.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
@@ -155,6 +156,7 @@ static void *signal_thread(void *arg)
 	int sig;
 
 	pthread_setname_np(pthread_self(), "signals");
+	sandbox_thread(SANDBOX_MONITOR);
 	while (sigwait(set, &sig) == 0) {
 		if (sig == SIGUSR2)
 			break; /* vtool is finishing */
@@ -318,6 +320,15 @@ static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *d
 	}
 	daemon_ready(*daemon_fd, 0);
 	*daemon_fd = -1;
+	/* Everything the machine needs is open (and kept for later boots): -chroot, -runas
+	 * and the seccomp filters now, before the guest runs. */
+	if (boot_count == 0 && sandbox_enter(&err)) {
+		console_stop();
+		vt_error_print(&err, stderr);
+		vm_destroy(&vm);
+		*status = 1;
+		return VM_STOP_ERROR;
+	}
 	set_current_vm(&vm);
 	/* Runs it, pauses and resumes it for the monitors, tells them what happened. */
 	enum vm_stop why = ctl_run(&vm, &err);
@@ -367,12 +378,6 @@ static int run_main(int argc, char **argv)
 		vt_error_print(&err, stderr);
 		return 1;
 	}
-	if (cfg.ctl.runas || cfg.ctl.chroot_dir || cfg.ctl.sandbox == 1) {
-		if (!getenv("VTOOL_RUN_DUMP_CONFIG")) {
-			fprintf(stderr, "vtool: not supported yet: -sandbox, -runas, -chroot\n");
-			return 1;
-		}
-	}
 	/* For tests/integration/run-options.sh: what the command line amounts to. */
 	const char *dump = getenv("VTOOL_RUN_DUMP_CONFIG");
 	if (dump && !strcmp(dump, "options")) {
@@ -403,6 +408,14 @@ static int run_main(int argc, char **argv)
 		}
 	}
 
+	/* The sandbox's filters are compiled before any thread starts (sandbox.h). */
+	if (sandbox_init(&cfg, &err)) {
+		vt_error_print(&err, stderr);
+		daemon_ready(daemon_fd, 1);
+		if (pidfile[0])
+			unlink(pidfile);
+		return 1;
+	}
 	/* Signals go to one thread; vCPU threads only ever see their kick signal. */
 	static sigset_t set;
 	sigemptyset(&set);

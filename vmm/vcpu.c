@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "vmm/cpuid.h"
+#include "vmm/sandbox.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -294,6 +295,7 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	sandbox_thread(SANDBOX_VCPU);
 	vcpu->first_run_ns = now_ns();
 	__atomic_store_n(&vcpu->tid, gettid(), __ATOMIC_RELEASE);
 	vm_vcpu_enter(vm);

@@ -9,6 +9,7 @@
 #include "vmm/hw/devices.h"
 #include "vmm/hw/ide.h"
 #include "vmm/hw/pci.h"
+#include "vmm/sandbox.h"
 #include "vmm/vm.h"
 
 #define ST_ERR  0x01
@@ -832,6 +833,7 @@ static void *ide_thread(void *arg)
 
 	snprintf(name, sizeof(name), "ide%d-io", c->index);
 	pthread_setname_np(pthread_self(), name);
+	sandbox_thread(SANDBOX_IO);
 	pthread_mutex_lock(&c->lock);
 	while (!c->stop) {
 		if (!c->paused && job_ready(c))

@@ -13,6 +13,7 @@
 
 #include "vmm/hw/pci.h"
 #include "vmm/irq.h"
+#include "vmm/sandbox.h"
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
 
@@ -427,6 +428,7 @@ static void *virtio_io_thread(void *arg)
 
 	snprintf(name, sizeof(name), "%.11s-io", dev->ops->name);
 	pthread_setname_np(pthread_self(), name);
+	sandbox_thread(SANDBOX_IO);
 	for (;;) {
 		struct epoll_event ev[8];
 		int n = epoll_wait(t->epfd, ev, 8, -1);
@@ -452,6 +454,7 @@ static void *virtio_io_thread(void *arg)
 			if (dev->vqs[tag].enabled && (dev->status & VIRTIO_STATUS_DRIVER_OK))
 				dev->ops->queue_kick(dev, tag);
 			pthread_mutex_unlock(&dev->lock);
+			sandbox_selftest(SANDBOX_IO);
 		}
 	}
 	return NULL;
