@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <jansson.h>
 
 #include "vmm/control.h"
 #include "vmm/hmp.h"
@@ -342,6 +343,9 @@ int monitor_start(const struct vm_config *cfg, struct vt_error *err)
 	const struct vm_ctl_config *x = &cfg->ctl;
 	int ret;
 
+	/* jansson seeds its hash tables from /dev/urandom on first use: now, before the
+	 * sandbox (which lets no monitor open a file to read). */
+	json_object_seed(0);
 	if (x->mon_stdio_mux)
 		hmp_session_init(&mon.mux, true, NULL, NULL);
 	if (!x->nr_monitors)

@@ -61,7 +61,8 @@ static const char *const common_calls[] = {
 };
 
 /* A vCPU: KVM_RUN and what an exit's device emulation does on this thread (serial and
- * debugcon output, eventfd kicks of I/O threads, kicking other vCPUs on a stop). */
+ * debugcon output, eventfd kicks of I/O threads, kicking other vCPUs on a stop, the tap's
+ * offloads when a virtio-net driver sets its features). */
 static const char *const vcpu_calls[] = { NULL };
 
 /* I/O threads: images (positioned and vectored I/O, flush, grow, holes) and taps. */
@@ -224,6 +225,12 @@ static int add_common(scmp_filter_ctx ctx)
 	for (size_t i = 0; !ret && i < sizeof(prctl_ops) / sizeof(prctl_ops[0]); i++)
 		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
 		                       SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)prctl_ops[i]));
+	/* glibc's own probes (free() asks /proc/sys/vm/overcommit_memory once, from any
+	 * thread) open for reading: they fail quietly (EACCES), and glibc takes the
+	 * default. Every other open kills. */
+	if (!ret)
+		ret = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 1,
+		                       SCMP_A2(SCMP_CMP_EQ, O_RDONLY | O_CLOEXEC));
 	/* The reporter's way out, and nobody else's: seccomp(2) kills. */
 	if (!ret)
 		ret = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(seccomp), 0);
@@ -241,6 +248,7 @@ static int add_class(scmp_filter_ctx ctx, int c)
 	if (all || c == SANDBOX_VCPU) {
 		ret = ret ? ret : add_names(ctx, vcpu_calls);
 		ret = ret ? ret : add_ioctl_type(ctx, IOC_KVM);
+		ret = ret ? ret : add_ioctl_type(ctx, IOC_TTY); /* virtio-net's TUNSETOFFLOAD */
 	}
 	if (all || c == SANDBOX_IO) {
 		ret = ret ? ret : add_names(ctx, io_calls);
@@ -393,6 +401,7 @@ int sandbox_init(const struct vm_config *cfg, struct vt_error *err)
 	int ret;
 
 	sb.chroot_dir = cfg->ctl.chroot_dir;
+	tzset(); /* the RTC's localtime_r reads /etc/localtime now, not under the filter */
 	if (cfg->ctl.runas && (ret = resolve_user(cfg->ctl.runas, err)))
 		return ret;
 	sb.on = sandbox_enabled(cfg);

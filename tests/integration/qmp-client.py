@@ -207,7 +207,7 @@ def scenario_main():
     hmp = os.path.join(SCRATCH, "main", "hmp.sock")
     vm = VM("main", "test=count cycles=100000000",
             ["-name", "mon-test", "-smp", "2",
-             "-drive", "file=%s,format=raw,if=ide,index=0" % hda,
+             "-drive", "file=%s,format=raw,if=ide,index=0" % hda, "-vga", "std",
              "-monitor", "unix:%s,server=on,wait=off" % hmp])
     try:
         q = QMP(vm.qmp, negotiate=False)
@@ -243,9 +243,19 @@ def scenario_main():
               ide[0]["inserted"]["drv"] == "raw" and ide[0]["inserted"]["ro"] is False and
               ide[0]["removable"] is False, "query-block %s" % blk)
         check(q.cmd("query-vnc") == {"return": {"enabled": False}}, "query-vnc")
-        r = q.cmd("screendump", {"filename": os.path.join(SCRATCH, "shot.ppm")})
-        check(is_error(r, "GenericError", "There is no console to take a screendump from"),
-              "screendump without a display: %s" % r)
+        # screendump of the VGA (-display none: no viewer, the picture all the same)
+        for fmt, magic in (("ppm", b"P6\n"), ("png", b"\x89PNG\r\n\x1a\n")):
+            shot = os.path.join(SCRATCH, "shot." + fmt)
+            r = q.cmd("screendump", {"filename": shot, "format": fmt})
+            data = open(shot, "rb").read() if os.path.exists(shot) else b""
+            check(r == {"return": {}} and data.startswith(magic), "screendump %s: %s %r" %
+                  (fmt, r, data[:16]))
+            if fmt == "ppm" and data.startswith(magic):
+                m = re.match(rb"P6\n(\d+) (\d+)\n255\n", data)
+                check(m is not None and len(data) == m.end() + int(m[1]) * int(m[2]) * 3,
+                      "screendump ppm: the size matches the header (%d bytes)" % len(data))
+        r = q.cmd("screendump", {"filename": os.path.join(SCRATCH, "x"), "format": "bmp"})
+        check(is_error(r, "GenericError"), "screendump format bmp: %s" % r)
 
         # stop: the STOP event, "paused", the vCPUs do nothing, the count stands still
         r = q.cmd("stop")
@@ -351,6 +361,9 @@ def scenario_powerdown():
     vm = VM("pwr", "test=powerbtn")
     try:
         q = QMP(vm.qmp)
+        r = q.cmd("screendump", {"filename": os.path.join(SCRATCH, "shot-none.ppm")})
+        check(is_error(r, "GenericError", "There is no console to take a screendump from"),
+              "screendump without a display: %s" % r)
         check(vm.wait_serial("TG-PWRBTN waiting"), "the guest waits for the button")
         r = q.cmd("system_powerdown")
         check(r == {"return": {}} and q.event("POWERDOWN") is not None, "system_powerdown: %s" % r)

@@ -3,7 +3,7 @@
 # seed's bridge + tap + NAT; `vtool run` attaches tguest to the tap with virtio-net
 # (both qemu spellings); the host pings the guest through br0 and gets replies, and the
 # guest pings an "uplink" namespace through the NAT, where the packet arrives with the
-# uplink's address as its source (masqueraded).
+# uplink's address as its source (masqueraded). The second guest runs as 'nobody'.
 . "$(dirname "$0")/lib.sh"
 : "${TGUEST:?}"
 [ -c /dev/kvm ] || { echo "SKIP: no /dev/kvm"; exit 77; }
@@ -53,7 +53,9 @@ boot() {
 boot netdev -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
   -device virtio-net-pci,netdev=n0,mac=52:54:00:ab:cd:ef
 expect_grep '^TG-NET mac=52:54:00:ab:cd:ef$' "$T/netdev.out"
-boot net -net nic,model=virtio -net tap,ifname=tap0,script=no,downscript=no
+# the same as 'nobody' (the tap is opened first, then vtool drops to that user)
+runas=(); id nobody >/dev/null 2>&1 && runas=(-runas nobody)
+boot net -net nic,model=virtio -net tap,ifname=tap0,script=no,downscript=no "${runas[@]}"
 expect_grep '^TG-NET mac=52:54:00:12:34:56$' "$T/net.out"
 
 # masqueraded: the uplink saw the guest's pings coming from 10.99.0.1, never 192.168.57.x

@@ -614,6 +614,10 @@ int display_start(const struct vm_config *cfg, struct vt_error *err)
 	s->neverShared = FALSE;
 	s->dontDisconnect = FALSE;
 	if (d->password) {
+		/* VNC authentication's DES comes from libgcrypt, which initialises itself on
+		 * first use (syslog, /proc and /etc reads): do that now, before the sandbox. */
+		unsigned char challenge[CHALLENGESIZE] = { 0 };
+		rfbEncryptBytes(challenge, d->password);
 		vnc.passwords[0] = d->password;
 		s->authPasswdData = vnc.passwords;
 		s->passwordCheck = rfbCheckPasswordByList;
