@@ -6,12 +6,14 @@ packages=(
   # build
   gcc clang libclang-rt-14-dev meson ninja-build pkg-config python3
   zlib1g-dev libzstd-dev uuid-dev libvncserver-dev check libmnl-dev libnftnl-dev liburing-dev
+  libjansson-dev libseccomp-dev
   # peers used by tests and benchmarks
   qemu-utils qemu-system-x86 seabios busybox-static xorriso iproute2 nftables
   isolinux syslinux-common bc
   lz4 time iputils-ping dnsmasq-base dmidecode strace
   python3-cryptography   # VNC authentication in tests/tools/rfbclient.py
   nbdkit libnbd-bin nbd-client
+  socat
 )
 
 missing=()

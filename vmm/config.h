@@ -8,7 +8,9 @@
 #define VTOOL_VMM_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "util/error.h"
 
@@ -35,6 +37,8 @@ struct vm_drive {
 	const char *option;      /* the option it came from ("-hda", "-drive") for messages */
 	const char *id;          /* -drive id=, for -device ...,drive=ID */
 	int bootindex;           /* -1: none */
+	const char *serial;      /* -device ide-hd,serial=: what the guest reads; NULL: file name */
+	const char *dev_id;      /* -device ...,id=: the device's name (query-block's qdev) */
 };
 
 struct vm_nic {
@@ -45,6 +49,8 @@ struct vm_nic {
 	bool has_mac;
 	const char *option;
 	int bootindex;           /* -1: none */
+	const char *script;      /* run with the tap's name at start (qemu: /etc/qemu-ifup) */
+	const char *downscript;  /* ... and at exit (qemu: /etc/qemu-ifdown); NULL: none */
 };
 
 /* -boot: the legacy device letters (c disk, d CD-ROM, n network, a floppy) and the rest. */
@@ -89,6 +95,47 @@ struct vm_cpu_edit {
 	bool enable;
 };
 
+/* -smp's topology after qemu's rules (options_smp.c). */
+struct vm_topology {
+	int sockets, dies, cores, threads, max_cpus;
+};
+
+/* vtool run as a managed process: monitors, -S, the sandbox, -runas and -chroot
+ * (options_ctl.c parses them; monitor.c, control.c and sandbox.c use them). */
+#define VM_MAX_MONITORS 4
+#define VM_MAX_SOCK_CHARDEVS 8
+
+enum vm_chardev_kind { VM_CHR_SOCKET_UNIX, VM_CHR_SOCKET_TCP, VM_CHR_STDIO };
+
+struct vm_sock_chardev {
+	const char *id;
+	enum vm_chardev_kind kind;
+	const char *path;            /* unix */
+	const char *host, *port;     /* tcp */
+	bool wait;                   /* server: block start-up until a client connects */
+};
+
+struct vm_monitor {
+	const char *chardev_id;      /* -mon chardev=ID (resolved by vm_config_check) */
+	int chardev;                 /* index into ctl.chardevs */
+	bool qmp;                    /* mode=control; else readline (HMP) */
+	bool pretty;
+};
+
+struct vm_ctl_config {
+	struct vm_sock_chardev chardevs[VM_MAX_SOCK_CHARDEVS];
+	int nr_chardevs;
+	struct vm_monitor monitors[VM_MAX_MONITORS];
+	int nr_monitors;
+	bool mon_stdio_mux;          /* -serial mon:stdio / -nographic: Ctrl-A c reaches the HMP */
+	bool monitor_given;          /* -monitor/-mon: no default monitor with -nographic */
+	bool start_paused;           /* -S */
+	int sandbox;                 /* -1 default (on, except in sanitizer builds), 0, 1 */
+	const char *runas;           /* user name or uid[:gid] */
+	const char *chroot_dir;
+	bool want_help, want_version;
+};
+
 struct vm_config {
 	uint64_t ram_size;                  /* -m, bytes */
 	int nr_vcpus;                       /* -smp */
@@ -98,6 +145,7 @@ struct vm_config {
 
 	const char *kernel, *initrd, *append;
 	const char *name, *pidfile;
+	const char *process_name;           /* -name ...,process=: the process's name */
 	bool daemonize, no_reboot, no_shutdown, nographic;
 	bool rtc_localtime;
 
@@ -125,6 +173,11 @@ struct vm_config {
 	bool snapshot;                      /* -snapshot */
 	struct vm_display display;
 	const char *unsupported;            /* first option parsed but not supported yet */
+
+	bool nodefaults;                    /* -nodefaults: no default serial port */
+	bool graphics_off;                  /* -machine graphics=off: firmware on the serial port */
+	struct vm_topology topo;            /* -smp sockets=,dies=,cores=,threads=,maxcpus= */
+	struct vm_ctl_config ctl;           /* monitors, -S, -sandbox, -runas, -chroot */
 };
 
 /* Parse qemu-system-x86_64 style arguments (argv[0] is the program name). On a bad option
@@ -134,5 +187,13 @@ int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_erro
 /* Refuse what this build cannot run yet ("not supported yet: -vnc") and resolve
  * references between options (-device ...,drive=ID, -netdev ids, chardevs). */
 int vm_config_check(const struct vm_config *cfg, struct vt_error *err);
+
+/* Append the qemu-system-x86_64 options vtool lacks ("-a, -b, ...", wrapped, each line
+ * indented) to buf, for --help. */
+void vm_options_unsupported_list(char *buf, size_t len, int indent);
+/* Print every option name vtool run accepts, one a line (tests). */
+void vm_options_accepted(FILE *f);
+/* Print the configuration, one "field=value" line each (tests: VTOOL_RUN_DUMP_CONFIG). */
+void vm_config_dump(const struct vm_config *cfg, FILE *f);
 
 #endif

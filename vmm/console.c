@@ -10,6 +10,9 @@
 #include <unistd.h>
 
 #include "vmm/console.h"
+#include "vmm/control.h"
+#include "vmm/monitor.h"
+#include "vmm/sandbox.h"
 #include "vmm/vm.h"
 
 #define CTRL_A 0x01
@@ -31,6 +34,10 @@ void console_restore_terminal(void)
 
 static void console_deliver(const uint8_t *buf, size_t len)
 {
+	if (len && monitor_mux_focused()) {
+		monitor_mux_input(buf, len); /* C-a c switched the terminal to the HMP */
+		return;
+	}
 	pthread_mutex_lock(&con.lock);
 	if (con.vm && con.vm->input_fn && len)
 		con.vm->input_fn(con.vm->input_opaque, buf, len);
@@ -42,18 +49,19 @@ static void console_escape(uint8_t c)
 	static const char help[] =
 		"\r\nC-a h    print this help\r\n"
 		"C-a x    exit emulator\r\n"
+		"C-a c    switch between console and monitor\r\n"
 		"C-a C-a  sends C-a\r\n";
 
 	switch (c) {
 	case 'x': case 'X':
-		pthread_mutex_lock(&con.lock);
-		if (con.vm)
-			vm_request_stop(con.vm, VM_STOP_QUIT, 0, NULL);
-		pthread_mutex_unlock(&con.lock);
+		ctl_quit(CTL_CAUSE_HOST_QMP_QUIT);
 		break;
 	case 'h': case 'H': case '?':
 		if (write(STDOUT_FILENO, help, sizeof(help) - 1) < 0)
 			break;
+		break;
+	case 'c': case 'C':
+		monitor_mux_toggle();
 		break;
 	case CTRL_A:
 		console_deliver(&c, 1);
@@ -69,6 +77,7 @@ static void *console_thread(void *arg)
 
 	(void)arg;
 	pthread_setname_np(pthread_self(), "console");
+	sandbox_thread(SANDBOX_MONITOR); /* C-a c reaches the HMP on this thread */
 	for (;;) {
 		struct pollfd p[2] = { { STDIN_FILENO, POLLIN, 0 }, { con.wake[0], POLLIN, 0 } };
 		if (poll(p, 2, -1) < 0) {

@@ -82,7 +82,8 @@ int disk_open(struct vm_disk *d, const struct vm_drive *drive, bool snapshot,
 	/* A serial number the guest can read (virtio GET_ID, ATA IDENTIFY): the file's
 	 * base name, as short as ATA allows. */
 	const char *base = strrchr(drive->file, '/');
-	snprintf(d->serial, sizeof(d->serial), "%s", base ? base + 1 : drive->file);
+	snprintf(d->serial, sizeof(d->serial), "%s",
+	         drive->serial ? drive->serial : base ? base + 1 : drive->file);
 	return 0;
 }
 

@@ -12,17 +12,12 @@
 #include "net/net.h"
 #include "util/size.h"
 #include "vmm/config.h"
+#include "vmm/options.h"
 #include "vmm/ui/display.h"
-
-#define MAX_KV 24
-
-struct kv {
-	char *key, *val;
-};
 
 /* Split a sub-option string in place. The first item may lack "=": its key is
  * first_key. Returns the number of pairs or -1 if there are too many. */
-static int kv_split(char *s, const char *first_key, struct kv *kv)
+int kv_split(char *s, const char *first_key, struct kv *kv)
 {
 	int n = 0;
 
@@ -60,8 +55,7 @@ static int kv_split(char *s, const char *first_key, struct kv *kv)
 	return n;
 }
 
-__attribute__((format(printf, 3, 4)))
-static int bad(struct vt_error *err, const char *opt, const char *fmt, ...)
+int bad(struct vt_error *err, const char *opt, const char *fmt, ...)
 {
 	char why[256];
 	va_list ap;
@@ -72,7 +66,7 @@ static int bad(struct vt_error *err, const char *opt, const char *fmt, ...)
 	return vt_error_set(err, EINVAL, opt, NULL, "%s", why);
 }
 
-static int parse_bool(const char *v, bool *out)
+int parse_bool(const char *v, bool *out)
 {
 	if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true"))
 		*out = true;
@@ -83,7 +77,7 @@ static int parse_bool(const char *v, bool *out)
 	return 0;
 }
 
-static int parse_uint(const char *v, unsigned long max, unsigned long *out)
+int parse_uint(const char *v, unsigned long max, unsigned long *out)
 {
 	char *end;
 
@@ -106,42 +100,14 @@ static int opt_m(struct vm_config *cfg, char *arg, struct vt_error *err)
 			if (vt_size_parse(kv[i].val, 1ull << 20, &sz) || sz == 0)
 				return bad(err, "-m", "invalid RAM size '%s'", kv[i].val);
 			cfg->ram_size = sz;
-		} else if (strcmp(kv[i].key, "slots") && strcmp(kv[i].key, "maxmem")) {
+		} else if (!strcmp(kv[i].key, "slots") || !strcmp(kv[i].key, "maxmem")) {
+			return vt_error_set(err, ENOTSUP, "-m", NULL, "not supported yet: %s= "
+			                    "(memory hot-plug)", kv[i].key);
+		} else {
 			return bad(err, "-m", "unknown parameter '%s'", kv[i].key);
 		}
 	}
 	return n < 0 ? bad(err, "-m", "too many parameters%s", "") : 0;
-}
-
-static int opt_smp(struct vm_config *cfg, char *arg, struct vt_error *err)
-{
-	struct kv kv[MAX_KV];
-	unsigned long cpus = 0, topo = 1, v;
-	bool have_topo = false;
-	int n = kv_split(arg, "cpus", kv);
-
-	if (n < 0)
-		return bad(err, "-smp", "too many parameters%s", "");
-	for (int i = 0; i < n; i++) {
-		if (parse_uint(kv[i].val, 4096, &v) || v == 0)
-			return bad(err, "-smp", "invalid value '%s'", kv[i].val);
-		if (!strcmp(kv[i].key, "cpus")) {
-			cpus = v;
-		} else if (!strcmp(kv[i].key, "sockets") || !strcmp(kv[i].key, "cores") ||
-		           !strcmp(kv[i].key, "threads") || !strcmp(kv[i].key, "dies")) {
-			topo *= v;
-			have_topo = true;
-		} else if (strcmp(kv[i].key, "maxcpus")) {
-			return bad(err, "-smp", "unknown parameter '%s'", kv[i].key);
-		}
-	}
-	if (!cpus)
-		cpus = have_topo ? topo : 1;
-	if (cpus > VM_MAX_VCPUS)
-		return vt_error_set(err, EINVAL, "-smp", NULL, "%lu CPUs requested, at most %d",
-		                    cpus, VM_MAX_VCPUS);
-	cfg->nr_vcpus = (int)cpus;
-	return 0;
 }
 
 static int opt_cpu(struct vm_config *cfg, char *arg, struct vt_error *err)
@@ -188,6 +154,7 @@ static int opt_device_drive(struct vm_config *cfg, const char *drv, struct kv *k
 	struct vm_drive *d = NULL;
 	long bus = -1, unit = -1, bootindex = -1;
 	unsigned long v;
+	const char *dev_id = NULL, *serial = NULL;
 
 	for (int i = 1; i < n; i++) {
 		const char *k = kv[i].key, *val = kv[i].val;
@@ -202,12 +169,18 @@ static int opt_device_drive(struct vm_config *cfg, const char *drv, struct kv *k
 			bus = (long)v;
 		} else if (!strcmp(k, "unit") && !parse_uint(val, 1, &v)) {
 			unit = (long)v;
-		} else if (strcmp(k, "id") && strcmp(k, "serial")) {
+		} else if (!strcmp(k, "id")) {
+			dev_id = val;
+		} else if (!strcmp(k, "serial")) {
+			serial = val;
+		} else {
 			return bad(err, "-device", "%s: bad parameter '%s'", drv, k);
 		}
 	}
 	if (!d)
 		return bad(err, "-device", "%s: drive= is required", drv);
+	d->dev_id = dev_id;
+	d->serial = serial;
 	if (d->interface != VM_DRIVE_NONE)
 		return bad(err, "-device", "%s: drive '%s' is already attached", drv, d->id);
 	d->option = "-device";
@@ -266,6 +239,8 @@ static int opt_device(struct vm_config *cfg, char *arg, struct vt_error *err)
 				if (parse_uint(kv[i].val, 0x7fffffff, &v))
 					return bad(err, "-device", "invalid bootindex '%s'", kv[i].val);
 				nic->bootindex = (int)v;
+			} else if (strcmp(kv[i].key, "id")) {
+				return bad(err, "-device", "%s: bad parameter '%s'", drv, kv[i].key);
 			}
 		}
 		return 0;
@@ -353,7 +328,12 @@ static int opt_drive(struct vm_config *cfg, char *arg, struct vt_error *err)
 			d->bootindex = (int)v;
 		} else if (!strcmp(k, "id")) {
 			d->id = val;
-		} else if (strcmp(k, "aio")) {
+		} else if (!strcmp(k, "aio")) {
+			/* vtool's disk I/O runs on worker threads: qemu's aio=threads. */
+			if (strcmp(val, "threads"))
+				return vt_error_set(err, ENOTSUP, "-drive", NULL, "not supported yet: "
+				                    "aio=%s (vtool's disk I/O is aio=threads)", val);
+		} else {
 			return bad(err, "-drive", "invalid parameter '%s'", k);
 		}
 	}
@@ -404,9 +384,19 @@ static int opt_net(struct vm_config *cfg, const char *opt, char *arg, struct vt_
 		} else if (!strcmp(k, "id")) {
 			nic->id = val;
 		} else if (!strcmp(k, "script") || !strcmp(k, "downscript")) {
-			if (strcmp(val, "no"))
-				return bad(err, opt, "only %s=no is supported (use 'vtool net')", k);
-		} else if (strcmp(k, "vlan") && strcmp(k, "vhost") && strcmp(k, "queues")) {
+			/* "no" or "" runs nothing; qemu's defaults are filled in by the check. */
+			const char *s = strcmp(val, "no") && val[0] ? val : "";
+			if (!strcmp(k, "script"))
+				nic->script = s;
+			else
+				nic->downscript = s;
+		} else if (!strcmp(k, "vhost") || !strcmp(k, "queues")) {
+			bool off;
+			if (!strcmp(k, "vhost") ? parse_bool(val, &off) || off : strcmp(val, "1"))
+				return vt_error_set(err, ENOTSUP, opt, NULL, "not supported yet: %s=%s "
+				                    "(vtool's virtio-net has one queue pair, in user space)",
+				                    k, val);
+		} else {
 			return bad(err, opt, "invalid parameter '%s'", k);
 		}
 	}
@@ -417,6 +407,7 @@ static int opt_serial(struct vm_config *cfg, const char *arg, struct vt_error *e
 {
 	if (!strcmp(arg, "stdio") || !strcmp(arg, "mon:stdio")) {
 		cfg->serial = VM_SERIAL_STDIO;
+		cfg->ctl.mon_stdio_mux = !strcmp(arg, "mon:stdio"); /* C-a c reaches the HMP */
 	} else if (!strncmp(arg, "file:", 5) && arg[5]) {
 		cfg->serial = VM_SERIAL_FILE;
 		cfg->serial_path = arg + 5;
@@ -493,8 +484,11 @@ static int opt_chardev(struct vm_config *cfg, char *arg, struct vt_error *err)
 	int n = kv_split(arg, "backend", kv);
 	const char *id = NULL, *path = NULL;
 
+	if (n > 0 && (!strcmp(kv[0].val, "socket") || !strcmp(kv[0].val, "stdio")))
+		return ctl_chardev(cfg, kv, n, err); /* monitors' backends: options_ctl.c */
 	if (n <= 0 || strcmp(kv[0].val, "file"))
-		return bad(err, "-chardev", "unsupported backend '%s' (only file)", n > 0 ? kv[0].val : "");
+		return vt_error_set(err, ENOTSUP, "-chardev", NULL, "not supported yet: backend "
+		                    "'%s' (file, socket and stdio are)", n > 0 ? kv[0].val : "");
 	for (int i = 1; i < n; i++) {
 		if (!strcmp(kv[i].key, "id"))
 			id = kv[i].val;
@@ -553,7 +547,7 @@ static int opt_uuid(struct vm_config *cfg, const char *arg, struct vt_error *err
 	return 0;
 }
 
-static int opt_machine(char *arg, struct vt_error *err)
+static int opt_machine(struct vm_config *cfg, char *arg, struct vt_error *err)
 {
 	struct kv kv[MAX_KV];
 	int n = kv_split(arg, "type", kv);
@@ -566,7 +560,18 @@ static int opt_machine(char *arg, struct vt_error *err)
 		} else if (!strcmp(k, "accel")) {
 			if (strcmp(v, "kvm"))
 				return bad(err, "-machine", "unsupported accelerator '%s' (only kvm)", v);
-		} else if (strcmp(k, "usb") && strcmp(k, "graphics") && strcmp(k, "vmport")) {
+		} else if (!strcmp(k, "graphics")) {
+			bool on;
+			if (parse_bool(v, &on))
+				return bad(err, "-machine", "Parameter 'graphics' expects 'on' or 'off'");
+			cfg->graphics_off = !on;
+		} else if (!strcmp(k, "usb") || !strcmp(k, "vmport")) {
+			/* The machine has neither: only "off" describes it. */
+			bool on;
+			if (parse_bool(v, &on) || on)
+				return vt_error_set(err, ENOTSUP, "-machine", NULL, "not supported yet: "
+				                    "%s=%s", k, v);
+		} else {
 			return bad(err, "-machine", "invalid parameter '%s'", k);
 		}
 	}
@@ -577,7 +582,7 @@ enum opt_id {
 	O_ENABLE_KVM, O_NOGRAPHIC, O_NO_REBOOT, O_NO_SHUTDOWN, O_DAEMONIZE, O_NODEFAULTS,
 	O_SNAPSHOT, O_IGNORED0,
 	O_M, O_SMP, O_CPU, O_KERNEL, O_INITRD, O_APPEND, O_NAME, O_PIDFILE, O_SERIAL,
-	O_DISPLAY, O_VGA, O_MONITOR, O_DEVICE, O_MACHINE, O_ACCEL, O_RTC, O_HD, O_CDROM,
+	O_DISPLAY, O_VGA, O_DEVICE, O_MACHINE, O_ACCEL, O_RTC, O_HD, O_CDROM,
 	O_DRIVE, O_BOOT, O_VNC, O_NET, O_NETDEV, O_BIOS, O_DEBUGCON, O_CHARDEV, O_GLOBAL, O_UUID,
 	O_K, O_OBJECT, O_IGNORED1,
 };
@@ -589,11 +594,11 @@ static const struct {
 	{ "enable-kvm", O_ENABLE_KVM }, { "nographic", O_NOGRAPHIC },
 	{ "no-reboot", O_NO_REBOOT }, { "no-shutdown", O_NO_SHUTDOWN },
 	{ "daemonize", O_DAEMONIZE }, { "nodefaults", O_NODEFAULTS },
-	{ "snapshot", O_SNAPSHOT }, { "no-hpet", O_IGNORED0 }, { "usb", O_IGNORED0 },
+	{ "snapshot", O_SNAPSHOT }, { "no-hpet", O_IGNORED0 },
 	{ "m", O_M }, { "smp", O_SMP }, { "cpu", O_CPU }, { "kernel", O_KERNEL },
 	{ "initrd", O_INITRD }, { "append", O_APPEND }, { "name", O_NAME },
 	{ "pidfile", O_PIDFILE }, { "serial", O_SERIAL }, { "display", O_DISPLAY },
-	{ "vga", O_VGA }, { "monitor", O_MONITOR }, { "device", O_DEVICE },
+	{ "vga", O_VGA }, { "device", O_DEVICE },
 	{ "machine", O_MACHINE }, { "M", O_MACHINE }, { "accel", O_ACCEL }, { "rtc", O_RTC },
 	{ "hda", O_HD }, { "hdb", O_HD }, { "hdc", O_HD }, { "hdd", O_HD },
 	{ "cdrom", O_CDROM }, { "drive", O_DRIVE }, { "boot", O_BOOT }, { "vnc", O_VNC },
@@ -602,17 +607,70 @@ static const struct {
 	{ "uuid", O_UUID }, { "object", O_OBJECT },
 };
 
+bool vm_machine_option(const char *name, bool *has_arg)
+{
+	for (size_t k = 0; k < sizeof(options) / sizeof(options[0]); k++)
+		if (!strcmp(options[k].name, name)) {
+			*has_arg = options[k].id > O_IGNORED0;
+			return true;
+		}
+	return false;
+}
+
+/* -name [guest=]NAME[,process=PNAME][,debug-threads=on|off] */
+static int opt_name(struct vm_config *cfg, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	int n = kv_split(arg, "guest", kv);
+	bool b;
+
+	for (int i = 0; i < n; i++) {
+		if (!strcmp(kv[i].key, "guest"))
+			cfg->name = kv[i].val;
+		else if (!strcmp(kv[i].key, "process"))
+			cfg->process_name = kv[i].val;
+		else if (!strcmp(kv[i].key, "debug-threads") && !parse_bool(kv[i].val, &b))
+			; /* vtool's threads always carry their names (vcpu0, virtio-blk-io, ...) */
+		else
+			return bad(err, "-name", "Invalid parameter '%s'", kv[i].key);
+	}
+	return n < 0 ? bad(err, "-name", "too many parameters") : 0;
+}
+
+/* -rtc [base=utc|localtime][,clock=host][,driftfix=none]: the RTC follows the host's
+ * clock; a fixed start date, guest-time clocks and tick catch-up are not there yet. */
+static int opt_rtc(struct vm_config *cfg, char *arg, struct vt_error *err)
+{
+	struct kv kv[MAX_KV];
+	int n = kv_split(arg, NULL, kv);
+
+	for (int i = 0; i < n; i++) {
+		const char *k = kv[i].key, *v = kv[i].val;
+		if (!strcmp(k, "base") && (!strcmp(v, "utc") || !strcmp(v, "localtime")))
+			cfg->rtc_localtime = !strcmp(v, "localtime");
+		else if ((!strcmp(k, "clock") && !strcmp(v, "host")) ||
+		         (!strcmp(k, "driftfix") && !strcmp(v, "none")))
+			; /* what the RTC does */
+		else if (!strcmp(k, "base") || !strcmp(k, "clock") || !strcmp(k, "driftfix"))
+			return vt_error_set(err, ENOTSUP, "-rtc", NULL, "not supported yet: %s=%s", k, v);
+		else
+			return bad(err, "-rtc", "Invalid parameter '%s'", k);
+	}
+	return n < 0 ? bad(err, "-rtc", "too many parameters") : 0;
+}
+
 static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *arg,
                  struct vt_error *err)
 {
-	struct kv kv[MAX_KV];
 	struct vm_drive *d = NULL;
-	int n;
 
 	switch (id) {
 	case O_ENABLE_KVM: case O_IGNORED0: case O_IGNORED1:
 		return 0;
-	case O_NODEFAULTS: cfg->display.nodefaults = true; return 0;
+	case O_NODEFAULTS:
+		cfg->nodefaults = true;          /* no default serial port */
+		cfg->display.nodefaults = true;  /* no default VGA */
+		return 0;
 	case O_NOGRAPHIC: cfg->nographic = true; return 0;
 	case O_NO_REBOOT: cfg->no_reboot = true; return 0;
 	case O_NO_SHUTDOWN: cfg->no_shutdown = true; return 0;
@@ -621,37 +679,23 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 		cfg->snapshot = true;
 		return 0;
 	case O_M: return opt_m(cfg, arg, err);
-	case O_SMP: return opt_smp(cfg, arg, err);
+	case O_SMP: return opt_smp_parse(cfg, arg, err);
 	case O_CPU: return opt_cpu(cfg, arg, err);
 	case O_KERNEL: cfg->kernel = arg; return 0;
 	case O_INITRD: cfg->initrd = arg; return 0;
 	case O_APPEND: cfg->append = arg; return 0;
 	case O_PIDFILE: cfg->pidfile = arg; return 0;
-	case O_NAME:
-		n = kv_split(arg, "guest", kv);
-		for (int i = 0; i < n; i++)
-			if (!strcmp(kv[i].key, "guest"))
-				cfg->name = kv[i].val;
-		return 0;
+	case O_NAME: return opt_name(cfg, arg, err);
 	case O_SERIAL: return opt_serial(cfg, arg, err);
 	case O_DISPLAY: case O_VGA: case O_VNC: case O_K: case O_OBJECT:
 		return display_option(cfg, opt, arg, err);
-	case O_MONITOR:
-		if (!strncmp(arg, "none", 4))
-			return 0;
-		return bad(err, opt, "unsupported value '%s' (only 'none')", arg);
 	case O_DEVICE: return opt_device(cfg, arg, err);
-	case O_MACHINE: return opt_machine(arg, err);
+	case O_MACHINE: return opt_machine(cfg, arg, err);
 	case O_ACCEL:
 		if (strcmp(arg, "kvm") && strncmp(arg, "kvm,", 4))
 			return bad(err, "-accel", "unsupported accelerator '%s' (only kvm)", arg);
 		return 0;
-	case O_RTC:
-		n = kv_split(arg, NULL, kv);
-		for (int i = 0; i < n; i++)
-			if (!strcmp(kv[i].key, "base"))
-				cfg->rtc_localtime = !strcmp(kv[i].val, "localtime");
-		return 0;
+	case O_RTC: return opt_rtc(cfg, arg, err);
 	case O_HD: case O_CDROM:
 		if (add_drive(cfg, opt, &d, err))
 			return -EINVAL;
@@ -683,6 +727,7 @@ static int apply(struct vm_config *cfg, enum opt_id id, const char *opt, char *a
 int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_error *err)
 {
 	*cfg = (struct vm_config){ .ram_size = 128ull << 20, .nr_vcpus = 1,
+	                           .topo = { 1, 1, 1, 1, 1 }, .ctl = { .sandbox = -1 },
 	                           .cpu_model = "host", .serial = VM_SERIAL_STDIO,
 	                           .boot = { .order = "cad", .menu = -1, .splash_time = -1,
 	                                     .reboot_timeout = -1 },
@@ -699,20 +744,35 @@ int vm_config_parse(struct vm_config *cfg, int argc, char **argv, struct vt_erro
 		for (k = 0; k < sizeof(options) / sizeof(options[0]); k++)
 			if (!strcmp(options[k].name, name))
 				break;
-		if (k == sizeof(options) / sizeof(options[0]))
-			return bad(err, a, "invalid option%s", "");
+		bool ctl = false, has_arg;
+		if (k == sizeof(options) / sizeof(options[0])) {
+			/* monitors, -S, sandbox, help (options_ctl.c); else qemu's verdict */
+			if (!(ctl = ctl_option(name, &has_arg)))
+				return qemu_option_unknown(a, err);
+		} else {
+			has_arg = options[k].id > O_IGNORED0;
+		}
 		char *arg = NULL;
-		if (options[k].id > O_IGNORED0) {
+		if (has_arg) {
 			if (i + 1 >= argc)
 				return bad(err, a, "requires an argument%s", "");
 			arg = argv[++i];
 		}
-		serial_given |= options[k].id == O_SERIAL;
-		int ret = apply(cfg, options[k].id, a, arg, err);
+		int ret;
+		if (ctl) {
+			ret = ctl_apply(cfg, name, a, arg, err);
+		} else {
+			serial_given |= options[k].id == O_SERIAL;
+			ret = apply(cfg, options[k].id, a, arg, err);
+		}
 		if (ret)
 			return ret;
+		if (cfg->ctl.want_help || cfg->ctl.want_version)
+			return 0; /* qemu acts on -help and -version at once */
 	}
-	(void)serial_given;
+	/* qemu -nodefaults: no serial port unless one is asked for. */
+	if (cfg->nodefaults && !serial_given)
+		cfg->serial = VM_SERIAL_NONE;
 	return 0;
 }
 
@@ -729,8 +789,11 @@ static int nics_resolve(const struct vm_config *cfg, struct vt_error *err)
 		if (!nic->ifname && nic->id) {
 			for (int k = 0; k < cfg->nr_nics; k++)
 				if (k != i && !cfg->nics[k].model && cfg->nics[k].id &&
-				    !strcmp(cfg->nics[k].id, nic->id))
+				    !strcmp(cfg->nics[k].id, nic->id)) {
 					nic->ifname = cfg->nics[k].ifname;
+					nic->script = cfg->nics[k].script;
+					nic->downscript = cfg->nics[k].downscript;
+				}
 			if (!nic->ifname)
 				return vt_error_set(err, EINVAL, nic->option, NULL,
 				                    "netdev '%s' not found (give -netdev tap,id=%s,ifname=TAP)",
@@ -739,6 +802,12 @@ static int nics_resolve(const struct vm_config *cfg, struct vt_error *err)
 		if (!nic->ifname)
 			return vt_error_set(err, EINVAL, nic->option, NULL,
 			                    "a NIC needs a tap: -net tap,ifname=TAP,script=no,downscript=no");
+		/* qemu's defaults: the tap's name goes to /etc/qemu-ifup at start and to
+		 * /etc/qemu-ifdown at exit (netscript.c). */
+		if (!nic->script)
+			nic->script = "/etc/qemu-ifup";
+		if (!nic->downscript)
+			nic->downscript = "/etc/qemu-ifdown";
 		if (!nic->has_mac) {
 			/* qemu's default: 52:54:00:12:34:56, the last byte counting up */
 			static const uint8_t base[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
@@ -754,7 +823,7 @@ int vm_config_check(const struct vm_config *cfg, struct vt_error *err)
 {
 	int ret = nics_resolve(cfg, err);
 
-	if (ret)
+	if (ret || (ret = ctl_check(cfg, err)))
 		return ret;
 	if (cfg->unsupported)
 		return vt_error_set(err, ENOTSUP, cfg->unsupported, NULL, "not supported yet: %s",

@@ -9,31 +9,41 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "host/host.h"
 #include "util/command.h"
 #include "vmm/console.h"
+#include "vmm/control.h"
 #include "vmm/ui/display.h"
 #include "vmm/hw/fw_cfg.h"
+#include "vmm/keep.h"
+#include "vmm/monitor.h"
+#include "vmm/netscript.h"
+#include "vmm/sandbox.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
 
-static const char run_help[] =
+static const char run_help_machine[] =
 	"Usage: vtool run [options]\n"
 	"\n"
 	"Run a KVM virtual machine. Options follow qemu-system-x86_64's syntax.\n"
 	"\n"
 	"Machine:\n"
 	"  -m SIZE              RAM (default 128M; a bare number means MiB)\n"
-	"  -smp N               number of vCPUs (also cpus=N,sockets=..,cores=..,threads=..)\n"
+	"  -smp [cpus=]N[,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=N]\n"
+	"                       vCPUs and their topology, with qemu's rules (at most 64)\n"
 	"  -cpu host[,+feat][,-feat]\n"
 	"                       CPU model (host; qemu64/kvm64/max mean the same here) and\n"
 	"                       features to hide, e.g. -cpu host,-cx16\n"
-	"  -enable-kvm, -accel kvm, -machine pc[,accel=kvm]   accepted (KVM is always used)\n"
-	"  -rtc base=utc|localtime\n"
+	"  -enable-kvm, -accel kvm, -machine pc[,accel=kvm][,usb=off][,vmport=off]\n"
+	"                       accepted: KVM is always used, the machine is always a pc\n"
+	"  -machine graphics=off  firmware talks to the serial port (as -nographic does)\n"
+	"  -rtc [base=utc|localtime][,clock=host][,driftfix=none]\n"
+	"  -no-hpet             accepted (there is no HPET)\n"
 	"Boot (without -kernel: firmware, Debian's SeaBIOS, boots the disks like qemu's pc):\n"
 	"  -bios FILE           BIOS image (default /usr/share/seabios/bios-256k.bin)\n"
 	"  -boot [order=]DRIVES[,once=DRIVES][,menu=on|off][,splash-time=MS]\n"
@@ -45,29 +55,34 @@ static const char run_help[] =
 	"                       (32- or 64-bit) with a PVH note\n"
 	"  -initrd FILE         initial ramdisk\n"
 	"  -append CMDLINE      kernel command line\n"
-	"  -uuid UUID           the machine's SMBIOS UUID\n"
+	"  -uuid UUID           the machine's SMBIOS UUID\n";
+
+static const char run_help_devices[] =
 	"Devices and I/O:\n"
-	"  -serial stdio|file:PATH|none   COM1 (default stdio)\n"
+	"  -serial stdio|file:PATH|none   COM1 (default stdio; none with -nodefaults)\n"
 	"  -nographic           serial on stdio with Ctrl-A escapes (C-a x quits, C-a h help);\n"
 	"                       the firmware's screen text appears there too\n"
 	"  -debugcon file:PATH [-global isa-debugcon.iobase=0x402]\n"
 	"  -chardev file,id=ID,path=PATH -device isa-debugcon,chardev=ID,iobase=0x402\n"
 	"                       debug console port (SeaBIOS logs on 0x402)\n"
-	"  -monitor none, -nodefaults   accepted (-nodefaults: no VGA unless -vga std)\n"
+	"  -nodefaults          no default serial port (give -serial) and no VGA (unless -vga std)\n"
 	"  -device isa-debug-exit[,iobase=0x501][,iosize=2]\n"
 	"                       a write of V to the port exits with status (V<<1)|1\n"
 	"Disks (qcow2 or raw, through the same block layer as vtool img):\n"
 	"  -hda/-hdb/-hdc/-hdd FILE, -cdrom FILE      IDE disks and an ATAPI CD-ROM\n"
 	"  -drive file=F[,if=ide|virtio|none][,format=raw|qcow2][,index=N][,media=disk|cdrom]\n"
 	"         [,readonly=on][,cache=writeback|none|writethrough|directsync|unsafe]\n"
-	"         [,discard=unmap][,snapshot=on][,id=ID][,bootindex=N]\n"
+	"         [,discard=unmap][,snapshot=on][,id=ID][,bootindex=N][,aio=threads]\n"
 	"  -device ide-hd|ide-cd|virtio-blk-pci,drive=ID[,bus=ide.N,unit=N][,bootindex=N]\n"
+	"         [,serial=STR][,id=ID]\n"
 	"  -snapshot            write to throw-away overlays; the images stay untouched\n"
 	"Network (virtio-net over a tap made by 'vtool net'):\n"
 	"  -net nic[,model=virtio][,macaddr=MAC] -net tap,ifname=TAP,script=no,downscript=no\n"
 	"  -netdev tap,id=ID,ifname=TAP,script=no,downscript=no\n"
 	"  -device virtio-net-pci,netdev=ID[,mac=MAC][,bootindex=N]\n"
 	"  -net none            accepted\n"
+	"  script=FILE / downscript=FILE run with the tap's name at start / exit (qemu's\n"
+	"  defaults /etc/qemu-ifup and /etc/qemu-ifdown; script=no runs nothing)\n"
 	"Display (std VGA with Debian's VGA BIOS, shown over VNC):\n"
 	"  -vga std|none        the VGA card (default std: PCI 00:02.0, Bochs VBE modes)\n"
 	"  -global VGA.vgamem_mb=N   video memory (default 16)\n"
@@ -80,9 +95,31 @@ static const char run_help[] =
 	"                       default en-us)\n"
 	"Lifecycle:\n"
 	"  -no-reboot           exit (status 0) when the guest resets instead of rebooting\n"
-	"  -name NAME, -pidfile FILE, -daemonize\n"
-	"\n"
+	"  -name NAME[,process=PNAME][,debug-threads=on], -pidfile FILE, -daemonize\n"
+	"  -help, -version\n";
 
+static const char run_help_control[] =
+	"Monitors (qemu's QMP and HMP; DEV is unix:PATH,server=on[,wait=off],\n"
+	"tcp:HOST:PORT,server=on[,wait=off] or stdio):\n"
+	"  -qmp DEV, -qmp-pretty DEV    QMP (JSON): query-status, stop, cont, system_powerdown,\n"
+	"                       system_reset, quit, query-block, screendump, ... and events\n"
+	"  -monitor DEV|none    HMP (text): info status|block|registers, stop, cont, ...\n"
+	"  -chardev socket,id=ID,path=PATH|host=H,port=P,server=on[,wait=off]\n"
+	"  -mon chardev=ID[,mode=control|readline][,pretty=on]\n"
+	"                       -nographic and -serial mon:stdio: C-a c switches to the HMP\n"
+	"  -S                   start paused (cont starts the guest)\n"
+	"  -no-shutdown         a guest power-off pauses the machine instead of ending vtool\n"
+	"Sandbox (see README: what each thread may call):\n"
+	"  -sandbox on|off      seccomp-BPF allow-lists per thread once the machine is set up;\n"
+	"                       a forbidden system call kills vtool with a one-line report.\n"
+	"                       On by default (off by default in sanitizer builds)\n"
+	"  -runas USER|UID[:GID]  drop to this user once /dev/kvm, images, taps and sockets\n"
+	"                       are open\n"
+	"  -chroot DIR          chroot into DIR then (give absolute paths before it)\n"
+	"\n"
+	"qemu-system-x86_64 options vtool lacks are refused with 'not supported yet'; they are:\n";
+
+static const char run_help_tail[] =
 	"Exit status: 0 after power-off, reset with -no-reboot, C-a x or SIGINT/SIGTERM;\n"
 	"(V<<1)|1 from isa-debug-exit; 1 on errors (a KVM error or unhandled exit prints the\n"
 	"vCPU's registers and the instruction bytes at RIP).\n"
@@ -92,6 +129,20 @@ static const char run_help[] =
 	"  (then: vncviewer localhost:19)\n"
 	"  vtool run -enable-kvm -m 2048 -hda disk.qcow2 -cdrom install.iso -boot d -nographic\n"
 	"  vtool run -enable-kvm -m 512 -kernel bzImage -append console=ttyS0 -nographic\n";
+
+/* The help text, with qemu's options that vtool lacks listed from options_qemu.c's table
+ * (filled before main runs; cli/ prints it). */
+static char run_help[sizeof(run_help_machine) + sizeof(run_help_devices) +
+                     sizeof(run_help_control) + sizeof(run_help_tail) + 4096];
+
+__attribute__((constructor)) static void run_help_build(void)
+{
+	snprintf(run_help, sizeof(run_help), "%s%s%s", run_help_machine, run_help_devices,
+	         run_help_control);
+	vm_options_unsupported_list(run_help, sizeof(run_help) - sizeof(run_help_tail), 2);
+	strcat(run_help, "\n");
+	strcat(run_help, run_help_tail);
+}
 
 static struct {
 	pthread_mutex_t lock;
@@ -105,14 +156,14 @@ static void *signal_thread(void *arg)
 	int sig;
 
 	pthread_setname_np(pthread_self(), "signals");
+	sandbox_thread(SANDBOX_MONITOR);
 	while (sigwait(set, &sig) == 0) {
 		if (sig == SIGUSR2)
 			break; /* vtool is finishing */
 		pthread_mutex_lock(&run_state.lock);
 		run_state.signal = sig;
-		if (run_state.vm)
-			vm_request_stop(run_state.vm, VM_STOP_QUIT, 0, NULL);
 		pthread_mutex_unlock(&run_state.lock);
+		ctl_quit(CTL_CAUSE_HOST_SIGNAL);
 	}
 	return NULL;
 }
@@ -252,7 +303,9 @@ static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *d
 	struct vm vm;
 	struct vt_error err = { 0 };
 
-	if (vm_create(&vm, cfg, boot_count, &err)) {
+	/* The first boot opens the taps; their scripts run then (netscript.h). */
+	if (vm_create(&vm, cfg, boot_count, &err) ||
+	    (boot_count == 0 && netscript_up(cfg, &err))) {
 		console_stop();
 		vt_error_print(&err, stderr);
 		/* The fix `vtool host validate` would give for the same failure. */
@@ -267,12 +320,18 @@ static enum vm_stop run_once(const struct vm_config *cfg, int boot_count, int *d
 	}
 	daemon_ready(*daemon_fd, 0);
 	*daemon_fd = -1;
+	/* Everything the machine needs is open (and kept for later boots): -chroot, -runas
+	 * and the seccomp filters now, before the guest runs. */
+	if (boot_count == 0 && sandbox_enter(&err)) {
+		console_stop();
+		vt_error_print(&err, stderr);
+		vm_destroy(&vm);
+		*status = 1;
+		return VM_STOP_ERROR;
+	}
 	set_current_vm(&vm);
-	pthread_mutex_lock(&run_state.lock);
-	if (run_state.signal)
-		vm_request_stop(&vm, VM_STOP_QUIT, 0, NULL);
-	pthread_mutex_unlock(&run_state.lock);
-	enum vm_stop why = vm_run(&vm, &err);
+	/* Runs it, pauses and resumes it for the monitors, tells them what happened. */
+	enum vm_stop why = ctl_run(&vm, &err);
 	set_current_vm(NULL);
 	if (getenv("VTOOL_RUN_TIMES") && vm.nr_vcpus > 0)
 		fprintf(stderr, "vtool run: first guest instruction %.3f ms after start\n",
@@ -303,12 +362,34 @@ static int run_main(int argc, char **argv)
 	char pidfile[PATH_MAX] = "";
 	int daemon_fd = -1, status = 0;
 
-	if (vm_config_parse(&cfg, argc, argv, &err) || vm_config_check(&cfg, &err)) {
+	if (vm_config_parse(&cfg, argc, argv, &err)) {
 		vt_error_print(&err, stderr);
 		return 1;
 	}
-	if (cfg.nographic && cfg.serial == VM_SERIAL_STDIO)
-		cfg.serial = VM_SERIAL_STDIO;
+	if (cfg.ctl.want_help) {
+		fputs(run_help, stdout);
+		return 0;
+	}
+	if (cfg.ctl.want_version) {
+		printf("vtool version %s\n", VTOOL_VERSION);
+		return 0;
+	}
+	if (vm_config_check(&cfg, &err)) {
+		vt_error_print(&err, stderr);
+		return 1;
+	}
+	/* For tests/integration/run-options.sh: what the command line amounts to. */
+	const char *dump = getenv("VTOOL_RUN_DUMP_CONFIG");
+	if (dump && !strcmp(dump, "options")) {
+		vm_options_accepted(stdout);
+		return 0;
+	}
+	if (dump && !strcmp(dump, "1")) {
+		vm_config_dump(&cfg, stdout);
+		return 0;
+	}
+	if (cfg.process_name)
+		prctl(PR_SET_NAME, cfg.process_name, 0, 0, 0); /* -name ...,process= */
 	if (cfg.daemonize && cfg.serial == VM_SERIAL_STDIO) {
 		fprintf(stderr, "vtool: -daemonize: cannot be used with the serial port on stdio "
 		                "(use -serial file:PATH or -serial none)\n");
@@ -327,6 +408,14 @@ static int run_main(int argc, char **argv)
 		}
 	}
 
+	/* The sandbox's filters are compiled before any thread starts (sandbox.h). */
+	if (sandbox_init(&cfg, &err)) {
+		vt_error_print(&err, stderr);
+		daemon_ready(daemon_fd, 1);
+		if (pidfile[0])
+			unlink(pidfile);
+		return 1;
+	}
 	/* Signals go to one thread; vCPU threads only ever see their kick signal. */
 	static sigset_t set;
 	sigemptyset(&set);
@@ -352,10 +441,20 @@ static int run_main(int argc, char **argv)
 			unlink(pidfile);
 		return 1;
 	}
+	/* Ctrl-A escapes with -nographic and -serial mon:stdio (C-a c: the monitor). */
 	if (cfg.serial == VM_SERIAL_STDIO && !cfg.daemonize)
-		console_start(cfg.nographic);
+		console_start(cfg.nographic || cfg.ctl.mon_stdio_mux);
 	atexit(console_restore_terminal);
 
+	ctl_init(&cfg);
+	/* Monitors listen before the machine exists (wait=on waits for a client here). */
+	if (monitor_start(&cfg, &err)) {
+		console_stop();
+		vt_error_print(&err, stderr);
+		daemon_ready(daemon_fd, 1);
+		monitor_stop();
+		return 1;
+	}
 	for (int boots = 0;; boots++) {
 		enum vm_stop why = run_once(&cfg, boots, &daemon_fd, t0, &status);
 		if (why == VM_STOP_RESET && !cfg.no_reboot) {
@@ -377,6 +476,8 @@ static int run_main(int argc, char **argv)
 	}
 	if (run_state.signal)
 		fprintf(stderr, "vtool run: terminating on signal %d\n", run_state.signal);
+	monitor_stop();
+	keep_release_all(); /* images, taps, files: kept across boots, closed once */
 	if (pidfile[0])
 		unlink(pidfile);
 	return status;

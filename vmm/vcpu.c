@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "vmm/cpuid.h"
+#include "vmm/sandbox.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -310,9 +311,16 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	sandbox_thread(SANDBOX_VCPU);
 	vcpu->first_run_ns = now_ns();
+	__atomic_store_n(&vcpu->tid, gettid(), __ATOMIC_RELEASE);
+	vm_vcpu_enter(vm);
 
 	while (!vm_stopping(vm)) {
+		if (vm_pause_requested(vm)) {
+			vm_vcpu_park(vcpu); /* stop / -S: parked outside KVM_RUN (pause.c) */
+			continue;
+		}
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
@@ -362,6 +370,7 @@ static void *vcpu_thread(void *arg)
 		}
 		}
 	}
+	vm_vcpu_leave(vm);
 	return NULL;
 }
 

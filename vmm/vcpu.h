@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "util/error.h"
 
@@ -19,6 +20,7 @@ struct vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool started;
+	pid_t tid;               /* the thread's id once it runs (query-cpus-fast) */
 	uint64_t first_run_ns;   /* CLOCK_MONOTONIC just before the first KVM_RUN */
 	/* Exit counters (written by the vCPU thread only; read after it is joined). */
 	struct vcpu_stats {

@@ -18,6 +18,7 @@
 #include "vmm/hw/devices.h"
 #include "vmm/hw/fw_cfg.h"
 #include "vmm/irq.h"
+#include "vmm/keep.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -67,15 +68,21 @@ static int vm_attach_drives(struct vm *vm, struct vt_error *err)
 			used[cfg->drives[i].index] = true;
 	for (int i = 0; i < cfg->nr_drives; i++) {
 		const struct vm_drive *drive = &cfg->drives[i];
-		struct vm_disk *disk = calloc(1, sizeof(*disk));
-		if (!disk)
-			return vt_error_set(err, ENOMEM, drive->file, "open", NULL);
-		if ((ret = vm_add_device(vm, "disk", disk, vm_disk_free, err)) ||
-		    (ret = disk_open(disk, drive, cfg->snapshot, err)))
-			return ret;
-		if (disk->probed_raw)
-			vm_warn(vm, "image format was not specified for '%s' and probing guessed raw; "
-			        "writes to sector 0 are refused (give format=raw)", drive->file);
+		/* Opened by the first boot, kept for the later ones (keep.h). */
+		struct vm_disk *disk = keep_get("drive:%d", i);
+		if (!disk) {
+			if (!(disk = calloc(1, sizeof(*disk))))
+				return vt_error_set(err, ENOMEM, drive->file, "open", NULL);
+			if ((ret = disk_open(disk, drive, cfg->snapshot, err))) {
+				vm_disk_free(disk);
+				return ret;
+			}
+			if ((ret = keep_put(disk, vm_disk_free, "drive:%d", i)))
+				return vt_error_set(err, -ret, drive->file, "open", NULL);
+			if (disk->probed_raw)
+				vm_warn(vm, "image format was not specified for '%s' and probing guessed "
+				        "raw; writes to sector 0 are refused (give format=raw)", drive->file);
+		}
 		if (drive->interface == VM_DRIVE_NONE)
 			continue; /* if=none without a -device: opened, attached nowhere (as qemu) */
 		if (drive->interface == VM_DRIVE_VIRTIO) {
@@ -148,11 +155,11 @@ static int vm_map_memory(struct vm *vm, struct vt_error *err)
 
 static int vm_create_kvm(struct vm *vm, struct vt_error *err)
 {
-	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	vm->kvm_fd = keep_open("/dev/kvm", O_RDWR, 0, err);
 	if (vm->kvm_fd < 0)
-		return vt_error_set(err, errno, "/dev/kvm", "open",
-		                    errno == ENOENT ? "KVM is not available on this host (no /dev/kvm)"
-		                                    : NULL);
+		return vt_error_set(err, -vm->kvm_fd, "/dev/kvm", "open",
+		                    vm->kvm_fd == -ENOENT ? "KVM is not available on this host "
+		                                            "(no /dev/kvm)" : NULL);
 	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION)
 		return vt_error_set(err, ENOTSUP, "/dev/kvm", "check API version",
 		                    "unsupported KVM API version");

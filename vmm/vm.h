@@ -119,6 +119,21 @@ struct vm {
 	enum vm_stop stop;
 	int exit_status;
 	char *stop_message;           /* VM_STOP_ERROR: what to print (may be multi-line) */
+
+	/* pause.c: stop/cont. Under lock; vCPUs park on cond. */
+	struct vm_pause {
+		int depth;                /* nested vm_pause() calls */
+		bool requested;           /* vCPUs must park */
+		int parked;               /* vCPUs parked now */
+		int started;              /* vCPU threads running their loop */
+		bool clock_saved;
+		uint64_t clock;           /* kvmclock at the pause (KVM_GET_CLOCK) */
+		struct vm_pause_hook {
+			void (*fn)(void *opaque, bool pause);
+			void *opaque;
+		} hooks[16];
+		int nr_hooks;
+	} pause;
 };
 
 int vm_create(struct vm *vm, const struct vm_config *cfg, int boot_count,
@@ -132,6 +147,29 @@ enum vm_stop vm_run(struct vm *vm, struct vt_error *err);
  * guest. Safe from any thread, including vCPU threads. message may be NULL. */
 void vm_request_stop(struct vm *vm, enum vm_stop why, int status, const char *message);
 bool vm_stopping(struct vm *vm);
+
+/* Pause the machine (pause.c): park every vCPU outside KVM_RUN, let each device's I/O
+ * thread finish what is in flight and take no new work (their pause hooks), and freeze
+ * the guest's kvmclock. Returns when all of that is done. Calls nest; vm_resume undoes
+ * the outermost. Safe from any thread but the vCPUs'. */
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+bool vm_paused(struct vm *vm);
+/* A device's quiesce hook: fn(opaque, true) when the machine pauses (return only when no
+ * request is in flight and none will start), fn(opaque, false) when it resumes. Hooks
+ * run in registration order on pause, in reverse on resume. */
+int vm_add_pause_hook(struct vm *vm, void (*fn)(void *opaque, bool pause), void *opaque,
+                      struct vt_error *err);
+/* For the vCPU loop (vcpu.c): park here while a pause is requested. */
+struct vcpu;
+void vm_vcpu_park(struct vcpu *vcpu);
+static inline bool vm_pause_requested(struct vm *vm)
+{
+	return __atomic_load_n(&vm->pause.requested, __ATOMIC_ACQUIRE);
+}
+/* vCPU threads count themselves in and out (for vm_pause's wait). */
+void vm_vcpu_enter(struct vm *vm);
+void vm_vcpu_leave(struct vm *vm);
 
 /* The memory map guests see (e820 / PVH memmap); returns the number of regions. */
 int vm_memory_map(const struct vm *vm, struct vm_mem_region *out, int max);

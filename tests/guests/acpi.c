@@ -90,3 +90,40 @@ void acpi_poweroff(void)
 	printf("TG-POWEROFF pm1a_cnt=0x%x slp_typ=%d\n", pm1a_cnt, slp_typ);
 	outw((uint16_t)pm1a_cnt, (uint16_t)(slp_typ << 10 | 1 << 13));
 }
+
+/* The power button (system_powerdown), handled as an OS does: SCI routed through the
+ * IOAPIC, PWRBTN_EN set; the interrupt's handler (entry.S) acknowledges PWRBTN_STS; then
+ * the guest powers off through \_S5. */
+volatile uint32_t sci_count;
+volatile uint16_t sci_pm1_evt;
+
+void acpi_power_button(void)
+{
+	const uint8_t *f = acpi_find("FACP");
+	if (!f)
+		fail("powerbtn", "no FADT");
+	uint16_t sci;
+	uint32_t evt, flags;
+	memcpy(&sci, f + 46, 2);
+	memcpy(&evt, f + 56, 4);
+	memcpy(&flags, f + 112, 4);
+	if (flags & (1u << 4))
+		fail("powerbtn", "the FADT says there is no fixed-feature power button");
+	sci_pm1_evt = (uint16_t)evt;
+	outb(0x21, 0xff);                                  /* PICs masked: IOAPIC only */
+	outb(0xa1, 0xff);
+	outw((uint16_t)evt, 0x100);                        /* clear a stale PWRBTN_STS */
+	outw((uint16_t)(evt + 2), 0x100);                  /* PWRBTN_EN */
+	mmio_write32(0xfee000f0, 0x1ff);                   /* LAPIC on */
+	mmio_write32(0xfec00000, 0x10 + 2 * sci + 1);      /* IOAPIC: to APIC 0 */
+	mmio_write32(0xfec00010, 0);
+	mmio_write32(0xfec00000, 0x10 + 2 * sci);          /* vector 0x41, level, active high */
+	mmio_write32(0xfec00010, 0x41 | 1u << 15);
+	printf("TG-PWRBTN waiting sci=%u pm1a_evt=0x%x\n", sci, evt);
+	while (!sci_count)
+		__asm__ volatile("sti; hlt; cli");
+	printf("TG-PWRBTN pressed sci_count=%u\n", sci_count);
+	acpi_poweroff();
+	for (;;)
+		__asm__ volatile("cli; hlt"); /* the power goes off */
+}

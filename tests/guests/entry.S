@@ -170,6 +170,22 @@ isr_msi:
 	pop %rax
 	iretq
 
+/* Vector 0x41: the ACPI SCI (power button test). Count it, acknowledge the event the
+ * way an OS does (write 1 to PM1 status bit 8, PWRBTN_STS: the level drops), EOI. */
+	.globl isr_sci, sci_count, sci_pm1_evt
+isr_sci:
+	push %rax
+	push %rdx
+	lock incl sci_count(%rip)
+	movw sci_pm1_evt(%rip), %dx
+	mov $0x100, %eax
+	outw %ax, %dx
+	mov $0xfee000b0, %eax
+	movl $0, (%rax)
+	pop %rdx
+	pop %rax
+	iretq
+
 isr_common:
 	push %rax
 	push %rbx

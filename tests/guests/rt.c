@@ -311,10 +311,11 @@ static void cpu_tables_init(void)
 	void (*const stubs[])(void) = { isr0, isr1, isr2, isr3, isr4, isr5, isr6, isr7, isr8,
 		isr9, isr10, isr11, isr12, isr13, isr14, isr15, isr16, isr17, isr18, isr19, isr20,
 		isr21 };
-	extern void isr_msi(void);
+	extern void isr_msi(void), isr_sci(void);
 	for (int i = 0; i < 22; i++)
 		idt_set(i, stubs[i]);
 	idt_set(0x40, isr_msi);
+	idt_set(0x41, isr_sci);
 	tss.rsp0 = (uint64_t)(uintptr_t)trap_stack_top;
 	tss.iomap = sizeof(tss);
 	uint64_t base = (uint64_t)(uintptr_t)&tss, limit = sizeof(tss) - 1;

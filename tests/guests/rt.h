@@ -69,6 +69,7 @@ void user_syscall_null(void);
 const void *acpi_find(const char *sig);
 int acpi_count_cpus(void);
 void acpi_poweroff(void);
+void acpi_power_button(void);
 
 /* The end of the guest image (page tables, stacks included): RAM above is free. */
 uint64_t image_end(void);

@@ -296,6 +296,24 @@ static void test_spin(void)
 	run_user(spin, 0);
 }
 
+/* Print "TG-COUNT n" every `cycles` TSC cycles of CPL3 work, forever: a paused guest's
+ * count stops (the monitor tests). */
+static void wait_cycles(void *arg)
+{
+	uint64_t start = rdtsc(), n = *(uint64_t *)arg;
+	while (rdtsc() - start < n)
+		__asm__ volatile("pause");
+}
+
+static void test_count(void)
+{
+	uint64_t cycles = cmdline_u64("cycles", 100000000);
+	for (uint64_t n = 0;; n++) {
+		printf("TG-COUNT %lu\n", n);
+		run_user(wait_cycles, &cycles);
+	}
+}
+
 extern void test_disk(void);    /* disk.c */
 extern void test_net(void);     /* net.c */
 extern void test_vbe(void);     /* vga.c */
@@ -311,8 +329,8 @@ int test_main(void)
 		{ "mem", test_mem }, { "initrd", test_initrd }, { "cpl3", test_cpl3 },
 		{ "pci", test_pci }, { "fault", test_fault }, { "emul", test_emul },
 		{ "poweroff", acpi_poweroff }, { "disk", test_disk }, { "reset", test_reset },
-		{ "spin", test_spin }, { "net", test_net }, { "vbe", test_vbe },
-		{ "mouse", test_mouse },
+		{ "spin", test_spin }, { "net", test_net }, { "count", test_count },
+		{ "powerbtn", acpi_power_button }, { "vbe", test_vbe }, { "mouse", test_mouse },
 	};
 	if (cmdline_is("test", "exit"))
 		guest_exit((uint8_t)cmdline_u64("code", 0));

@@ -148,7 +148,7 @@ head -c $((40 * 1048576)) /dev/zero >"$T/big"
 check_err "^vtool: $T/big: load initrd: 41943040 bytes do not fit" -m 32 -kernel "$TGUEST" -initrd "$T/big"
 check_err "^vtool: -frobnicate: invalid option$" -frobnicate
 check_err "^vtool: -m: invalid RAM size 'lots'$" -m lots -kernel "$TGUEST"
-check_err "^vtool: -smp: 65 CPUs requested, at most 64$" -smp 65 -kernel "$TGUEST"
+check_err "^vtool: -smp: Invalid SMP CPUs 65. The max CPUs supported by machine 'pc' is 64$" -smp 65 -kernel "$TGUEST"
 check_err "^vtool: -cpu: unknown CPU feature 'nosuch'$" -cpu host,-nosuch -kernel "$TGUEST"
 check_err "^vtool: -vnc: invalid display number 'x'" -vnc :x -kernel "$TGUEST"
 check_err "^vtool: -vga: unsupported card 'cirrus' \\(vtool has std and none\\)$" -vga cirrus -kernel "$TGUEST"

@@ -3,7 +3,7 @@
 # seed's bridge + tap + NAT; `vtool run` attaches tguest to the tap with virtio-net
 # (both qemu spellings); the host pings the guest through br0 and gets replies, and the
 # guest pings an "uplink" namespace through the NAT, where the packet arrives with the
-# uplink's address as its source (masqueraded).
+# uplink's address as its source (masqueraded). The second guest runs as 'nobody'.
 . "$(dirname "$0")/lib.sh"
 : "${TGUEST:?}"
 [ -c /dev/kvm ] || { echo "SKIP: no /dev/kvm"; exit 77; }
@@ -53,7 +53,9 @@ boot() {
 boot netdev -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
   -device virtio-net-pci,netdev=n0,mac=52:54:00:ab:cd:ef
 expect_grep '^TG-NET mac=52:54:00:ab:cd:ef$' "$T/netdev.out"
-boot net -net nic,model=virtio -net tap,ifname=tap0,script=no,downscript=no
+# the same as 'nobody' (the tap is opened first, then vtool drops to that user)
+runas=(); id nobody >/dev/null 2>&1 && runas=(-runas nobody)
+boot net -net nic,model=virtio -net tap,ifname=tap0,script=no,downscript=no "${runas[@]}"
 expect_grep '^TG-NET mac=52:54:00:12:34:56$' "$T/net.out"
 
 # masqueraded: the uplink saw the guest's pings coming from 10.99.0.1, never 192.168.57.x
@@ -67,9 +69,41 @@ in_ns "$VTOOL" run -kernel "$TGUEST" -netdev tap,id=n0,ifname=tap0 -device virti
   >"$T/e" 2>"$T/e.err" || rc=$?
 if [ $rc -eq 1 ]; then pass; else fail "unknown netdev: rc $rc"; fi
 expect_grep "^vtool: -device: netdev 'n9' not found" "$T/e.err"
-rc=0
-"$VTOOL" run -kernel "$TGUEST" -net nic -net tap,ifname=tap0,script=/etc/qemu-ifup >"$T/e" 2>"$T/e.err" || rc=$?
-expect_grep "^vtool: -net: only script=no is supported" "$T/e.err"
+
+# qemu's tap scripts: script= runs with the tap's name once it is open, downscript= when
+# vtool has ended (from a helper, so also after a kill); qemu's defaults are
+# /etc/qemu-ifup and /etc/qemu-ifdown; a failing script stops the start-up
+printf '#!/bin/sh\necho "up $1 $(ip -o link show "$1" | grep -c .)" >>%s/log\n' "$T" >"$T/up.sh"
+printf '#!/bin/sh\necho "down $1" >>%s/log\n' "$T" >"$T/down.sh"
+chmod +x "$T/up.sh" "$T/down.sh"
+hello() {
+  rc=0
+  in_ns timeout 60 "$VTOOL" run -m 64 -kernel "$TGUEST" -append test=hello -serial none \
+    -device isa-debug-exit,iobase=0x501,iosize=2 "$@" >"$T/s.out" 2>"$T/s.err" || rc=$?
+}
+hello -netdev tap,id=n0,ifname=tap0,script=$T/up.sh,downscript=$T/down.sh \
+  -device virtio-net-pci,netdev=n0
+if [ $rc -eq 1 ]; then pass; else fail "scripts: rc $rc: $(cat "$T/s.err")"; fi
+for _ in $(seq 50); do grep -q down "$T/log" 2>/dev/null && break; sleep 0.1; done
+expect_grep '^up tap0 1$' "$T/log"
+expect_grep '^down tap0$' "$T/log"
+# killed: the downscript still runs
+: >"$T/log"
+ip netns exec $ns "$VTOOL" run -m 64 -kernel "$TGUEST" -append test=spin -serial "file:$T/k.out" \
+  -net nic -net tap,ifname=tap0,script=$T/up.sh,downscript=$T/down.sh 2>"$T/k.err" &
+vm=$!
+for _ in $(seq 100); do grep -q TG-SPIN "$T/k.out" 2>/dev/null && break; sleep 0.1; done
+kill -9 $vm; wait $vm 2>/dev/null; vm=
+for _ in $(seq 50); do grep -q down "$T/log" 2>/dev/null && break; sleep 0.1; done
+expect_grep '^down tap0$' "$T/log"
+hello -net nic -net tap,ifname=tap0,script=/bin/false,downscript=no
+if [ $rc -eq 1 ]; then pass; else fail "failing script: rc $rc"; fi
+expect_grep "^vtool: /bin/false: network script for 'tap0' failed with status 1 \(give script=no" "$T/s.err"
+if [ -x /etc/qemu-ifup ] && grep -q 'no bridge for guest interface' /etc/qemu-ifup; then
+  hello -net nic -net tap,ifname=tap0
+  if [ $rc -eq 1 ]; then pass; else fail "default script: rc $rc: $(cat "$T/s.err")"; fi
+  expect_grep 'no bridge for guest interface found' "$T/s.err"   # Debian's /etc/qemu-ifup ran
+fi
 rc=0
 "$VTOOL" run -kernel "$TGUEST" -net nic -net user >"$T/e" 2>"$T/e.err" || rc=$?
 expect_grep "^vtool: -net: user networking is not supported \(use tap\)$" "$T/e.err"

@@ -10,45 +10,24 @@
 #include "vmm/boot/smbios.h"
 #include "vmm/boot/tables.h"
 #include "vmm/hw/devices.h"
+#include "vmm/keep.h"
 #include "vmm/vm.h"
-
-#define BOOT_FILE_MAX (1ull << 32)
 
 int boot_read_file(struct boot_file *f, const char *path, struct vt_error *err)
 {
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	const uint8_t *data;
+	size_t size;
+	/* Read once per process (keep.h): a reboot inside the sandbox opens nothing. */
+	int ret = keep_read(path, &data, &size, err);
 
 	*f = (struct boot_file){ .path = path };
-	if (fd < 0)
-		return vt_error_set(err, errno, path, "open", NULL);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		int e = S_ISDIR(st.st_mode) ? EISDIR : errno ? errno : EINVAL;
-		close(fd);
-		return vt_error_set(err, e, path, "open", "not a regular file");
-	}
-	if ((uint64_t)st.st_size > BOOT_FILE_MAX) {
-		close(fd);
-		return vt_error_set(err, EFBIG, path, "read", "file is larger than 4 GiB");
-	}
-	f->size = (size_t)st.st_size;
-	f->data = malloc(f->size ? f->size : 1);
-	if (!f->data) {
-		close(fd);
+	if (ret)
+		return ret;
+	f->data = malloc(size ? size : 1);
+	if (!f->data)
 		return vt_error_set(err, ENOMEM, path, "read", NULL);
-	}
-	for (size_t done = 0; done < f->size;) {
-		ssize_t n = pread(fd, f->data + done, f->size - done, (off_t)done);
-		if (n <= 0) {
-			int e = n < 0 ? errno : EIO;
-			close(fd);
-			free(f->data);
-			f->data = NULL;
-			return vt_error_set(err, e, path, "read", n < 0 ? NULL : "file shrank");
-		}
-		done += (size_t)n;
-	}
-	close(fd);
+	memcpy(f->data, data, size);
+	f->size = size;
 	return 0;
 }
 

@@ -176,7 +176,7 @@ static int firmware_fw_cfg(struct vm *vm, struct fw_cfg *c, struct vt_error *err
 	uint32_t n820 = vm->high_ram ? 3 : 2;
 	if (cfg->has_uuid)
 		memcpy(uuid, cfg->uuid, 16);
-	bool sercon = cfg->nographic && cfg->serial != VM_SERIAL_NONE;
+	bool sercon = (cfg->nographic || cfg->graphics_off) && cfg->serial != VM_SERIAL_NONE;
 	if ((ret = fw_cfg_add(c, FW_CFG_UUID, uuid, 16, err)) ||
 	    (ret = fw_cfg_add(c, FW_CFG_RAM_SIZE, &ram, 8, err)) ||
 	    (ret = add_u16(c, FW_CFG_NOGRAPHIC, sercon, err)) ||

@@ -21,6 +21,7 @@
 #define PM_TMR         0x08
 #define PM_LEN         0x0c
 #define PM1_CNT_SCI_EN 0x0001
+#define PM1_PWRBTN     0x0100 /* PM1 status and enable: the power button */
 #define PM1_CNT_SLP_EN 0x2000
 #define SLP_TYP_S5     5      /* the value \_S5 in the DSDT names */
 #define SCI_IRQ        9
@@ -33,6 +34,7 @@ struct acpi_pm {
 	struct vm *vm;
 	pthread_mutex_t lock;
 	uint16_t sts, en, cnt;
+	bool sci;                     /* the level on SCI_IRQ */
 };
 
 struct __attribute__((packed)) acpi_header {
@@ -146,6 +148,32 @@ static uint64_t pm_timer_ticks(void)
 	return (uint64_t)ts.tv_sec * 3579545u + (uint64_t)ts.tv_nsec * 3579545u / 1000000000u;
 }
 
+/* The SCI is level-triggered: up while an enabled event's status bit is set. Lock held. */
+static void acpi_update_sci(struct acpi_pm *pm)
+{
+	bool level = (pm->sts & pm->en & PM1_PWRBTN) && (pm->cnt & PM1_CNT_SCI_EN);
+
+	if (level != pm->sci) {
+		pm->sci = level;
+		vm_irq_line(pm->vm, SCI_IRQ, level);
+	}
+}
+
+/* system_powerdown: the fixed-feature power button, as a PIIX4 PM's (qemu's
+ * acpi_pm1_evt_power_down): PWRBTN_STS set, an SCI if the guest enabled it. A guest
+ * without ACPI power-button handling ignores it, as it would on qemu. */
+void acpi_press_power_button(struct vm *vm)
+{
+	struct acpi_pm *pm = vm_device(vm, "acpi-pm");
+
+	if (!pm)
+		return;
+	pthread_mutex_lock(&pm->lock);
+	pm->sts |= PM1_PWRBTN;
+	acpi_update_sci(pm);
+	pthread_mutex_unlock(&pm->lock);
+}
+
 static void acpi_pm_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len,
                        bool is_write)
 {
@@ -177,6 +205,8 @@ static void acpi_pm_io(void *opaque, uint64_t offset, uint8_t *data, unsigned le
 		}
 		pm->cnt |= PM1_CNT_SCI_EN; /* no SMM: ACPI mode is always on */
 	}
+	if (is_write)
+		acpi_update_sci(pm);
 	pthread_mutex_unlock(&pm->lock);
 }
 
@@ -265,8 +295,9 @@ int acpi_build(struct vm *vm, struct fw_tables *t)
 	fadt.p_lvl3_lat = 1001; /* > 1000: no C3 */
 	fadt.century = 0x32;
 	fadt.iapc_boot_arch = 0x3; /* legacy devices, an 8042 */
-	/* WBINVD, C1 on all CPUs, power/sleep buttons absent, reset register supported. */
-	fadt.flags = (1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 10);
+	/* WBINVD, C1 on all CPUs, a fixed-feature power button (system_powerdown), no sleep
+	 * button, reset register supported. */
+	fadt.flags = (1u << 0) | (1u << 2) | (1u << 5) | (1u << 10);
 	fadt.reset_reg = gas_io(RESET_PORT, 8);
 	fadt.reset_value = RESET_VALUE;
 	fadt.x_pm1a_evt = gas_io(PM_BASE + PM1_EVT, 32);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "vmm/hw/devices.h"
+#include "vmm/keep.h"
 #include "vmm/vm.h"
 
 #define DEBUGCON_READBACK 0xe9
@@ -49,11 +50,11 @@ int debugcon_init(struct vm *vm, struct vt_error *err)
 	struct debugcon *d = calloc(1, sizeof(*d));
 	if (!d)
 		return vt_error_set(err, ENOMEM, "debugcon", "create", NULL);
-	d->fd = open(cfg->debugcon_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
-	             (vm->boot_count ? 0 : O_TRUNC), 0644);
+	d->fd = keep_open(cfg->debugcon_path, O_WRONLY | O_CREAT | O_APPEND | O_TRUNC, 0644, NULL);
 	if (d->fd < 0) {
+		int e = -d->fd;
 		free(d);
-		return vt_error_set(err, errno, cfg->debugcon_path, "open debug console output", NULL);
+		return vt_error_set(err, e, cfg->debugcon_path, "open debug console output", NULL);
 	}
 	if ((ret = vm_add_device(vm, "debugcon", d, debugcon_destroy, err)))
 		return ret;

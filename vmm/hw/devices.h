@@ -17,6 +17,8 @@ int vga_init(struct vm *vm, struct vt_error *err);         /* hw/vga.c (vga.h) *
 int rtc_init(struct vm *vm, struct vt_error *err);         /* hw/rtc.c: CMOS + clock */
 int sysctl_init(struct vm *vm, struct vt_error *err);      /* hw/sysctl.c: 0x80, 0x92, APM */
 int acpi_pm_init(struct vm *vm, struct vt_error *err);     /* hw/acpi.c: PM1 registers */
+/* hw/acpi.c: press the ACPI power button (system_powerdown). Any thread. */
+void acpi_press_power_button(struct vm *vm);
 int debug_exit_init(struct vm *vm, struct vt_error *err);  /* hw/debug_exit.c */
 int debugcon_init(struct vm *vm, struct vt_error *err);    /* hw/debugcon.c: -debugcon */
 

@@ -3,11 +3,13 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmm/disk.h"
 #include "vmm/hw/devices.h"
 #include "vmm/hw/ide.h"
 #include "vmm/hw/pci.h"
+#include "vmm/sandbox.h"
 #include "vmm/vm.h"
 
 #define ST_ERR  0x01
@@ -43,6 +45,7 @@ struct ide_channel {
 	pthread_cond_t cond;
 	pthread_t thread;
 	bool thread_started, stop;
+	bool paused;                  /* the machine is paused: start no job */
 	unsigned gen;                 /* bumped by resets: stale job results are dropped */
 	struct ide_drive drive[2];
 	int sel;
@@ -830,15 +833,37 @@ static void *ide_thread(void *arg)
 
 	snprintf(name, sizeof(name), "ide%d-io", c->index);
 	pthread_setname_np(pthread_self(), name);
+	sandbox_thread(SANDBOX_IO);
 	pthread_mutex_lock(&c->lock);
 	while (!c->stop) {
-		if (job_ready(c))
+		if (!c->paused && job_ready(c))
 			ide_run_job(c);
 		else
 			pthread_cond_wait(&c->cond, &c->lock);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return NULL;
+}
+
+/* The machine pauses (vm_pause): a job running or ready to run finishes first (the guest
+ * posted it before its vCPUs parked); then the channel starts nothing until resumed. */
+static void ide_pause(void *opaque, bool pause)
+{
+	struct ide *ide = opaque;
+
+	for (int i = 0; i < 2; i++) {
+		struct ide_channel *c = &ide->ch[i];
+		pthread_mutex_lock(&c->lock);
+		while (pause && c->thread_started && !c->stop && (c->job_running || job_ready(c))) {
+			pthread_mutex_unlock(&c->lock);
+			usleep(500);
+			pthread_mutex_lock(&c->lock);
+		}
+		c->paused = pause;
+		if (!pause)
+			pthread_cond_signal(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+	}
 }
 
 static void ide_destroy(void *opaque)
@@ -879,7 +904,8 @@ int ide_init(struct vm *vm, struct vt_error *err)
 		c->buf = calloc(1, IDE_BUF_SIZE);
 		c->bm_status = 0x60; /* both drives DMA capable */
 	}
-	if ((ret = vm_add_device(vm, "ide", ide, ide_destroy, err)))
+	if ((ret = vm_add_device(vm, "ide", ide, ide_destroy, err)) ||
+	    (ret = vm_add_pause_hook(vm, ide_pause, ide, err)))
 		return ret;
 	for (int i = 0; i < 2; i++) {
 		struct ide_channel *c = &ide->ch[i];

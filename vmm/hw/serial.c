@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "vmm/hw/devices.h"
+#include "vmm/keep.h"
 #include "vmm/vm.h"
 
 #define COM1_BASE 0x3f8
@@ -205,11 +206,11 @@ int serial_init(struct vm *vm, struct vt_error *err)
 	s->thr_pending = false;
 	pthread_mutex_init(&s->lock, NULL);
 	if (cfg->serial == VM_SERIAL_FILE) {
-		/* Truncated at power-on only: a reboot goes on writing, as qemu keeps its file open. */
-		s->out_fd = open(cfg->serial_path, O_WRONLY | O_CREAT | O_CLOEXEC |
-		                 (vm->boot_count ? O_APPEND : O_TRUNC), 0644);
+		/* Truncated at power-on only: a reboot goes on writing to the kept file (keep.h),
+		 * as qemu keeps its file open. */
+		s->out_fd = keep_open(cfg->serial_path, O_WRONLY | O_CREAT | O_TRUNC, 0644, NULL);
 		if (s->out_fd < 0) {
-			int e = errno;
+			int e = -s->out_fd;
 			serial_destroy(s);
 			return vt_error_set(err, e, cfg->serial_path, "open serial output", NULL);
 		}

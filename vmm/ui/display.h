@@ -6,6 +6,7 @@
 #define VTOOL_VMM_UI_DISPLAY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "util/error.h"
 #include "vmm/config.h"
@@ -29,5 +30,30 @@ int display_start(const struct vm_config *cfg, struct vt_error *err);
  * display. */
 void display_attach(struct vm *vm);
 void display_stop(void);
+
+/* --- for the monitors (QMP/HMP), from their thread ---------------------------------- */
+
+/* The screen of vm as it is now: width x height pixels of 0x00RRGGBB, malloc'ed (the
+ * caller frees). -ENODEV when vm has no VGA. The VGA's renderer keeps state (what it
+ * drew last), so one thread owns it: with a VNC server its thread draws the picture,
+ * without one the caller does, under the display's lock. */
+int display_snapshot(struct vm *vm, uint32_t **pixels, int *width, int *height);
+
+/* screendump: write vm's screen to path as "ppm" (qemu's default: P6) or "png" (8-bit
+ * RGB). Errors in qemu 7.2's words (ui/screendump.c). */
+int display_screendump(struct vm *vm, const char *path, const char *format,
+                       struct vt_error *err);
+
+/* qemu's VncInfo (query-vnc): the server's address and its connected clients. */
+#define DISPLAY_VNC_MAX_CLIENTS 32
+struct display_vnc_info {
+	bool enabled;
+	char host[128], service[16], family[8], auth[8];
+	int nr_clients;
+	struct display_vnc_client {
+		char host[64], service[16], family[8];
+	} clients[DISPLAY_VNC_MAX_CLIENTS];
+};
+void display_vnc_query(struct display_vnc_info *out);
 
 #endif

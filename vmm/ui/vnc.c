@@ -37,6 +37,7 @@
 #include "vmm/ui/display.h"
 #include "vmm/ui/keymap.h"
 #include "vmm/ui/surface.h"
+#include "vmm/sandbox.h"
 #include "vmm/vm.h"
 
 #define VNC_TICK_US       15000      /* frame interval while the screen changes */
@@ -73,7 +74,19 @@ static struct vnc {
 	int last_x, last_y, last_mask;
 	bool have_pos;
 	uint8_t keys_down[64];    /* bitmap of keys held by clients, released when they go */
-} vnc = { .listen_fd = -1, .stop_pipe = { -1, -1 }, .lock = PTHREAD_MUTEX_INITIALIZER };
+	/* Work other threads (the monitors) hand to this one (vnc_call), under lock. */
+	int wake_pipe[2];
+	void (*call_fn)(void *arg);
+	void *call_arg;
+	pthread_cond_t call_done;
+	bool thread_done;         /* the thread has ended: nothing is run any more */
+	/* Without a VNC server: the surface screendump draws into (display_snapshot). */
+	struct surface dump_surf;
+	const struct vm_display *cfg;
+	struct vga *dump_vga;     /* the VGA (and boot) dump_surf shows */
+	int dump_boot;
+} vnc = { .listen_fd = -1, .stop_pipe = { -1, -1 }, .wake_pipe = { -1, -1 },
+          .lock = PTHREAD_MUTEX_INITIALIZER, .call_done = PTHREAD_COND_INITIALIZER };
 
 static uint64_t now_ns(void)
 {
@@ -308,13 +321,31 @@ static void render(void)
 		vga_render(vnc.vga, &vnc.surf, full);
 }
 
+/* Run what another thread asked for (vnc_call). */
+static void run_calls(void)
+{
+	char drain[16];
+
+	while (read(vnc.wake_pipe[0], drain, sizeof(drain)) > 0)
+		;
+	pthread_mutex_lock(&vnc.lock);
+	if (vnc.call_fn) {
+		vnc.call_fn(vnc.call_arg);
+		vnc.call_fn = NULL;
+		pthread_cond_broadcast(&vnc.call_done);
+	}
+	pthread_mutex_unlock(&vnc.lock);
+}
+
 static void *vnc_thread(void *arg)
 {
 	pthread_setname_np(pthread_self(), "vnc");
+	sandbox_thread(SANDBOX_VNC);
 	for (;;) {
 		struct pollfd p = { .fd = vnc.stop_pipe[0], .events = POLLIN };
 		if (poll(&p, 1, 0) == 1)
 			break;
+		run_calls();
 		accept_clients();
 		police_clients();
 		if (vnc.nr_clients) {
@@ -330,7 +361,154 @@ static void *vnc_thread(void *arg)
 		vnc.changed = false;
 		rfbProcessEvents(vnc.screen, vnc.nr_clients ? vnc.tick_us : VNC_IDLE_US);
 	}
+	pthread_mutex_lock(&vnc.lock);
+	vnc.thread_done = true;
+	pthread_cond_broadcast(&vnc.call_done);
+	pthread_mutex_unlock(&vnc.lock);
 	return NULL;
+}
+
+/* Run fn(arg) on the VNC thread, between two frames, and wait for it; false if the
+ * thread is not running. Only one thread calls this (the monitors'). */
+static bool vnc_call(void (*fn)(void *arg), void *arg)
+{
+	pthread_mutex_lock(&vnc.lock);
+	bool ok = vnc.started && !vnc.thread_done;
+	if (ok) {
+		vnc.call_fn = fn;
+		vnc.call_arg = arg;
+		if (write(vnc.wake_pipe[1], "", 1) < 0) {
+			/* the pipe is full: the thread is being woken anyway */
+		}
+		while (vnc.call_fn && !vnc.thread_done)
+			pthread_cond_wait(&vnc.call_done, &vnc.lock);
+		ok = !vnc.call_fn;
+		vnc.call_fn = NULL;
+	}
+	pthread_mutex_unlock(&vnc.lock);
+	return ok;
+}
+
+/* --- for the monitors: screendump and query-vnc --------------------------------------- */
+
+struct snapshot {
+	struct vm *vm;
+	uint32_t *pixels;
+	int width, height, ret;
+};
+
+static void copy_surface(struct snapshot *sn, const struct surface *s)
+{
+	size_t n = (size_t)s->width * (size_t)s->height;
+
+	sn->pixels = malloc(n ? n * 4 : 4);
+	if (!sn->pixels) {
+		sn->ret = -ENOMEM;
+		return;
+	}
+	memcpy(sn->pixels, s->pixels, n * 4);
+	sn->width = s->width;
+	sn->height = s->height;
+	sn->ret = 0;
+}
+
+/* On the VNC thread, lock held: bring its surface up to date and copy it. */
+static void snapshot_on_thread(void *arg)
+{
+	struct snapshot *sn = arg;
+
+	if (!vnc.vga || vnc.vm != sn->vm) {
+		sn->ret = -ENODEV;
+		return;
+	}
+	render();
+	copy_surface(sn, &vnc.surf);
+}
+
+static int dump_resize(void *opaque, struct surface *s, int w, int h)
+{
+	if (w <= 0 || h <= 0 || w > 16384 || h > 16384)
+		return -EINVAL;
+	uint32_t *px = calloc((size_t)w * (size_t)h, 4);
+	if (!px)
+		return -ENOMEM;
+	free(s->pixels);
+	s->pixels = px;
+	s->width = w;
+	s->height = h;
+	return 0;
+}
+
+int display_snapshot(struct vm *vm, uint32_t **pixels, int *width, int *height)
+{
+	struct snapshot sn = { .vm = vm, .ret = -ENODEV };
+
+	if (!vnc_call(snapshot_on_thread, &sn)) {
+		/* No VNC server: this thread is the VGA's only renderer. */
+		struct vga *v = vm_device(vm, "vga");
+		if (!v)
+			return -ENODEV;
+		pthread_mutex_lock(&vnc.lock);
+		vnc.dump_surf.resize = dump_resize;
+		bool full = v != vnc.dump_vga || vm->boot_count != vnc.dump_boot;
+		vga_render(v, &vnc.dump_surf, full);
+		vnc.dump_vga = v;
+		vnc.dump_boot = vm->boot_count;
+		if (vnc.dump_surf.pixels)
+			copy_surface(&sn, &vnc.dump_surf);
+		pthread_mutex_unlock(&vnc.lock);
+	}
+	*pixels = sn.pixels;
+	*width = sn.width;
+	*height = sn.height;
+	return sn.ret;
+}
+
+/* On the VNC thread: the clients' addresses. */
+static void query_on_thread(void *arg)
+{
+	struct display_vnc_info *out = arg;
+	rfbClientIteratorPtr it = rfbGetClientIterator(vnc.screen);
+	rfbClientPtr cl;
+
+	while ((cl = rfbClientIteratorNext(it)) && out->nr_clients < DISPLAY_VNC_MAX_CLIENTS) {
+		struct sockaddr_storage sa;
+		socklen_t len = sizeof(sa);
+		if (cl->sock == RFB_INVALID_SOCKET || cl->state != RFB_NORMAL ||
+		    getpeername(cl->sock, (struct sockaddr *)&sa, &len) < 0)
+			continue;
+		struct display_vnc_client *c = &out->clients[out->nr_clients++];
+		if (sa.ss_family == AF_UNIX) {
+			snprintf(c->family, sizeof(c->family), "unix");
+			continue;
+		}
+		char port[16];
+		getnameinfo((struct sockaddr *)&sa, len, c->host, sizeof(c->host), port, sizeof(port),
+		            NI_NUMERICHOST | NI_NUMERICSERV);
+		snprintf(c->service, sizeof(c->service), "%s", port);
+		snprintf(c->family, sizeof(c->family), sa.ss_family == AF_INET6 ? "ipv6" : "ipv4");
+	}
+	rfbReleaseClientIterator(it);
+}
+
+void display_vnc_query(struct display_vnc_info *out)
+{
+	const struct vm_display *d = vnc.cfg;
+
+	*out = (struct display_vnc_info){ .enabled = false };
+	if (!d || !d->vnc || !vnc.started)
+		return;
+	out->enabled = true;
+	snprintf(out->auth, sizeof(out->auth), "%s", d->password ? "vnc" : "none");
+	if (d->vnc_unix) {
+		snprintf(out->host, sizeof(out->host), "%s", d->vnc_unix);
+		snprintf(out->family, sizeof(out->family), "unix");
+	} else {
+		snprintf(out->host, sizeof(out->host), "%s", d->vnc_host);
+		snprintf(out->service, sizeof(out->service), "%d", d->vnc_port);
+		snprintf(out->family, sizeof(out->family), strchr(d->vnc_host, ':') ? "ipv6" : "ipv4");
+	}
+	vnc_call(query_on_thread, out);
 }
 
 /* --- start, attach, stop ------------------------------------------------------------ */
@@ -406,10 +584,12 @@ int display_start(const struct vm_config *cfg, struct vt_error *err)
 	int fd = d->vnc_unix ? listen_unix(d->vnc_unix, err) : listen_tcp(d, err);
 	if (fd < 0)
 		return fd;
-	if (pipe2(vnc.stop_pipe, O_CLOEXEC) < 0) {
+	if (pipe2(vnc.stop_pipe, O_CLOEXEC) < 0 ||
+	    pipe2(vnc.wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
 		close(fd);
 		return vt_error_set(err, errno, "VNC server", "start", NULL);
 	}
+	vnc.cfg = d;
 	vnc.listen_fd = fd;
 	int argc = 0;
 	vnc.screen = rfbGetScreen(&argc, NULL, 640, 480, 8, 3, 4);
@@ -434,16 +614,24 @@ int display_start(const struct vm_config *cfg, struct vt_error *err)
 	s->neverShared = FALSE;
 	s->dontDisconnect = FALSE;
 	if (d->password) {
+		/* VNC authentication's DES comes from libgcrypt, which initialises itself on
+		 * first use (syslog, /proc and /etc reads): do that now, before the sandbox. */
+		unsigned char challenge[CHALLENGESIZE] = { 0 };
+		rfbEncryptBytes(challenge, d->password);
 		vnc.passwords[0] = d->password;
 		s->authPasswdData = vnc.passwords;
 		s->passwordCheck = rfbCheckPasswordByList;
 	}
 	rfbInitServer(s);
 	set_server_format(s);
-	/* Wake rfbProcessEvents's select() for new connections too. */
+	/* Wake rfbProcessEvents's select() for new connections and for work from other
+	 * threads too. */
 	FD_SET(fd, &s->allFds);
+	FD_SET(vnc.wake_pipe[0], &s->allFds);
 	if (fd > s->maxFd)
 		s->maxFd = fd;
+	if (vnc.wake_pipe[0] > s->maxFd)
+		s->maxFd = vnc.wake_pipe[0];
 
 	if (d->vnc_unix) {
 		fprintf(stderr, "vtool run: VNC server on unix socket %s\n", d->vnc_unix);
@@ -496,10 +684,16 @@ void display_stop(void)
 	}
 	free(vnc.surf.pixels);
 	vnc.surf.pixels = NULL;
-	for (int i = 0; i < 2; i++)
+	free(vnc.dump_surf.pixels);
+	vnc.dump_surf.pixels = NULL;
+	for (int i = 0; i < 2; i++) {
 		if (vnc.stop_pipe[i] >= 0)
 			close(vnc.stop_pipe[i]);
+		if (vnc.wake_pipe[i] >= 0)
+			close(vnc.wake_pipe[i]);
+	}
 	vnc.stop_pipe[0] = vnc.stop_pipe[1] = -1;
+	vnc.wake_pipe[0] = vnc.wake_pipe[1] = -1;
 	if (vnc.listen_fd >= 0)
 		close(vnc.listen_fd);
 	vnc.listen_fd = -1;

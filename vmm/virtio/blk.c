@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "vmm/disk.h"
+#include "vmm/sandbox.h"
 #include "vmm/virtio/blk.h"
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
@@ -267,6 +268,7 @@ static void *blk_worker(void *arg)
 	struct virtio_blk *b = arg;
 
 	pthread_setname_np(pthread_self(), "virtio-blk-w");
+	sandbox_thread(SANDBOX_IO);
 	pthread_mutex_lock(&b->lock);
 	for (;;) {
 		while (!b->queue && !b->stop)
@@ -325,6 +327,7 @@ static const struct virtio_dev_ops virtio_blk_ops = {
 	.queue_kick = blk_queue_kick,
 	.reset = blk_reset,
 	.stop = blk_stop,
+	.drain = blk_reset, /* the same wait: requests in flight finish */
 };
 
 static void blk_stop_workers(struct virtio_blk *b)

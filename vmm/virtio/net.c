@@ -6,6 +6,7 @@
  * the device's I/O thread; the tap fd is watched edge-triggered, so a guest without RX
  * buffers stalls only its own receive path until it posts more. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <linux/if_tun.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 
 #include "net/net.h"
 #include "vmm/config.h"
+#include "vmm/keep.h"
 #include "vmm/virtio/net.h"
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
@@ -277,20 +279,53 @@ static uint8_t *net_read_rom(uint32_t *len)
 	static const char *const paths[] = { "/usr/lib/ipxe/qemu/efi-virtio.rom",
 	                                     "/usr/share/qemu/efi-virtio.rom" };
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-		FILE *f = fopen(paths[i], "rb");
-		if (!f)
+		const uint8_t *data;
+		size_t n;
+		/* Read once per process (keep.h): reboots run where nothing can be opened. */
+		if (keep_read(paths[i], &data, &n, NULL) || !n || n > NET_ROM_MAX)
 			continue;
-		uint8_t *buf = malloc(NET_ROM_MAX);
-		size_t n = buf ? fread(buf, 1, NET_ROM_MAX, f) : 0;
-		bool whole = feof(f);
-		fclose(f);
-		if (n && whole) {
+		uint8_t *buf = malloc(n);
+		if (buf) {
+			memcpy(buf, data, n);
 			*len = (uint32_t)n;
-			return buf;
 		}
-		free(buf);
+		return buf;
 	}
 	return NULL;
+}
+
+/* A tap is opened once and kept (keep.h): later boots get a duplicate of it. */
+struct kept_tap {
+	int fd;
+	bool vnet_hdr;
+};
+
+static void kept_tap_release(void *obj)
+{
+	struct kept_tap *k = obj;
+
+	close(k->fd);
+	free(k);
+}
+
+static int net_open_tap(const char *ifname, int *fd, bool *vnet_hdr, struct vt_error *err)
+{
+	struct kept_tap *k = keep_get("tap:%s", ifname);
+	int ret;
+
+	if (!k) {
+		if (!(k = calloc(1, sizeof(*k))))
+			return vt_error_set(err, ENOMEM, ifname, "open tap", NULL);
+		if ((ret = net_tap_open(ifname, 0, &k->fd, &k->vnet_hdr, err))) {
+			free(k);
+			return ret;
+		}
+		if ((ret = keep_put(k, kept_tap_release, "tap:%s", ifname)))
+			return vt_error_set(err, -ret, ifname, "open tap", NULL);
+	}
+	*fd = fcntl(k->fd, F_DUPFD_CLOEXEC, 0);
+	*vnet_hdr = k->vnet_hdr;
+	return *fd < 0 ? vt_error_set(err, errno, ifname, "open tap", NULL) : 0;
 }
 
 int virtio_net_add(struct vm *vm, const struct vm_nic *nic, struct vt_error *err)
@@ -310,7 +345,7 @@ int virtio_net_add(struct vm *vm, const struct vm_nic *nic, struct vt_error *err
 	}
 	if ((ret = vm_add_device(vm, "virtio-net-state", n, virtio_net_free, err)))
 		return ret;
-	if ((ret = net_tap_open(ifname, 0, &n->tap, &n->vnet_hdr, err)))
+	if ((ret = net_open_tap(ifname, &n->tap, &n->vnet_hdr, err)))
 		return ret;
 	/* Plain frames until a driver agrees to more (net_sync_offloads). */
 	if (n->vnet_hdr && ioctl(n->tap, TUNSETOFFLOAD, 0) < 0)

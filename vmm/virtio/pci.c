@@ -13,6 +13,7 @@
 
 #include "vmm/hw/pci.h"
 #include "vmm/irq.h"
+#include "vmm/sandbox.h"
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
 
@@ -63,6 +64,8 @@ struct virtio_pci {
 	pthread_t thread;
 	bool thread_started;
 	pthread_mutex_t irq_lock;
+	bool paused;                           /* under dev->lock: the machine is paused */
+	pthread_cond_t unpaused;
 };
 
 int virtio_pci_devfn(const struct virtio_dev *dev)
@@ -394,6 +397,29 @@ static void bar0_io(void *opaque, uint64_t off, uint8_t *data, unsigned len, boo
 
 /* --- the I/O thread ---------------------------------------------------------------- */
 
+/* Take the device lock once the machine is not paused: a paused machine's devices start
+ * no work (kicks and tap input wait, counted in their eventfds and sockets). */
+static void virtio_lock_unpaused(struct virtio_pci *t)
+{
+	pthread_mutex_lock(&t->dev->lock);
+	while (t->paused)
+		pthread_cond_wait(&t->unpaused, &t->dev->lock);
+}
+
+/* The machine pauses (vm_pause): finish what is in flight, start nothing new. */
+static void virtio_pci_pause(void *opaque, bool pause)
+{
+	struct virtio_pci *t = opaque;
+
+	pthread_mutex_lock(&t->dev->lock);
+	t->paused = pause;
+	if (pause && t->dev->ops->drain)
+		t->dev->ops->drain(t->dev);
+	if (!pause)
+		pthread_cond_broadcast(&t->unpaused);
+	pthread_mutex_unlock(&t->dev->lock);
+}
+
 static void *virtio_io_thread(void *arg)
 {
 	struct virtio_pci *t = arg;
@@ -402,6 +428,7 @@ static void *virtio_io_thread(void *arg)
 
 	snprintf(name, sizeof(name), "%.11s-io", dev->ops->name);
 	pthread_setname_np(pthread_self(), name);
+	sandbox_thread(SANDBOX_IO);
 	for (;;) {
 		struct epoll_event ev[8];
 		int n = epoll_wait(t->epfd, ev, 8, -1);
@@ -416,17 +443,18 @@ static void *virtio_io_thread(void *arg)
 			if (tag == -1)
 				return NULL; /* stop */
 			if (tag == -2) {
-				pthread_mutex_lock(&dev->lock);
+				virtio_lock_unpaused(t);
 				dev->ops->fd_ready(dev);
 				pthread_mutex_unlock(&dev->lock);
 				continue;
 			}
 			if (read(t->kickfd[tag], &cnt, sizeof(cnt)) < 0)
 				continue;
-			pthread_mutex_lock(&dev->lock);
+			virtio_lock_unpaused(t);
 			if (dev->vqs[tag].enabled && (dev->status & VIRTIO_STATUS_DRIVER_OK))
 				dev->ops->queue_kick(dev, tag);
 			pthread_mutex_unlock(&dev->lock);
+			sandbox_selftest(SANDBOX_IO);
 		}
 	}
 	return NULL;
@@ -457,6 +485,7 @@ static void virtio_pci_destroy(void *opaque)
 		close(t->stopfd);
 	pthread_mutex_destroy(&t->irq_lock);
 	pthread_mutex_destroy(&t->dev->lock);
+	pthread_cond_destroy(&t->unpaused);
 	free(t);
 }
 
@@ -513,11 +542,13 @@ int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, struct vt_error *err)
 	}
 	pthread_mutex_init(&t->irq_lock, NULL);
 	pthread_mutex_init(&dev->lock, NULL);
+	pthread_cond_init(&t->unpaused, NULL);
 	dev->vm = vm;
 	dev->transport = t;
 	for (int q = 0; q < ops->num_queues; q++)
 		dev->vqs[q].vm = vm;
-	if ((ret = vm_add_device(vm, ops->name, t, virtio_pci_destroy, err)))
+	if ((ret = vm_add_device(vm, ops->name, t, virtio_pci_destroy, err)) ||
+	    (ret = vm_add_pause_hook(vm, virtio_pci_pause, t, err)))
 		return ret;
 	virtio_pci_reset(t);
 

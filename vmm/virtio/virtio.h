@@ -50,6 +50,8 @@ struct virtio_dev_ops {
 	/* Optional: the VM is going away and the I/O thread has stopped: stop any threads of
 	 * the device's own (they may still interrupt the guest until they return). */
 	void (*stop)(struct virtio_dev *dev);
+	/* Optional: wait until no request is in flight (the machine pauses; dev->lock held). */
+	void (*drain)(struct virtio_dev *dev);
 };
 
 struct virtio_dev {
