@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blk/nbd_proto.h"
 #include "vmm/sandbox.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -385,9 +386,22 @@ void sandbox_thread(enum sandbox_class c)
 	pthread_mutex_unlock(&sb.lock);
 }
 
+/* A disk on NBD: its I/O threads send and receive on sockets and reconnect (socket,
+ * connect, name lookups), which the I/O list forbids. Until the lists have a network
+ * client class, such a machine runs without the default sandbox. */
+static bool has_nbd_drive(const struct vm_config *cfg)
+{
+	for (int i = 0; i < cfg->nr_drives; i++)
+		if ((cfg->drives[i].file && blk_nbd_is_address(cfg->drives[i].file)) ||
+		    (cfg->drives[i].format && !strcmp(cfg->drives[i].format, "nbd")))
+			return true;
+	return false;
+}
+
 bool sandbox_enabled(const struct vm_config *cfg)
 {
-	return cfg->ctl.sandbox == 1 || (cfg->ctl.sandbox < 0 && !SANDBOX_SANITIZED);
+	return cfg->ctl.sandbox == 1 ||
+	       (cfg->ctl.sandbox < 0 && !SANDBOX_SANITIZED && !has_nbd_drive(cfg));
 }
 
 static int resolve_user(const char *who, struct vt_error *err)
