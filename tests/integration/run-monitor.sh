@@ -122,6 +122,17 @@ expect_grep 'VM status: paused' "$T/mux.txt"
   timeout 20 "$VTOOL" run "${TG[@]}" -append "test=count" -nographic -monitor none >"$T/nomon.out" 2>&1
 grep -q 'monitor - type' "$T/nomon.out" && fail "-monitor none still has a C-a c monitor" || pass
 
+# query-vnc and screendump with a VNC server running (the picture comes from its thread)
+"$VTOOL" run "${TG[@]}" -append "test=count" -serial none -vnc "unix:$T/v.sock" \
+  -qmp "unix:$T/vq.sock,server=on,wait=off" 2>/dev/null &
+vm=$!
+wait_sock "$T/vq.sock"
+qmp "UNIX-CONNECT:$T/vq.sock" "$CAPS" '{"execute":"query-vnc"}' \
+  "{\"execute\":\"screendump\",\"arguments\":{\"filename\":\"$T/vshot.ppm\"}}" "$QUIT" >"$T/vnc.out"
+wait $vm
+expect_grep "\"return\": \{\"enabled\": true, \"host\": \"$T/v.sock\", \"service\": \"\", \"family\": \"unix\", \"auth\": \"none\", \"clients\": \[\]\}" "$T/vnc.out"
+head -c 3 "$T/vshot.ppm" 2>/dev/null | grep -q P6 && pass || fail "screendump through the VNC thread: $(cat "$T/vnc.out")"
+
 # option errors
 check_err() {
   local pattern=$1; shift
