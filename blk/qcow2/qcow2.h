@@ -407,18 +407,22 @@ int qcow2_check_overlap(struct qcow2 *s, uint64_t off, uint64_t len, struct vt_e
 /* The L1 or refcount table changed: the overlap check's index is rebuilt. */
 void qcow2_meta_changed(struct qcow2 *s);
 
-/* cluster.c */
+/* cluster.c: the guest-to-host mapping, reads, block status. */
 int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                  struct vt_error *err);
+int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
+                       struct vt_error *err);
+
+/* write.c: writes with copy-on-write, compressed writes. */
 int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
                   struct vt_error *err);
+int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
+                           struct vt_error *err);
+
+/* zero.c: zeroing, discard, preallocation, shrinking. */
 int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags,
                        struct vt_error *err);
 int qcow2_discard(struct blk *b, uint64_t off, uint64_t len, struct vt_error *err);
-int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
-                       struct vt_error *err);
-/* Grow the L1 table to hold at least n entries (resize, create). */
-int qcow2_grow_l1(struct qcow2 *s, uint64_t n, bool exact, struct vt_error *err);
 /* Allocate L2 tables and data clusters for the guest clusters of [start, end) that map
  * nothing yet, reading as zeros (preallocation metadata, falloc or full: how the host
  * space is reserved). *data_end: the end of the highest data cluster allocated. */
@@ -427,12 +431,13 @@ int qcow2_preallocate(struct qcow2 *s, uint64_t start, uint64_t end, enum blk_pr
 /* Guest clusters [first, first+n) (cluster indexes) map nothing afterwards; what they
  * mapped is released after the next flush (resize --shrink). */
 int qcow2_drop_clusters(struct qcow2 *s, uint64_t first, uint64_t n, struct vt_error *err);
+
+/* l1.c: the L1 table. */
+/* Grow the L1 table to hold at least n entries (resize, create). */
+int qcow2_grow_l1(struct qcow2 *s, uint64_t n, bool exact, struct vt_error *err);
 /* The L1 entry i changed in memory: written at the next flush. */
 void qcow2_l1_mark_dirty(struct qcow2 *s, uint64_t i);
 int qcow2_write_l1(struct qcow2 *s, struct vt_error *err);
-
-int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len,
-                           struct vt_error *err);
 
 /* empty.c: commit's make-empty, crash-safe (see the top of empty.c). */
 int qcow2_make_empty(struct blk *b, struct vt_error *err);
