@@ -484,6 +484,30 @@ int blk_block_status_layer(struct blk *b, uint64_t off, uint64_t len,
 	return r;
 }
 
+int blk_allocated_above(struct blk *top, struct blk *base, uint64_t off, uint64_t len,
+                        bool *yes, uint64_t *pnum, struct vt_error *err)
+{
+	*yes = false;
+	*pnum = len;
+	for (struct blk *l = top; l && l != base; l = blk_backing(l)) {
+		if (off >= blk_size(l)) {
+			*yes = true;
+			return 0;
+		}
+		uint64_t m = *pnum < blk_size(l) - off ? *pnum : blk_size(l) - off;
+		struct blk_status st;
+		int r = blk_block_status_layer(l, off, m, &st, err);
+		if (r < 0)
+			return r;
+		*pnum = st.len;
+		if (st.flags & BLK_STATUS_ALLOCATED) {
+			*yes = true;
+			return 0;
+		}
+	}
+	return 0;
+}
+
 int blk_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_status *st,
                      struct vt_error *err)
 {

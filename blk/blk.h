@@ -112,6 +112,11 @@ int blk_block_status(struct blk *b, uint64_t off, uint64_t len, struct blk_statu
 /* This layer only: ALLOCATED clear means "falls through to the backing file". */
 int blk_block_status_layer(struct blk *b, uint64_t off, uint64_t len,
                            struct blk_status *st, struct vt_error *err);
+/* Does a layer from top down to base (not included; NULL: the whole chain) decide
+ * [off, off+len)? *pnum: for how long the answer holds. A layer shorter than off
+ * decides: it reads zeros there. (qemu's bdrv_is_allocated_above.) */
+int blk_allocated_above(struct blk *top, struct blk *base, uint64_t off, uint64_t len,
+                        bool *yes, uint64_t *pnum, struct vt_error *err);
 
 struct blk_snapshot_info {
 	char id[128];

@@ -77,32 +77,6 @@ static void throttle(struct commit *cm, uint64_t n)
 	}
 }
 
-/* Do the layers from the image down to the base (not included) decide [off, ...)?
- * *len: for how long the answer holds. A layer shorter than off decides: it reads
- * zeros there. */
-static int above_base(struct commit *cm, uint64_t off, uint64_t n, bool *yes,
-                      uint64_t *len, struct vt_error *err)
-{
-	*yes = false;
-	*len = n;
-	for (struct blk *l = cm->top; l && l != cm->base; l = blk_backing(l)) {
-		if (off >= blk_size(l)) {
-			*yes = true;
-			return 0;
-		}
-		uint64_t m = *len < blk_size(l) - off ? *len : blk_size(l) - off;
-		struct blk_status st;
-		int r = blk_block_status_layer(l, off, m, &st, err);
-		if (r < 0)
-			return r;
-		*len = st.len;
-		if (st.flags & BLK_STATUS_ALLOCATED) {
-			*yes = true;
-			return 0;
-		}
-	}
-	return 0;
-}
 
 static int commit_chunk(void *opaque, uint64_t off, uint64_t n, uint8_t **bufs,
                         struct vt_error *err)
@@ -114,7 +88,7 @@ static int commit_chunk(void *opaque, uint64_t off, uint64_t n, uint8_t **bufs,
 	while (off < end && r == 0) {
 		bool yes;
 		uint64_t len;
-		if ((r = above_base(cm, off, end - off, &yes, &len, err)) < 0)
+		if ((r = blk_allocated_above(cm->top, cm->base, off, end - off, &yes, &len, err)) < 0)
 			return r;
 		if (yes) {
 			struct blk_status st;

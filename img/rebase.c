@@ -89,33 +89,6 @@ static int read_padded(struct blk *b, uint64_t off, uint8_t *buf, uint64_t n,
 	return in ? blk_pread(b, off, buf, in, err) : 0;
 }
 
-/* The old chain above the new backing file (which is in it): does any of those layers
- * decide [off, off+...)? *len: for how long the answer holds. A layer shorter than off
- * decides (it reads zeros there). */
-static int decided_above_prefix(struct rebase *rb, uint64_t off, uint64_t n, bool *yes,
-                                uint64_t *len, struct vt_error *err)
-{
-	*yes = false;
-	*len = n;
-	for (struct blk *l = rb->old; l && l != rb->prefix; l = blk_backing(l)) {
-		if (off >= blk_size(l)) {
-			*yes = true;
-			return 0;
-		}
-		uint64_t m = *len < blk_size(l) - off ? *len : blk_size(l) - off;
-		struct blk_status st;
-		int r = blk_block_status_layer(l, off, m, &st, err);
-		if (r < 0)
-			return r;
-		if (st.flags & BLK_STATUS_ALLOCATED) {
-			*yes = true;
-			*len = st.len;
-			return 0;
-		}
-		*len = st.len;
-	}
-	return 0;
-}
 
 /* [off, off+n) reads through to the old chain: copy in what the new backing file would
  * read differently, one cluster (clipped to the range) at a time. */
@@ -172,7 +145,7 @@ static int rebase_chunk(void *opaque, uint64_t off, uint64_t n, uint8_t **bufs,
 			for (uint64_t p = off; p < off + len && r == 0;) {
 				bool yes = true;
 				uint64_t m = off + len - p;
-				if (rb->prefix && (r = decided_above_prefix(rb, p, m, &yes, &m, err)) < 0)
+				if (rb->prefix && (r = blk_allocated_above(rb->old, rb->prefix, p, m, &yes, &m, err)) < 0)
 					return r;
 				if (yes)
 					r = rebase_range(rb, p, m, bufs[0], bufs[1], err);
