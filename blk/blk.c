@@ -237,8 +237,12 @@ int blk_close(struct blk *b, struct vt_error *err)
 	int r = 0;
 	if (!b)
 		return 0;
-	if (b->writable)
-		r = blk_flush(b, err);
+	if (b->writable && b->drv->inactivate)
+		r = b->drv->inactivate(b, err);
+	if (b->writable) {
+		int f = blk_flush(b, r < 0 ? NULL : err);
+		r = r < 0 ? r : f;
+	}
 	b->drv->close(b);
 	blk_file_close(b->file);
 	if (b->backing)
@@ -763,6 +767,44 @@ int blk_snapshot_delete(struct blk *b, const char *id, const char *name,
 	if (r == 0 && !b->drv->snapshot_delete)
 		r = vt_error_set(err, ENOTSUP, b->filename, "delete snapshot", NULL);
 	return r < 0 ? r : b->drv->snapshot_delete(b, id, name, err);
+}
+
+int blk_bitmap_list(struct blk *b, struct blk_bitmap **out, size_t *n, struct vt_error *err)
+{
+	*out = NULL;
+	*n = 0;
+	if (!b->drv->bitmap_list)
+		return vt_error_set(err, ENOTSUP, b->filename, NULL, "Source lacks bitmap support");
+	return b->drv->bitmap_list(b, out, n, err);
+}
+
+void blk_bitmap_list_free(struct blk_bitmap *l, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(l[i].name);
+	free(l);
+}
+
+int blk_bitmap_read(struct blk *b, const char *name, struct blk_bitmap_bits *out,
+                    struct vt_error *err)
+{
+	if (!b->drv->bitmap_read)
+		return vt_error_set(err, ENOENT, b->filename, NULL, "Dirty bitmap '%s' not found",
+		                    name);
+	return b->drv->bitmap_read(b, name, out, err);
+}
+
+int blk_bitmap_apply(struct blk *b, const struct blk_bitmap_op *op, struct vt_error *err)
+{
+	int r = check_writable(b, "bitmap", err);
+	if (r == 0 && !b->drv->bitmap_apply && op->action != BLK_BITMAP_ADD)
+		r = vt_error_set(err, ENOENT, b->filename, NULL, "Dirty bitmap '%s' not found",
+		                 op->name);
+	else if (r == 0 && !b->drv->bitmap_apply)
+		r = vt_error_set(err, ENOTSUP, b->filename, NULL,
+		                 "Can't store persistent bitmaps to %s: Operation not supported",
+		                 b->filename);
+	return r < 0 ? r : b->drv->bitmap_apply(b, op, err);
 }
 
 const char *blk_create_help(const char *format)

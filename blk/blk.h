@@ -231,6 +231,40 @@ int blk_snapshot_goto(struct blk *b, const char *id_or_name, bool dry_run,
 int blk_snapshot_delete(struct blk *b, const char *id, const char *name,
                         struct vt_error *err);
 
+/* Persistent dirty bitmaps (qemu-img bitmap; qcow2 v3 only, -ENOTSUP elsewhere). A
+ * read-write handle keeps them: writes set bits in the enabled ones and close stores
+ * them. Operations on a read-write handle take effect at close. */
+struct blk_bitmap {
+	char *name;
+	uint64_t granularity;
+	bool enabled;                /* qcow2's "auto" flag */
+	bool in_use;                 /* inconsistent: not stored cleanly */
+};
+/* -ENOTSUP when the image cannot have them (not qcow2 v3). */
+int blk_bitmap_list(struct blk *b, struct blk_bitmap **out, size_t *n, struct vt_error *err);
+void blk_bitmap_list_free(struct blk_bitmap *l, size_t n);
+/* A bitmap's bits: bit i (byte i/8, LSB first) covers [i*granularity, (i+1)*granularity)
+ * of a disk of disk_size bytes. */
+struct blk_bitmap_bits {
+	uint8_t *bits;               /* malloc'd */
+	uint64_t nbits, granularity, disk_size;
+};
+int blk_bitmap_read(struct blk *b, const char *name, struct blk_bitmap_bits *out,
+                    struct vt_error *err);
+enum blk_bitmap_action {
+	BLK_BITMAP_ADD, BLK_BITMAP_REMOVE, BLK_BITMAP_CLEAR, BLK_BITMAP_ENABLE,
+	BLK_BITMAP_DISABLE, BLK_BITMAP_MERGE,
+};
+struct blk_bitmap_op {
+	enum blk_bitmap_action action;
+	const char *name;
+	uint64_t granularity;        /* add: 0 for the default (cluster size in [4K, 64K]) */
+	bool disabled;               /* add: created disabled */
+	const struct blk_bitmap_bits *src; /* merge: what to OR in */
+};
+/* Errors carry qemu's wording after "Operation <action> on bitmap <name> failed: ". */
+int blk_bitmap_apply(struct blk *b, const struct blk_bitmap_op *op, struct vt_error *err);
+
 /* Consistency check (qemu-img check). Counts as qemu classifies them; diagnostics
  * ("Leaked cluster ...", "ERROR ...") go to report(), one line each, no newline. */
 #define BLK_CHECK_FIX_LEAKS  1u

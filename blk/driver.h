@@ -38,6 +38,9 @@ struct blk_driver {
 	              struct vt_error *err);
 	int (*pwritev)(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
 	               struct vt_error *err);
+	/* Optional: the last writes of a writable handle before blk_close flushes and closes
+	 * it (qcow2 stores its bitmaps); errors reach blk_close's caller. */
+	int (*inactivate)(struct blk *b, struct vt_error *err);
 	/* Optional: without it, blk_flush flushes the image file. */
 	int (*flush)(struct blk *b, struct vt_error *err);
 	/* Optional: without it, zeros are written through pwritev. */
@@ -73,6 +76,13 @@ struct blk_driver {
 	                     struct vt_error *err);
 	int (*snapshot_delete)(struct blk *b, const char *id, const char *name,
 	                       struct vt_error *err);
+	/* Optional (persistent dirty bitmaps): without them blk_bitmap_* fail with -ENOTSUP.
+	 * blk.c checks that apply has a writable handle. */
+	int (*bitmap_list)(struct blk *b, struct blk_bitmap **out, size_t *n,
+	                   struct vt_error *err);
+	int (*bitmap_read)(struct blk *b, const char *name, struct blk_bitmap_bits *out,
+	                   struct vt_error *err);
+	int (*bitmap_apply)(struct blk *b, const struct blk_bitmap_op *op, struct vt_error *err);
 	/* Optional (formats vtool can only read): create the image in an already created,
 	 * empty file. */
 	int (*create)(struct blk_file *f, const char *filename, const struct blk_create_opts *o,

@@ -59,6 +59,11 @@ static void count(struct walk *w, uint64_t off, uint64_t len)
 	}
 }
 
+static void count_cb(void *w, uint64_t off, uint64_t len)
+{
+	count(w, off, len);
+}
+
 static int read_table(struct qcow2 *s, uint64_t off, uint64_t n, uint8_t **out,
                       struct vt_error *err)
 {
@@ -402,7 +407,8 @@ int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
 	if (s->has_crypto_ext)
 		count(&w, s->crypto_off, s->crypto_len); /* the LUKS header area */
 	if ((r = walk_l1(&w, s->l1_offset, s->l1_size, true, err)) < 0 ||
-	    (r = walk_snapshots(&w, err)) < 0)
+	    (r = walk_snapshots(&w, err)) < 0 ||
+	    (r = qcow2_bitmaps_refs(s, count_cb, &w, &res->corruptions, err)) < 0)
 		goto out;
 	walk_refcount_structure(&w);
 

@@ -79,7 +79,7 @@ int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt
 	memset(nw, 0, cs);
 	size_t pos;
 	/* Header fields only: everything after the header stays byte for byte. */
-	bool fields_only = !e->backing && version == old_version;
+	bool fields_only = !e->backing && !e->set_bitmaps && version == old_version;
 	if (fields_only) {
 		memcpy(nw, old, used);
 		pos = used;
@@ -154,6 +154,7 @@ int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt
 		need_table &= exts[i].type != QCOW2_EXT_FEATURES;
 	if (fmtname[0])
 		put_ext(nw, &pos, QCOW2_EXT_BACKING_FMT, fmtname, (uint32_t)strlen(fmtname));
+	bool need_bitmaps = version >= 3 && e->set_bitmaps && e->bm_nb;
 	for (int i = 0; i <= next; i++) {
 		if (need_table && (i == next || (exts[i].type != QCOW2_EXT_DATA_FILE &&
 		                                 exts[i].type != QCOW2_EXT_CRYPTO))) {
@@ -162,10 +163,25 @@ int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt
 			put_ext(nw, &pos, QCOW2_EXT_FEATURES, t, (uint32_t)n);
 			need_table = false;
 		}
+		if (need_bitmaps && (i == next || (exts[i].type != QCOW2_EXT_DATA_FILE &&
+		                                   exts[i].type != QCOW2_EXT_CRYPTO &&
+		                                   exts[i].type != QCOW2_EXT_FEATURES))) {
+			uint8_t bx[24] = { 0 };
+			qcow2_put_be32(bx, e->bm_nb);
+			qcow2_put_be64(bx + 8, e->bm_dir_size);
+			qcow2_put_be64(bx + 16, e->bm_dir_offset);
+			if (pos + 16 + sizeof(bx) > cs) {
+				r = vt_error_set(err, ENOSPC, fn, "update header",
+				                 "No space left in the file header");
+				goto out;
+			}
+			put_ext(nw, &pos, QCOW2_EXT_BITMAPS, bx, sizeof(bx));
+			need_bitmaps = false;
+		}
 		if (i == next)
 			break;
 		uint32_t type = exts[i].type;
-		if (type == QCOW2_EXT_BACKING_FMT)
+		if (type == QCOW2_EXT_BACKING_FMT || (e->set_bitmaps && type == QCOW2_EXT_BITMAPS))
 			continue;
 		if (version == 2 && (type == QCOW2_EXT_FEATURES || type == QCOW2_EXT_BITMAPS))
 			continue;

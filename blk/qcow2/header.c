@@ -3,6 +3,7 @@
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -70,9 +71,29 @@ static int parse_extensions(struct qcow2 *s, const uint8_t *c0, uint64_t start, 
 				           (unsigned long long)s->crypto_off, (unsigned long long)s->cs);
 			break;
 		case QCOW2_EXT_BITMAPS:
-			/* qemu loads them only while the autoclear bit says they are valid. */
-			s->has_bitmaps = len >= 4 && qcow2_be32(data) &&
-			                 (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS);
+			if (len != 24)
+				return BAD("bitmaps_ext: Invalid extension length");
+			/* qemu loads them only while the autoclear bit says they are valid
+			 * (a v2 image cannot have that bit). */
+			if (!(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) || s->version < 3)
+				break;
+			if (qcow2_be32(data + 4))
+				return BAD("bitmaps_ext: Reserved field is not zero");
+			s->bm_nb = qcow2_be32(data);
+			s->bm_dir_size = qcow2_be64(data + 8);
+			s->bm_dir_offset = qcow2_be64(data + 16);
+			if (s->bm_nb > QCOW2_MAX_BITMAPS)
+				return BAD("bitmaps_ext: Image has %" PRIu32 " bitmaps, exceeding the QEMU "
+				           "supported maximum of %d", s->bm_nb, QCOW2_MAX_BITMAPS);
+			if (s->bm_nb == 0)
+				return BAD("found bitmaps extension with zero bitmaps");
+			if (s->bm_dir_offset % s->cs)
+				return BAD("bitmaps_ext: invalid bitmap directory offset");
+			if (s->bm_dir_size > QCOW2_MAX_BITMAP_DIR)
+				return BAD("bitmaps_ext: bitmap directory size (%" PRIu64 ") exceeds the "
+				           "maximum supported size (%d)", s->bm_dir_size,
+				           QCOW2_MAX_BITMAP_DIR);
+			s->has_bitmaps = true;
 			break;
 		default:
 			break; /* feature table, bitmaps, unknown: not needed to read the disk */
@@ -547,7 +568,9 @@ int qcow2_measure(const struct blk_optlist *opts, uint64_t size, struct blk *src
 	}
 	if (src && p.version >= 3 && !strcmp(blk_format(src), "qcow2")) {
 		const struct qcow2 *ss = src->opaque;
-		m->has_bitmaps = ss->version >= 3; /* vtool never writes bitmaps: size 0 */
+		m->has_bitmaps = ss->version >= 3;
+		if (m->has_bitmaps && (r = qcow2_bitmaps_measure(src, p.cs, &m->bitmaps, err)) < 0)
+			return r;
 	}
 	return 0;
 }

@@ -121,6 +121,7 @@ void qcow2_close_internal(struct blk *b)
 	free(s->frees);
 	free(s->meta);
 	qcow2_snapshots_free(s->snapshots, s->nb_snapshots);
+	qcow2_bitmaps_free(s);
 	free(s);
 	b->opaque = NULL;
 }
@@ -173,7 +174,7 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 			                 "qcow2: Image is corrupt; cannot be opened read/write");
 		else if (s->incompat & QCOW2_INCOMPAT_DIRTY) {
 			/* Lazy refcounts left stale: bring them up to date, as qemu does. */
-			struct blk_check res;
+			struct blk_check res = { 0 };
 			r = qcow2_check(b, BLK_CHECK_FIX_LEAKS | BLK_CHECK_FIX_ERRORS, &res, NULL, NULL, err);
 			if (r == 0 && res.corruptions)
 				r = vt_error_set(err, EIO, b->filename, "open",
@@ -183,14 +184,15 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 		s->lazy_refcounts = s->compat & QCOW2_COMPAT_LAZY;
 		s->writethrough = b->cache == BLK_CACHE_WRITETHROUGH ||
 		                  b->cache == BLK_CACHE_DIRECTSYNC;
-		if (r == 0 && s->autoclear && s->version >= 3) {
-			/* We do not maintain bitmaps or anything else autoclear guards: they are
-			 * stale from now on, and gone for anyone reading the image after us. */
-			s->autoclear = 0;
-			s->has_bitmaps = false;
-			r = qcow2_write_be64_field(s, QCOW2_OFF_AUTOCLEAR, 0, err);
+		if (r == 0 && (s->autoclear & ~QCOW2_AUTOCLEAR_BITMAPS) && s->version >= 3) {
+			/* Whatever else an autoclear bit guards, we do not maintain: it is stale
+			 * from now on, and gone for anyone reading the image after us. */
+			s->autoclear &= QCOW2_AUTOCLEAR_BITMAPS;
+			r = qcow2_write_be64_field(s, QCOW2_OFF_AUTOCLEAR, s->autoclear, err);
 		}
 	}
+	if (r == 0)
+		r = qcow2_bitmaps_open(s, err);
 	if (r < 0)
 		qcow2_close_internal(b);
 	return r;
@@ -302,6 +304,9 @@ static struct vt_json *qcow2_format_specific(struct blk *b)
 	vt_json_set_str(d, "compression-type", s->compression_type ? "zstd" : "zlib");
 	if (v3)
 		vt_json_set_bool(d, "lazy-refcounts", s->compat & QCOW2_COMPAT_LAZY);
+	struct vt_json *bitmaps = qcow2_bitmaps_info((struct qcow2 *)s);
+	if (bitmaps)
+		vt_json_set(d, "bitmaps", bitmaps);
 	vt_json_set_int(d, "refcount-bits", (int64_t)s->refcount_bits);
 	if (s->crypt_method)
 		vt_json_set(d, "encrypt", qcow2_crypto_info((struct qcow2 *)s));
@@ -310,6 +315,11 @@ static struct vt_json *qcow2_format_specific(struct blk *b)
 		vt_json_set_bool(d, "extended-l2", s->extended_l2);
 	}
 	return d;
+}
+
+static int qcow2_inactivate(struct blk *b, struct vt_error *err)
+{
+	return qcow2_bitmaps_store(b->opaque, err);
 }
 
 static uint32_t qcow2_cluster_size(struct blk *b)
@@ -343,6 +353,10 @@ const struct blk_driver blk_driver_qcow2 = {
 	.amend = qcow2_amend,
 	.amend_opts = qcow2_amend_opts,
 	.resize = qcow2_resize,
+	.inactivate = qcow2_inactivate,
+	.bitmap_list = qcow2_bitmap_list,
+	.bitmap_read = qcow2_bitmap_read,
+	.bitmap_apply = qcow2_bitmap_apply,
 	.snapshot_create = qcow2_snapshot_create,
 	.snapshot_goto = qcow2_snapshot_goto,
 	.snapshot_delete = qcow2_snapshot_delete,

@@ -102,6 +102,23 @@ enum qcow2_cluster_type {
 
 struct qcow2_cache;
 
+#define QCOW2_MAX_BITMAPS        65535
+#define QCOW2_MAX_BITMAP_DIR     (1024 * QCOW2_MAX_BITMAPS)
+#define QCOW2_BME_IN_USE         1u  /* not stored cleanly: inconsistent */
+#define QCOW2_BME_AUTO           2u  /* enabled: tracks every write */
+
+/* One persistent dirty bitmap (specs/qcow2.md §9). Bit n covers guest bytes
+ * [n << gran_bits, (n + 1) << gran_bits). */
+struct qcow2_bitmap {
+	char *name;
+	uint64_t table_offset;       /* as stored (kept as is for an inconsistent bitmap) */
+	uint32_t table_size;
+	uint32_t flags;              /* QCOW2_BME_* as stored at open, then as to be stored */
+	unsigned gran_bits;
+	bool inconsistent;           /* in use at open: never loaded, only removable */
+	uint8_t *bits;               /* loaded (read-write handles): ceil(size/granularity) */
+};
+
 /* One entry of the snapshot table (specs/qcow2.md §8), decoded. */
 struct qcow2_snapshot {
 	uint64_t l1_offset;
@@ -154,7 +171,14 @@ struct qcow2 {
 	uint64_t snapshots_offset;
 	uint64_t snapshots_size;     /* bytes the table takes on disk */
 	struct qcow2_snapshot *snapshots; /* the table, parsed at open (snapshot.c) */
-	bool has_bitmaps;            /* persistent bitmaps that qemu would load */
+	/* Persistent dirty bitmaps (bitmap.c): the extension as the header has it, when its
+	 * autoclear bit says it is valid, and the directory decoded. */
+	bool has_bitmaps;            /* the header points at a bitmap directory */
+	uint32_t bm_nb;
+	uint64_t bm_dir_size, bm_dir_offset;
+	struct qcow2_bitmap *bm;     /* the bitmaps, in directory order */
+	uint32_t nbm;
+	bool bm_store;               /* marked in use on disk: the set is stored at close */
 
 	/* Encryption (crypto.c): the header is described, data cannot be read. */
 	uint32_t crypt_method;       /* 0 none, 1 AES, 2 LUKS */
@@ -320,6 +344,9 @@ struct qcow2_hdr_edit {
 	bool set_snapshots;          /* the snapshot table */
 	uint32_t nb_snapshots;
 	uint64_t snapshots_offset;
+	bool set_bitmaps;            /* the bitmaps extension (removed when bm_nb is 0); the */
+	uint32_t bm_nb;              /*   autoclear bit follows it */
+	uint64_t bm_dir_size, bm_dir_offset;
 };
 int qcow2_edit_header(struct qcow2 *s, const struct qcow2_hdr_edit *e, struct vt_error *err);
 int qcow2_change_backing_file(struct blk *b, const char *file, const char *fmt,
@@ -347,6 +374,34 @@ int qcow2_snapshot_goto(struct blk *b, const char *id_or_name, bool dry_run,
                         struct vt_error *err);
 int qcow2_snapshot_delete(struct blk *b, const char *id, const char *name,
                           struct vt_error *err);
+
+/* bitmap.c: persistent dirty bitmaps. The directory is read and validated at open
+ * (qemu's rules). A read-write handle loads every consistent bitmap and marks them all
+ * in use on disk before anything else is written, as qemu does; writes then set bits in
+ * the enabled ones, and close stores the set beside the old one and switches the header
+ * to it (a crash before that leaves them in use: inconsistent, never corrupt). */
+int qcow2_bitmaps_open(struct qcow2 *s, struct vt_error *err);
+int qcow2_bitmaps_store(struct qcow2 *s, struct vt_error *err);
+void qcow2_bitmaps_free(struct qcow2 *s);
+/* Guest bytes [off, off+len) changed. */
+void qcow2_bitmaps_mark(struct qcow2 *s, uint64_t off, uint64_t len);
+/* The disk goes from old_size to size bytes: bits past it are dropped, new ones clean.
+ * Called before growing (it allocates) and after shrinking (it cannot fail then). */
+int qcow2_bitmaps_resize(struct qcow2 *s, uint64_t old_size, uint64_t size,
+                         struct vt_error *err);
+/* qemu's "bitmaps" member of the format-specific data (NULL when there are none). */
+struct vt_json *qcow2_bitmaps_info(struct qcow2 *s);
+/* check: call count for the directory, every bitmap table and data cluster the header's
+ * directory references; malformed entries add to *corruptions. */
+int qcow2_bitmaps_refs(struct qcow2 *s, void (*count)(void *opaque, uint64_t off,
+                                                      uint64_t len),
+                       void *opaque, uint64_t *corruptions, struct vt_error *err);
+/* measure: bytes the source's bitmaps take in a qcow2 image of cluster size cs. */
+int qcow2_bitmaps_measure(struct blk *src, uint64_t cs, uint64_t *bytes, struct vt_error *err);
+int qcow2_bitmap_list(struct blk *b, struct blk_bitmap **out, size_t *n, struct vt_error *err);
+int qcow2_bitmap_apply(struct blk *b, const struct blk_bitmap_op *op, struct vt_error *err);
+int qcow2_bitmap_read(struct blk *b, const char *name, struct blk_bitmap_bits *out,
+                      struct vt_error *err);
 
 /* shadow.c: a metadata change made beside the live metadata and switched in with one
  * header write. Snapshot operations change refcounts and the COPIED flags that must agree

@@ -155,10 +155,13 @@ int qcow2_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struc
 		return vt_error_set(err, EINVAL, b->filename, "",
 		                    "Preallocation can't be used for shrinking an image");
 	pthread_mutex_lock(&s->lock);
-	if (size < b->size)
-		r = shrink(s, size, err);
-	else
+	uint64_t old = b->size;
+	if (size < old) {
+		if ((r = shrink(s, size, err)) == 0)
+			r = qcow2_bitmaps_resize(s, old, size, err);
+	} else if ((r = qcow2_bitmaps_resize(s, old, size, err)) == 0) {
 		r = grow(s, size, prealloc, err);
+	}
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }

@@ -603,7 +603,7 @@ int qcow2_snapshot_goto(struct blk *b, const char *id_or_name, bool dry_run,
 	pthread_mutex_lock(&s->lock);
 	int i = qcow2_snapshot_find_id_or_name(s, id_or_name);
 	const struct qcow2_snapshot *sn = i >= 0 ? &s->snapshots[i] : NULL;
-	if (s->has_bitmaps)
+	if (s->nbm)
 		r = vt_error_set(err, EBUSY, b->filename, "", "Device has active dirty bitmaps");
 	else if (!sn)
 		r = vt_error_set(err, ENOENT, b->filename, "", "Failed to load snapshot: %s",

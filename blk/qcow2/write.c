@@ -345,6 +345,7 @@ int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovc
 	uint8_t *buf = NULL, *scratch = NULL;
 	int r = 0;
 
+	qcow2_bitmaps_mark(s, off, total);
 	pthread_mutex_lock(&s->lock);
 	while (done < total && r == 0) {
 		uint64_t g = off + done, in = g & (s->cs - 1), run;
@@ -381,6 +382,7 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
 		                    "compressed writes must cover whole clusters");
 	uint8_t *in = qcow2_cluster_buf(s), *out = qcow2_cluster_buf(s);
 	int r = 0;
+	qcow2_bitmaps_mark(s, off, len);
 	if (!in || !out) {
 		r = vt_error_set(err, ENOMEM, b->filename, "write compressed", NULL);
 		goto out;

@@ -54,6 +54,7 @@ static int zero_or_discard(struct blk *b, uint64_t off, uint64_t len, bool unmap
 	struct qcow2 *s = b->opaque;
 	uint8_t *scratch = qcow2_cluster_buf(s);
 	int r = 0;
+	qcow2_bitmaps_mark(s, off, len);
 	if (!scratch)
 		return vt_error_set(err, ENOMEM, b->filename, "write zeroes", NULL);
 	pthread_mutex_lock(&s->lock);
