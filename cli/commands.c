@@ -20,6 +20,7 @@ const struct vt_command *const vt_commands[] = {
 	&vt_cmd_img_commit,
 	&vt_cmd_img_amend,
 	&vt_cmd_img_dd,
+	&vt_cmd_img_bitmap,
 	&vt_cmd_img_snapshot,
 	&vt_cmd_img_resize,
 	&vt_cmd_img_bench,

@@ -30,7 +30,8 @@ static const char convert_help[] =
 	"                         [-F backing_fmt]] [-c] [-C] [-p | --progress=json] [-q]\n"
 	"                         [-S sparse_size] [-n] [--target-is-zero] [-m num] [-W]\n"
 	"                         [-t cache] [-T src_cache] [-U] [-l snapshot_param]\n"
-	"                         [--salvage] filename [filename2 [...]] output_filename\n"
+	"                         [--salvage] [--bitmaps [--skip-broken-bitmaps]] filename\n"
+	"                         [filename2 [...]] output_filename\n"
 	"\n"
 	"Convert one image, or several concatenated, to output_filename (qemu-img convert\n"
 	"compatible).\n"
@@ -68,7 +69,9 @@ static const char convert_help[] =
 	"  --target-image-opts  the output is an option string too (needs -n)\n"
 	"  --object objectdef   define a secret: secret,id=ID,data=STRING|file=PATH\n"
 	"                    [,format=raw|base64] (for options such as encrypt.key-secret)\n"
-	"  --bitmaps         refused: vtool does not keep persistent dirty bitmaps yet\n"
+	"  --bitmaps         copy the persistent dirty bitmaps too (qcow2 to qcow2 v3)\n"
+	"  --skip-broken-bitmaps  with --bitmaps: skip inconsistent (in-use) bitmaps instead\n"
+	"                    of failing\n"
 	"\n"
 	"Example:\n"
 	"  vtool img convert -c -O qcow2 -o compression_type=zstd disk.raw disk.qcow2\n";
@@ -234,6 +237,18 @@ static char *join_options(char *old, const char *add)
 	return j;
 }
 
+/* Whether a new image of this format and options can hold persistent bitmaps. */
+static bool qcow2_v3_options(const char *fmt, const char *options)
+{
+	if (strcmp(fmt, "qcow2"))
+		return false;
+	for (const char *p = options; p && (p = strstr(p, "compat=")); p += 7)
+		if ((p == options || p[-1] == ',') &&
+		    (!strncmp(p + 7, "0.10", 4) || !strncmp(p + 7, "v2", 2)))
+			return false;
+	return true;
+}
+
 static int convert_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -252,6 +267,7 @@ static int convert_main(int argc, char **argv)
 	const char *fmt = NULL, *out_fmt = "raw", *backing = NULL, *backing_fmt = NULL;
 	bool out_fmt_given = false, image_opts = false, target_image_opts = false;
 	bool salvage = false, copy_range = false, bitmaps = false, skip_broken = false;
+	bool printed = false;             /* the error was reported where it happened */
 	bool explicit_sparse = false;
 	struct vt_error oerr = { 0 };
 	const char *cache = "unsafe", *src_cache = "writeback";
@@ -343,9 +359,6 @@ static int convert_main(int argc, char **argv)
 	const char *bad = NULL;
 	if (skip_broken && !bitmaps)
 		bad = "Use of --skip-broken-bitmaps requires --bitmaps";
-	else if (bitmaps)
-		bad = "--bitmaps: copying persistent dirty bitmaps is not supported by vtool yet "
-		      "(vtool does not keep bitmaps; convert without --bitmaps)";
 	else if (copy_range && compress)
 		bad = "Cannot enable copy offloading when -c is used";
 	else if (copy_range && explicit_sparse)
@@ -497,6 +510,21 @@ static int convert_main(int argc, char **argv)
 		cv.src_start[k] = cv.total;
 		cv.total += blk_size(cv.src[k]);
 	}
+	if (bitmaps) {
+		printed = true;
+		if (cv.nsrc > 1) {
+			fprintf(stderr, "%s: Copying bitmaps only possible with single source\n", argv[0]);
+			goto fail;
+		}
+		if (img_bitmaps_check(argv[0], cv.src[0], skip_broken) < 0)
+			goto fail;
+		if (!no_create && !qcow2_v3_options(out_fmt, options)) {
+			fprintf(stderr, "%s: Format driver '%s' does not support bitmaps\n", argv[0],
+			        out_fmt);
+			goto fail;
+		}
+		printed = false;
+	}
 	if (backing) {
 		struct blk_open_opts bo = { .format = backing_fmt, .force_share = true };
 		char *dir = strdup(target), *path = NULL;
@@ -565,6 +593,8 @@ static int convert_main(int argc, char **argv)
 	/* The new image must be durable before it replaces anything under the name, or a
 	 * power cut could leave an empty or half-written file there; the rename itself is
 	 * durable once the directory is synced. -t unsafe asks for neither. */
+	if (bitmaps && img_bitmaps_copy(argv[0], cv.src[0], cv.dst, skip_broken, &err) < 0)
+		goto fail;
 	if (tmp && !explicit_unsafe && blk_sync(cv.dst, &err) < 0)
 		goto fail;
 	if (blk_close(cv.dst, &err) < 0) {
@@ -590,7 +620,8 @@ fail:
 		rc = 1;
 	if (pmode == VT_PROGRESS_QEMU)
 		fputc('\n', stdout);
-	img_fail(&err);
+	if (!printed)
+		img_fail(&err);
 out:
 	if (cv.dst)
 		blk_close(cv.dst, NULL);

@@ -21,6 +21,7 @@ extern const struct vt_command vt_cmd_img_rebase;
 extern const struct vt_command vt_cmd_img_commit;
 extern const struct vt_command vt_cmd_img_amend;
 extern const struct vt_command vt_cmd_img_dd;
+extern const struct vt_command vt_cmd_img_bitmap;
 
 /* A file name given relative to an image (a backing file), as a path to open: relative to
  * the image's directory, as qemu resolves it. Malloc'd; NULL on ENOMEM. */
@@ -47,6 +48,15 @@ char *img_temp_name(const char *target);
 extern const struct vt_command vt_cmd_img_snapshot;
 extern const struct vt_command vt_cmd_img_resize;
 extern const struct vt_command vt_cmd_img_serve;
+
+/* convert --bitmaps (bitmap.c). Check, before anything is created, that src can have
+ * bitmaps and (unless skip_broken) that none is inconsistent; prints qemu-img's message
+ * and returns -1 otherwise. */
+int img_bitmaps_check(const char *argv0, struct blk *src, bool skip_broken);
+/* After the copy: every consistent bitmap of src added to dst (writable) with its
+ * granularity, state and bits; inconsistent ones skipped with a warning. */
+int img_bitmaps_copy(const char *argv0, struct blk *src, struct blk *dst, bool skip_broken,
+                     struct vt_error *err);
 
 /* Print e as "vtool: <file>: <what>: <why>" and return 1 (the generic failure status). */
 int img_fail(const struct vt_error *e);
