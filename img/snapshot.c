@@ -107,12 +107,18 @@ static int snapshot_main(int argc, char **argv)
 		struct blk_open_opts ro = o;
 		ro.writable = false;
 		snprintf(what, sizeof(what), "Could not apply snapshot '%s'", name);
-		if (blk_open(filename, &ro, &b, &err) < 0)
-			return img_fail(&err);
-		int r = blk_snapshot_goto(b, name, true, &err);
-		blk_close(b, NULL);
-		if (r < 0)
-			return fail_with(filename, what, &err);
+		if (blk_open(filename, &ro, &b, &err) < 0) {
+			/* A lock refusal: qemu-img opens for writing at once, so the writable open
+			 * below reports its error ("write" lock, not the read-only "shared" one). */
+			if (err.code != EAGAIN)
+				return img_fail(&err);
+			vt_error_clear(&err);
+		} else {
+			int r = blk_snapshot_goto(b, name, true, &err);
+			blk_close(b, NULL);
+			if (r < 0)
+				return fail_with(filename, what, &err);
+		}
 	}
 	if (blk_open(filename, &o, &b, &err) < 0)
 		return img_fail(&err);
