@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The image-modifying commands (snapshot, resize, rebase, commit, amend, dd of=) honour
+# The image-modifying commands (snapshot, resize, rebase, commit, amend, dd of=, bitmap) honour
 # qemu's OFD locks like qemu-img does, while a running VMM holds the images read-write:
 # qemu-system-x86_64, then vtool run. qemu-img is the oracle: for every command, in the
 # same situation, vtool's exit status equals qemu-img's, a refusal is one line naming the
@@ -100,6 +100,8 @@ ops() {
   same - dd if=src.raw of=h.qcow2 bs=64k
   same - dd -f raw -O qcow2 if=src.raw of=h.qcow2 bs=64k count=2
   same - dd if=h.qcow2 of=out.raw -O raw bs=64k
+  same - bitmap --add h.qcow2 b0
+  same - bitmap --remove h.qcow2 b0
   # -U: reading is allowed, writing with -U is not.
   same - snapshot -l -U h.qcow2
   expect_grep '^1 +s0 ' "$T/out"
@@ -134,6 +136,7 @@ ops() {
   same - resize base.qcow2 +1M
   same - amend -o lazy_refcounts=on base.qcow2
   same - dd if=src.raw of=base.qcow2 bs=64k
+  same - bitmap --add base.qcow2 b0
   same - info base.qcow2
 }
 
