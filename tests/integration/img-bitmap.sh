@@ -2,7 +2,8 @@
 # Persistent dirty bitmaps against qemu: `vtool img bitmap` and `qemu-img bitmap` run the
 # same action sequences on twin images (same exit codes and messages, same `info`), and
 # the bits themselves are read back through qemu-nbd's qemu:dirty-bitmap contexts and
-# compared. Writes through vtool's block layer set the bits qemu-io sets; resize, commit,
+# compared. Writes through vtool's block layer (and a guest's, under vtool run) set the
+# bits qemu-io sets; resize, commit,
 # convert --bitmaps and check -r keep them; a writer killed mid-session leaves them
 # in-use (inconsistent) as qemu's does, never corrupt; malformed bitmap directories are
 # refused as qemu refuses them.
@@ -117,6 +118,22 @@ printf 'write 1000 5000\nzero 3145728 70000\ndiscard 52428800 65536\nflush\nwrit
 qemu-io -c "write 1000 5000" -c "write -z 3145728 70000" -c "discard 52428800 65536" \
         -c "write 104857000 600" -c "write 70000000 1" q.qcow2 >/dev/null
 same_state "writes" g64k g512 off
+
+# ... and so do a guest's writes through vtool run's virtio-blk (the image is stored at
+# the VMM's exit).
+if [ -c /dev/kvm ] && [ -n "${TGUEST:-}" ]; then
+  for p in q v; do
+    qemu-img create -q -f qcow2 $p.qcow2 64M
+    qemu-img bitmap --add -g 4096 $p.qcow2 g4k
+  done
+  rc=0
+  timeout 60 "$VTOOL" run -m 128 -device isa-debug-exit,iobase=0x501,iosize=2 \
+    -kernel "$TGUEST" -drive file=v.qcow2,format=qcow2,if=virtio \
+    -append "test=disk dev=vblk ops=i,w:8:16:a5,w:4000:255:c6,f" >run.out 2>&1 || rc=$?
+  [ "$rc" -eq 1 ] && pass || fail "vtool run: exit $rc: $(tail -3 run.out)"
+  qemu-io -c "write -P 0xa5 4096 8192" -c "write -P 0xc6 2048000 130560" q.qcow2 >/dev/null
+  same_state "guest writes" g4k
+fi
 
 # 3. resize, convert --bitmaps, commit keep them.
 cp q.qcow2 v.qcow2
