@@ -251,6 +251,39 @@ def wl_resize_grow(seed, scale):
                          'durable before the zero clusters, showing the backing file)')
 
 
+BITMAPS_SETUP = [['qemu-img', 'bitmap', '--add', 'img.qcow2', 'on'],
+                 ['qemu-img', 'bitmap', '--add', '-g', '4096', '--disable', 'img.qcow2', 'off']]
+
+
+def wl_bitmaps(seed, scale):
+    rng = random.Random('bitmaps:%d' % seed)
+    vsize = 4 * MIB
+
+    def make(r):
+        length = r.choice([PAGE, r.randint(1, 64) * SECTOR, r.randint(64 * KIB, 160 * KIB)])
+        return 'write', r.randrange((vsize - length) // SECTOR) * SECTOR, length
+    return Workload('bitmaps', vsize=vsize, seed=seed, setup=BITMAPS_SETUP,
+                    ops=_gen_ops(rng, int(24 * scale), make),
+                    note='writes to an image with persistent bitmaps: marked in use at '
+                         'open, stored beside the old ones at close')
+
+
+def wl_bitmap_cmds(seed, scale):
+    cmds = ['{vtool} img bitmap --add img.qcow2 b2',
+            '{vtool} img bitmap --merge on img.qcow2 b2',
+            '{vtool} img bitmap --clear --disable img.qcow2 on',
+            '{vtool} img bitmap --remove img.qcow2 off',
+            '{vtool} img bitmap --remove --add img.qcow2 b2']
+    return Workload('bitmap-cmds', kind='process', seed=seed, vsize=4 * MIB,
+                    setup=BITMAPS_SETUP + [
+                        ['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x61 %d 64k' % (seed * 64 * KIB),
+                         '-c', 'write -P 0x62 2M 300k', 'img.qcow2'],
+                        ['qemu-img', 'convert', '-O', 'raw', 'img.qcow2', 'now.raw']],
+                    commands={'vtool': ['sh', '-c', ' && '.join(cmds)]},
+                    compare_src=['now.raw'],
+                    note='vtool img bitmap --add, --merge, --clear --disable, --remove in a row')
+
+
 WORKLOADS = {
     'rand4k-wb-d1': wl_rand4k('writeback', 1),
     'rand4k-none-d1': wl_rand4k('none', 1),
@@ -270,6 +303,8 @@ WORKLOADS = {
     'bench-none': wl_bench('none'),
     'snapshot': wl_snapshot,
     'resize-grow': wl_resize_grow,
+    'bitmaps': wl_bitmaps,
+    'bitmap-cmds': wl_bitmap_cmds,
 }
 
 
