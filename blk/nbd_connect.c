@@ -275,10 +275,30 @@ static int send_buf(int fd, const void *b, size_t n)
 	return nbd_send_iov(fd, &v, 1);
 }
 
-static int dial(const struct nbd_addr *a, int *out, struct vt_error *err, const char *name)
+/* One TCP connection attempt to ai; the socket, or -1 with *e set. */
+static int dial_tcp(int family, int socktype, int protocol, const struct sockaddr *sa,
+                    socklen_t len, int *e)
+{
+	struct timeval tv = { .tv_sec = HANDSHAKE_TIMEOUT_S };
+	int fd = socket(family, socktype | SOCK_CLOEXEC, protocol);
+	if (fd < 0) {
+		*e = errno;
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* connect too */
+	if (connect(fd, sa, len) < 0) {
+		*e = errno;
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int dial(struct nbd_addr *a, int *out, struct vt_error *err, const char *name)
 {
 	struct timeval tv = { .tv_sec = HANDSHAKE_TIMEOUT_S };
 	int fd = -1, e = 0;
+	_Static_assert(sizeof(a->resolved) >= sizeof(struct sockaddr_storage), "resolved");
 	if (a->path[0]) {
 		struct sockaddr_un u = { .sun_family = AF_UNIX };
 		snprintf(u.sun_path, sizeof(u.sun_path), "%s", a->path);
@@ -288,6 +308,9 @@ static int dial(const struct nbd_addr *a, int *out, struct vt_error *err, const 
 			close(fd);
 			fd = -1;
 		}
+	} else if (a->resolved_len) {
+		fd = dial_tcp(a->family, a->socktype, a->protocol, (struct sockaddr *)a->resolved,
+		              a->resolved_len, &e);
 	} else {
 		struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
 		int g = getaddrinfo(a->host, a->port, &hints, &res);
@@ -295,14 +318,14 @@ static int dial(const struct nbd_addr *a, int *out, struct vt_error *err, const 
 			return vt_error_set(err, EHOSTUNREACH, name, "open", "%s: %s", a->host,
 			                    gai_strerror(g));
 		for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-			if (fd < 0)
-				continue;
-			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* connect too */
-			if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-				e = errno;
-				close(fd);
-				fd = -1;
+			fd = dial_tcp(ai->ai_family, ai->ai_socktype, ai->ai_protocol, ai->ai_addr,
+			              ai->ai_addrlen, &e);
+			if (fd >= 0 && ai->ai_addrlen <= sizeof(a->resolved)) {
+				memcpy(a->resolved, ai->ai_addr, ai->ai_addrlen);
+				a->resolved_len = ai->ai_addrlen;
+				a->family = ai->ai_family;
+				a->socktype = ai->ai_socktype;
+				a->protocol = ai->ai_protocol;
 			}
 		}
 		freeaddrinfo(res);
@@ -493,7 +516,7 @@ out:
 }
 
 /* Dial and negotiate. Transmission has no time limit: clear the handshake's. */
-int nbd_connect(const char *name, const struct nbd_addr *a, int *fdp,
+int nbd_connect(const char *name, struct nbd_addr *a, int *fdp,
                        struct nbd_neg *ng, struct vt_error *err)
 {
 	int fd = -1, r = dial(a, &fd, err, name);

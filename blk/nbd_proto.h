@@ -328,6 +328,11 @@ struct nbd_addr {
 	char host[256], port[16], path[108];    /* path: a unix socket instead of host */
 	char export_name[NBD_MAX_STRING + 1];
 	double reconnect_delay;                 /* seconds (qemu's reconnect-delay) */
+	/* The host's address as the first connection resolved it: reconnections dial it
+	 * again without a name lookup (which reads files a sandboxed I/O thread may not). */
+	unsigned char resolved[128];            /* a struct sockaddr_storage */
+	unsigned resolved_len;
+	int family, socktype, protocol;
 };
 struct nbd_neg {                            /* what a handshake established */
 	uint64_t size;
@@ -339,7 +344,7 @@ struct iovec;
 struct vt_error;
 int nbd_parse_address(const char *filename, struct nbd_addr *a, struct vt_error *err);
 /* Dial and negotiate; on success *fd is a blocking socket in the transmission phase. */
-int nbd_connect(const char *name, const struct nbd_addr *a, int *fd, struct nbd_neg *n,
+int nbd_connect(const char *name, struct nbd_addr *a, int *fd, struct nbd_neg *n,
                 struct vt_error *err);
 /* Whole reads (-ECONNRESET at end of stream) and writes; negative errno. */
 int nbd_read_full(int fd, void *buf, size_t n);

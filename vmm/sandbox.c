@@ -80,6 +80,14 @@ static const char *const monitor_calls[] = {
 	"recvfrom", "sendto", "recvmsg", "sendmsg", "rt_sigtimedwait", NULL
 };
 
+/* I/O threads of a machine with a disk on NBD (blk/nbd.c): the transmission, and
+ * reconnecting (a new stream socket to the address the first connection resolved: no
+ * name lookup). socket() is checked for its domain below. */
+static const char *const net_client_calls[] = {
+	"connect", "sendmsg", "sendto", "recvfrom", "recvmsg", "setsockopt", "getsockopt",
+	"shutdown", "poll", "ppoll", NULL
+};
+
 /* The VNC server: its sockets (libvncserver selects, reads and writes them). */
 static const char *const vnc_calls[] = {
 	"poll", "ppoll", "select", "pselect6", "accept4", "setsockopt", "getsockopt",
@@ -123,6 +131,7 @@ static const char *const sanitizer_main_calls[] = {
 
 static struct {
 	bool on;
+	bool net_client;                        /* a disk on NBD: I/O threads use sockets */
 	const char *chroot_dir;
 	bool runas;
 	uid_t uid;
@@ -270,6 +279,13 @@ static int add_class(scmp_filter_ctx ctx, int c)
 		ret = ret ? ret : add_ioctl_type(ctx, IOC_KVM);
 		ret = ret ? ret : add_ioctl_type(ctx, IOC_TTY); /* virtio-net's TUNSETOFFLOAD */
 	}
+	if ((all || c == SANDBOX_IO) && sb.net_client) {
+		ret = ret ? ret : add_names(ctx, net_client_calls);
+		static const int domains[] = { AF_UNIX, AF_INET, AF_INET6 };
+		for (size_t i = 0; i < sizeof(domains) / sizeof(domains[0]); i++)
+			ret = ret ? ret : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+			                                   arg_eq(0, domains[i]));
+	}
 	if (all || c == SANDBOX_IO) {
 		ret = ret ? ret : add_names(ctx, io_calls);
 		ret = ret ? ret : add_ioctl_type(ctx, IOC_KVM);
@@ -386,9 +402,7 @@ void sandbox_thread(enum sandbox_class c)
 	pthread_mutex_unlock(&sb.lock);
 }
 
-/* A disk on NBD: its I/O threads send and receive on sockets and reconnect (socket,
- * connect, name lookups), which the I/O list forbids. Until the lists have a network
- * client class, such a machine runs without the default sandbox. */
+/* A disk on NBD: its I/O threads also get the network client calls. */
 static bool has_nbd_drive(const struct vm_config *cfg)
 {
 	for (int i = 0; i < cfg->nr_drives; i++)
@@ -400,8 +414,7 @@ static bool has_nbd_drive(const struct vm_config *cfg)
 
 bool sandbox_enabled(const struct vm_config *cfg)
 {
-	return cfg->ctl.sandbox == 1 ||
-	       (cfg->ctl.sandbox < 0 && !SANDBOX_SANITIZED && !has_nbd_drive(cfg));
+	return cfg->ctl.sandbox == 1 || (cfg->ctl.sandbox < 0 && !SANDBOX_SANITIZED);
 }
 
 static int resolve_user(const char *who, struct vt_error *err)
@@ -442,6 +455,7 @@ int sandbox_init(const struct vm_config *cfg, struct vt_error *err)
 	if (cfg->ctl.runas && (ret = resolve_user(cfg->ctl.runas, err)))
 		return ret;
 	sb.on = sandbox_enabled(cfg);
+	sb.net_client = has_nbd_drive(cfg);
 	my_class = SANDBOX_MAIN;
 	if (!sb.on)
 		return 0;
