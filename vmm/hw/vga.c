@@ -87,6 +87,7 @@ static void port_write(struct vga *v, unsigned port, uint8_t val)
 	if (port_invalid(v, port))
 		return;
 	v->regs_gen++;
+	vga_changed(v);
 	switch (port) {
 	case 0x3c0:
 		if (!v->ar_flip) {
@@ -257,6 +258,7 @@ static void vga_bar_mapped(struct pci_dev *d, int bar, bool mapped, uint32_t add
 	}
 	__atomic_fetch_add(&v->regs_gen, 1, __ATOMIC_RELAXED);
 	v->rs.mode = -1;   /* KVM's dirty log starts over: draw everything */
+	vga_changed(v);
 }
 
 static uint64_t now_ns(void)
@@ -277,6 +279,21 @@ static void draw_blank(struct vga *v, struct surface *s)
 	memset(s->pixels, 0, (size_t)s->width * (size_t)s->height * 4);
 	surface_changed(s, 0, 0, s->width, s->height);
 	v->rs.mode = VGA_MODE_BLANK;
+}
+
+uint64_t vga_idle_ns(struct vga *v, void (*fn)(void *arg), void *arg)
+{
+	v->notify = fn;
+	v->notify_arg = arg;
+	__atomic_store_n(&v->notify_armed, 1, __ATOMIC_SEQ_CST);
+	/* Armed first: a change from now on calls fn, so checking after cannot miss one. */
+	if (v->rs.mode == VGA_MODE_TEXT)
+		return vga_text_idle_ns(v, now_ns());
+	/* Graphics reach the display through the window (which notifies) and, once the LFB
+	 * is mapped, through KVM's dirty log (which must be polled). */
+	bool seen = __atomic_load_n(&v->regs_gen, __ATOMIC_RELAXED) == v->rs.seen_regs_gen &&
+	            __atomic_load_n(&v->mem_gen, __ATOMIC_RELAXED) == v->rs.seen_mem_gen;
+	return v->rs.mode == VGA_MODE_GRAPHICS && !v->lfb_addr && seen ? UINT64_MAX : 0;
 }
 
 void vga_render(struct vga *v, struct surface *s, bool full)

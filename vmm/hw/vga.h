@@ -14,6 +14,7 @@
 #define VTOOL_VMM_HW_VGA_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "util/error.h"
 
@@ -29,5 +30,11 @@ int vga_init(struct vm *vm, struct vt_error *err);
 /* Draw the guest's screen into s (resizing it to the mode's size). full: redraw
  * everything (a new surface, a new client); otherwise only what changed. */
 void vga_render(struct vga *v, struct surface *s, bool full);
+/* After vga_render: how long the picture stays as drawn unless the guest changes it
+ * (text mode at rest: until the cursor's next blink; UINT64_MAX for a graphics mode the
+ * guest can only change through trapped writes), or 0 when it must be polled (KVM's
+ * dirty log of the LFB; a change not drawn yet). Until then fn(arg) is called, once and
+ * from the guest's thread, at the next change. */
+uint64_t vga_idle_ns(struct vga *v, void (*fn)(void *arg), void *arg);
 
 #endif

@@ -94,9 +94,22 @@ struct vga {
 	uint32_t nr_pages;
 	uint32_t regs_gen, mem_gen;  /* mem_gen counts writes through the window */
 	bool font_written;           /* plane 2 written: the text font may have changed */
+	/* A display asleep on an unchanging picture (vga_idle_ns): called once, from the
+	 * vCPU that changes it, so the display renders without polling. */
+	void (*notify)(void *arg);
+	void *notify_arg;
+	int notify_armed;
 
 	struct vga_render_state rs;
 };
+
+/* A register or the window changed what the picture may show: wake a sleeping display. */
+static inline void vga_changed(struct vga *v)
+{
+	if (__atomic_load_n(&v->notify_armed, __ATOMIC_RELAXED) &&
+	    __atomic_exchange_n(&v->notify_armed, 0, __ATOMIC_ACQ_REL))
+		v->notify(v->notify_arg);
+}
 
 /* vga_mem.c: the 0xa0000-0xbffff window (MMIO bus handler). */
 void vga_window_io(void *opaque, uint64_t offset, uint8_t *data, unsigned len, bool is_write);
@@ -119,6 +132,8 @@ void vga_draw_graphics(struct vga *v, const struct vga_regs *s, const uint64_t *
                        struct surface *surf, bool full);
 /* Nothing a text frame shows has changed since the last one (no frame is needed). */
 bool vga_text_idle(const struct vga *v, uint64_t now);
+/* In text mode at rest: ns until the next blink or verification redraw; else 0. */
+uint64_t vga_text_idle_ns(const struct vga *v, uint64_t now);
 /* The 16 attribute colours (text and planar modes) and the 256 DAC colours. */
 void vga_palette16(const struct vga_regs *s, uint32_t out[16]);
 uint32_t vga_dac_color(const struct vga_regs *s, unsigned index);

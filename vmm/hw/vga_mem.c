@@ -23,6 +23,7 @@ void vga_mark_dirty(struct vga *v, uint32_t off, uint32_t len)
 	uint32_t last = (off + len - 1) >> VGA_PAGE_SHIFT;
 	for (uint32_t p = first; p <= last && p < v->nr_pages; p++)
 		__atomic_fetch_or(&v->dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
+	vga_changed(v);
 }
 
 /* The window offset (0..0x1ffff) to a VRAM offset under the memory map select;

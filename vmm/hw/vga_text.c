@@ -93,6 +93,15 @@ bool vga_text_idle(const struct vga *v, uint64_t now)
 	       now >= rs->verify_ns && now < rs->verify_ns + VERIFY_NS;
 }
 
+uint64_t vga_text_idle_ns(const struct vga *v, uint64_t now)
+{
+	const struct vga_render_state *rs = &v->rs;
+	if (!vga_text_idle(v, now))
+		return 0;
+	uint64_t blink = rs->blink_ns + CURSOR_HALF_PERIOD_NS, verify = rs->verify_ns + VERIFY_NS;
+	return (blink < verify ? blink : verify) - now;
+}
+
 void vga_draw_text(struct vga *v, const struct vga_regs *s, struct surface *surf,
                    bool full, uint64_t now)
 {

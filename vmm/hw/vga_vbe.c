@@ -113,6 +113,7 @@ void vga_vbe_write(struct vga *v, uint16_t val)
 	unsigned i = v->vbe_index;
 
 	v->regs_gen++;
+	vga_changed(v);
 	switch (i) {
 	case VBE_ID:
 		if (val >= 0xb0c0 && val <= 0xb0c5)

@@ -43,6 +43,8 @@
 #define VNC_TICK_US       15000      /* frame interval while the screen changes */
 #define VNC_TICK_MAX_US   100000     /* ... growing to this while it does not (as qemu's) */
 #define VNC_IDLE_US       200000     /* poll interval with nobody connected */
+#define VNC_REST_MAX_US   1000000    /* longest sleep on a picture at rest */
+#define VNC_POLICE_NS     250000000ull  /* how often stalled clients are looked for */
 #define VNC_MAX_CLIENTS   32
 #define VNC_HANDSHAKE_S   5
 #define VNC_SILENT_NS     500000000ull   /* connected, not a byte sent: may make room */
@@ -76,6 +78,8 @@ static struct vnc {
 	uint8_t keys_down[64];    /* bitmap of keys held by clients, released when they go */
 	/* Work other threads (the monitors) hand to this one (vnc_call), under lock. */
 	int wake_pipe[2];
+	bool poked;                  /* the VGA woke the thread (vga_poke) ... */
+	uint64_t poke_ns;            /* ... last at this time */
 	void (*call_fn)(void *arg);
 	void *call_arg;
 	pthread_cond_t call_done;
@@ -337,29 +341,67 @@ static void run_calls(void)
 	pthread_mutex_unlock(&vnc.lock);
 }
 
+/* The VGA's call when the guest changes a picture the thread sleeps on (any thread). */
+static void vga_poke(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&vnc.poked, true, __ATOMIC_RELEASE);
+	if (write(vnc.wake_pipe[1], "", 1) < 0) {
+		/* full: the thread wakes anyway */
+	}
+}
+
+/* How long to wait for sockets before the next frame. While the picture changes: every
+ * 15 ms, then less often (up to 100 ms) while it does not. A text screen at rest (and
+ * a graphics mode without the LFB) is not polled at all: the thread sleeps until the
+ * cursor's next blink, and the VGA wakes it if the guest writes first -- but not again
+ * within 15 ms, so a guest writing all the time gets frames at the polling rate. */
+static int frame_wait_us(uint64_t now)
+{
+	vnc.tick_us = vnc.changed ? VNC_TICK_US : vnc.tick_us + VNC_TICK_US;
+	if (vnc.tick_us > VNC_TICK_MAX_US)
+		vnc.tick_us = VNC_TICK_MAX_US;
+	vnc.changed = false;
+	if (!vnc.nr_clients)
+		return VNC_IDLE_US;
+	if (now - vnc.poke_ns < VNC_TICK_US * 1000ull)
+		return VNC_TICK_US;
+	uint64_t idle_ns = vnc.vga ? vga_idle_ns(vnc.vga, vga_poke, NULL) : UINT64_MAX;
+	if (!idle_ns)
+		return vnc.tick_us;
+	return idle_ns / 1000 > VNC_REST_MAX_US ? VNC_REST_MAX_US : (int)(idle_ns / 1000) + 1;
+}
+
 static void *vnc_thread(void *arg)
 {
+	uint64_t policed = 0;
+
 	pthread_setname_np(pthread_self(), "vnc");
 	sandbox_thread(SANDBOX_VNC);
 	for (;;) {
-		struct pollfd p = { .fd = vnc.stop_pipe[0], .events = POLLIN };
-		if (poll(&p, 1, 0) == 1)
+		/* One call says what needs doing: stop, connections, other threads' work. */
+		struct pollfd p[3] = { { .fd = vnc.stop_pipe[0], .events = POLLIN },
+		                       { .fd = vnc.listen_fd, .events = POLLIN },
+		                       { .fd = vnc.wake_pipe[0], .events = POLLIN } };
+		if (poll(p, 3, 0) > 0 && (p[0].revents & POLLIN))
 			break;
-		run_calls();
-		accept_clients();
-		police_clients();
+		if (p[2].revents & POLLIN)
+			run_calls();
+		if (p[1].revents & POLLIN)
+			accept_clients();
+		uint64_t now = now_ns();
+		if (__atomic_exchange_n(&vnc.poked, false, __ATOMIC_ACQ_REL))
+			vnc.poke_ns = now;
+		if (now - policed >= VNC_POLICE_NS || vnc.tick_us < VNC_TICK_MAX_US) {
+			police_clients();
+			policed = now;
+		}
 		if (vnc.nr_clients) {
 			pthread_mutex_lock(&vnc.lock);
 			render();
 			pthread_mutex_unlock(&vnc.lock);
 		}
-		/* Frames every 15 ms while the picture changes, then less often (up to 100 ms)
-		 * while it does not: an idle screen costs little. */
-		vnc.tick_us = vnc.changed ? VNC_TICK_US : vnc.tick_us + VNC_TICK_US;
-		if (vnc.tick_us > VNC_TICK_MAX_US)
-			vnc.tick_us = VNC_TICK_MAX_US;
-		vnc.changed = false;
-		rfbProcessEvents(vnc.screen, vnc.nr_clients ? vnc.tick_us : VNC_IDLE_US);
+		rfbProcessEvents(vnc.screen, frame_wait_us(now));
 	}
 	pthread_mutex_lock(&vnc.lock);
 	vnc.thread_done = true;
