@@ -22,6 +22,7 @@ struct walk {
 	void *opaque;
 	bool need_rebuild;
 	uint64_t next_contiguous;
+	bool table_counted;     /* the snapshot table's clusters hold a reference of it */
 };
 
 static void say(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -36,10 +37,11 @@ static void say(struct walk *w, const char *fmt, ...)
 		w->report(w->opaque, line);
 }
 
-static void count(struct walk *w, uint64_t off, uint64_t len)
+/* Whether the region was counted (a region a cluster or more past the end is not). */
+static bool count(struct walk *w, uint64_t off, uint64_t len)
 {
 	if (!len)
-		return;
+		return true;
 	uint64_t first = off / w->s->cs, last = (off + len - 1) / w->s->cs;
 	/* The file's last cluster may be partly written (a compressed stream ends there), so
 	 * a region may run past the end of the file by less than a cluster, as qemu allows. */
@@ -47,7 +49,7 @@ static void count(struct walk *w, uint64_t off, uint64_t len)
 		say(w, "ERROR: counting reference for region exceeding the end of the file by one "
 		       "cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64, off, len);
 		w->res->corruptions++;
-		return;
+		return false;
 	}
 	for (uint64_t c = first; c <= last; c++) {
 		if (w->ref[c] == w->s->refcount_max) {
@@ -57,6 +59,7 @@ static void count(struct walk *w, uint64_t off, uint64_t len)
 		}
 		w->ref[c]++;
 	}
+	return true;
 }
 
 static void count_cb(void *w, uint64_t off, uint64_t len)
@@ -195,15 +198,90 @@ static int walk_snapshots(struct walk *w, struct vt_error *err)
 			w->res->corruptions++;
 			continue;
 		}
-		/* Version 3 entries carry at least the VM state and disk sizes. */
-		if (s->version >= 3 && sn->extra_size < 16) {
-			say(w, "ERROR snapshot table entry %u is incomplete", i);
-			w->res->corruptions++;
-		}
 		if ((r = walk_l1(w, sn->l1_offset, sn->l1_size, false, err)) < 0)
 			return r;
 	}
-	count(w, s->snapshots_offset, s->snapshots_size);
+	w->table_counted = count(w, s->snapshots_offset, s->snapshots_size);
+	return 0;
+}
+
+/* snapshot.c's */
+int qcow2_snapshots_read(struct qcow2 *s, bool repair, void (*report)(void *, const char *),
+                         void *opaque, uint32_t *reduced, uint32_t *dropped,
+                         struct vt_error *err);
+int qcow2_snapshots_rewrite(struct qcow2 *s, bool release_old, struct vt_error *err);
+
+/* What the snapshot table's own check found (qemu keeps it apart from the refcount
+ * check's result and adds it at the end). */
+struct snap_check {
+	uint64_t corruptions;   /* dropped extra data, incomplete entries */
+	uint64_t dropped;       /* snapshots discarded off the end of the table */
+};
+
+/* qemu's qcow2_check_read_snapshot_table, before the refcounts are counted. An image
+ * opened for repair had its table read leniently at open: it is read again here, from
+ * the header, strictly unless errors are to be fixed. Then v3 entries must carry the VM
+ * state and disk sizes (16 bytes of extra data). */
+static int check_snapshot_table(struct walk *w, unsigned fix, struct snap_check *sc,
+                                struct vt_error *err)
+{
+	struct qcow2 *s = w->s;
+	bool repair = fix & BLK_CHECK_FIX_ERRORS;
+	if (s->b->repair) {
+		uint8_t hb[12];
+		int r = blk_file_pread(s->b->file, 60, hb, sizeof(hb), err);
+		if (r < 0) {
+			w->res->check_errors++;
+			say(w, "ERROR failed to read the snapshot table pointer from the image header: "
+			    "%s", strerror(-r));
+			return r;
+		}
+		qcow2_snapshots_free(s->snapshots, s->nb_snapshots);
+		s->snapshots = NULL;
+		s->nb_snapshots = qcow2_be32(hb);
+		s->snapshots_offset = qcow2_be64(hb + 4);
+		uint32_t reduced = 0, dropped = 0;
+		struct vt_error e = { 0 };
+		r = qcow2_snapshots_read(s, repair, w->report, w->opaque, &reduced, &dropped, &e);
+		if (r < 0) {
+			w->res->check_errors++;
+			say(w, "ERROR failed to read the snapshot table: %s", e.why);
+			if (!strncmp(e.why, "Too much extra", 14))
+				say(w, "You can force-remove this extra metadata with vtool img check "
+				       "-r all");
+			else if (reduced)
+				say(w, "You can force-remove all %" PRIu32 " overhanging snapshots with "
+				       "vtool img check -r all", reduced);
+			/* Nothing was read: nothing of it may be used. */
+			s->nb_snapshots = 0;
+			s->snapshots_offset = 0;
+			return vt_error_set(err, -r, s->b->filename, "Check failed", NULL);
+		}
+		sc->corruptions += dropped;
+		sc->dropped += reduced;
+		if (reduced) {
+			/* As qemu, at once and alone: the header stops counting the dropped
+			 * snapshots (one write of the count; their clusters leak, which the check
+			 * repairs next). The table stays where it is. */
+			struct qcow2_hdr_edit he = { .compression_type = -1, .refcount_order = -1,
+			                             .set_snapshots = true,
+			                             .nb_snapshots = s->nb_snapshots,
+			                             .snapshots_offset = s->snapshots_offset };
+			if ((r = qcow2_edit_header(s, &he, err)) < 0) {
+				w->res->check_errors++;
+				say(w, "ERROR failed to update the snapshot count in the image header: "
+				    "%s", strerror(-r));
+				return r;
+			}
+		}
+	}
+	if (s->version >= 3)
+		for (uint32_t i = 0; i < s->nb_snapshots; i++)
+			if (s->snapshots[i].extra_size < 16) {
+				say(w, "%s snapshot table entry %" PRIu32 " is incomplete",
+				    repair ? "Repairing" : "ERROR", i);
+				sc->corruptions++;
+			}
 	return 0;
 }
 
@@ -401,7 +479,10 @@ int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
 	w.ref = calloc(w.nclusters + 1, sizeof(*w.ref));
 	if (!w.ref)
 		return vt_error_set(err, ENOMEM, b->filename, "check", NULL);
+	struct snap_check sc = { 0 };
 	pthread_mutex_lock(&s->lock);
+	if ((r = check_snapshot_table(&w, fix, &sc, err)) < 0)
+		goto out;
 	res->total_clusters = (b->size + s->cs - 1) / s->cs;
 	count(&w, 0, s->cs);
 	if (s->has_crypto_ext)
@@ -460,6 +541,19 @@ int qcow2_check(struct blk *b, unsigned fix, struct blk_check *res,
 	}
 	if ((r = check_copied(&w, fix, err)) < 0)
 		goto out;
+	/* qemu's qcow2_check_fix_snapshot_table: with the refcounts right, a table with
+	 * entries to mend is written anew (crash-safe: new clusters, one header switch). */
+	res->corruptions_fixed += sc.dropped;
+	if ((fix & BLK_CHECK_FIX_ERRORS) && sc.corruptions) {
+		if ((r = qcow2_snapshots_rewrite(s, w.table_counted, err)) < 0) {
+			res->check_errors++;
+			say(&w, "ERROR failed to update snapshot table: %s", strerror(-r));
+			goto out;
+		}
+		res->corruptions_fixed += sc.corruptions;
+	} else {
+		res->corruptions += sc.corruptions;
+	}
 	res->image_end_offset = highest * s->cs;
 	if (fix && !res->corruptions &&
 	    (s->incompat & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT)) && s->version >= 3) {

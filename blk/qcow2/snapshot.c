@@ -8,7 +8,9 @@
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,22 +79,52 @@ static int rd_str(struct reader *r, uint64_t off, uint16_t n, char **out, struct
 	return 0;
 }
 
-int qcow2_snapshots_load(struct qcow2 *s, struct vt_error *err)
+static void tell(void (*report)(void *, const char *), void *opaque, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void tell(void (*report)(void *, const char *), void *opaque, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+	if (!report)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	report(opaque, line);
+}
+
+/* The table s->nb_snapshots and s->snapshots_offset describe, read into s->snapshots
+ * (s->snapshots_size set), with qemu's rules (qcow2_do_read_snapshots). Without repair, an
+ * entry with more than 1 KiB of extra data or a table over 64 MiB fails the read (then
+ * *reduced is the number of snapshots from the one that overflows on). With repair, as
+ * qemu's check -r all: extra data is cut to 1 KiB (*dropped counts the entries), and the
+ * entry that overflows the table and all after it are dropped (*reduced of them;
+ * s->nb_snapshots shrinks, the table's size ends before them), each told to report. */
+int qcow2_snapshots_read(struct qcow2 *s, bool repair, void (*report)(void *, const char *),
+                         void *opaque, uint32_t *reduced, uint32_t *dropped,
+                         struct vt_error *err);
+int qcow2_snapshots_read(struct qcow2 *s, bool repair, void (*report)(void *, const char *),
+                         void *opaque, uint32_t *reduced, uint32_t *dropped,
+                         struct vt_error *err)
 {
 	struct reader r = { .s = s };
 	struct qcow2_snapshot *sn = NULL;
 	uint64_t off = s->snapshots_offset, table_len = 0;
+	uint32_t n = s->nb_snapshots;
 	int e = 0;
 
+	*reduced = *dropped = 0;
 	s->snapshots = NULL;
 	s->snapshots_size = 0;
-	if (!s->nb_snapshots)
+	if (!n)
 		return 0;
-	if (!(sn = calloc(s->nb_snapshots, sizeof(*sn))))
+	if (!(sn = calloc(n, sizeof(*sn))))
 		return vt_error_set(err, ENOMEM, s->b->filename, "open", NULL);
-	for (uint32_t i = 0; i < s->nb_snapshots && e == 0; i++) {
+	for (uint32_t i = 0; i < n && e == 0; i++) {
 		uint8_t h[SNAP_HEADER_SIZE], ex[SNAP_EXTRA_KNOWN] = { 0 };
 		struct qcow2_snapshot *x = &sn[i];
+		uint64_t entry_start = off;
+		bool truncate = false;
 		off = (off + 7) & ~7ull;
 		table_len = (table_len + 7) & ~7ull;
 		if ((e = rd(&r, off, h, sizeof(h), err)) < 0)
@@ -108,9 +140,16 @@ int qcow2_snapshots_load(struct qcow2 *s, struct vt_error *err)
 		x->vm_state_size = qcow2_be32(h + 32);
 		x->extra_size = qcow2_be32(h + 36);
 		if (x->extra_size > SNAP_MAX_EXTRA) {
-			e = vt_error_set(err, EFBIG, s->b->filename, "open",
-			                 "Too much extra metadata in snapshot table entry %u", i);
-			break;
+			if (!repair) {
+				e = vt_error_set(err, EFBIG, s->b->filename, "open",
+				                 "Too much extra metadata in snapshot table entry %u", i);
+				break;
+			}
+			/* qemu's repair: keep the first SNAP_MAX_EXTRA bytes, skip the rest. */
+			tell(report, opaque, "Discarding too much extra metadata in snapshot table "
+			     "entry %u (%" PRIu32 " > %u)", i, x->extra_size, SNAP_MAX_EXTRA);
+			(*dropped)++;
+			truncate = true;
 		}
 		uint32_t known = x->extra_size < SNAP_EXTRA_KNOWN ? x->extra_size : SNAP_EXTRA_KNOWN;
 		if ((e = rd(&r, off, ex, known, err)) < 0)
@@ -121,14 +160,17 @@ int qcow2_snapshots_load(struct qcow2 *s, struct vt_error *err)
 		x->disk_size = x->extra_size >= 16 ? qcow2_be64(ex + 8) : s->b->size;
 		x->icount = x->extra_size >= 24 ? qcow2_be64(ex + 16) : UINT64_MAX;
 		if (x->extra_size > SNAP_EXTRA_KNOWN) {
-			uint32_t n = x->extra_size - SNAP_EXTRA_KNOWN;
-			if (!(x->extra_unknown = malloc(n))) {
+			uint64_t extra_end = off + x->extra_size - SNAP_EXTRA_KNOWN;
+			if (truncate)
+				x->extra_size = SNAP_MAX_EXTRA;
+			uint32_t unknown = x->extra_size - SNAP_EXTRA_KNOWN;
+			if (!(x->extra_unknown = malloc(unknown))) {
 				e = vt_error_set(err, ENOMEM, s->b->filename, "open", NULL);
 				break;
 			}
-			if ((e = rd(&r, off, x->extra_unknown, n, err)) < 0)
+			if ((e = rd(&r, off, x->extra_unknown, unknown, err)) < 0)
 				break;
-			off += n;
+			off = extra_end;
 		}
 		if ((e = rd_str(&r, off, id_len, &x->id, err)) < 0)
 			break;
@@ -136,18 +178,46 @@ int qcow2_snapshots_load(struct qcow2 *s, struct vt_error *err)
 		if ((e = rd_str(&r, off, name_len, &x->name, err)) < 0)
 			break;
 		off += name_len;
+		/* The length as the table will be written again (extra data cut), as qemu
+		 * counts it. */
 		table_len += SNAP_HEADER_SIZE + x->extra_size + id_len + name_len;
-		if (table_len > SNAP_MAX_TABLE || off - s->snapshots_offset > INT_MAX)
-			e = vt_error_set(err, EFBIG, s->b->filename, "open", "Snapshot table is too big");
+		if (table_len > SNAP_MAX_TABLE || off - s->snapshots_offset > INT_MAX) {
+			if (!repair) {
+				*reduced = n - i;
+				e = vt_error_set(err, EFBIG, s->b->filename, "open",
+				                 "Snapshot table is too big");
+				break;
+			}
+			/* qemu's repair: this entry and all after it go; their clusters leak,
+			 * which the check then repairs. */
+			tell(report, opaque, "Discarding %" PRIu32 " overhanging snapshots (snapshot "
+			     "table is too big)", n - i);
+			*reduced += n - i;
+			free(x->id);
+			free(x->name);
+			free(x->extra_unknown);
+			memset(x, 0, sizeof(*x));
+			n = i;
+			off = entry_start;
+		}
 	}
 	free(r.buf);
 	if (e < 0) {
-		qcow2_snapshots_free(sn, s->nb_snapshots);
+		qcow2_snapshots_free(sn, n);
 		return e;
 	}
 	s->snapshots = sn;
+	s->nb_snapshots = n;
 	s->snapshots_size = off - s->snapshots_offset;
 	return 0;
+}
+
+/* At open. An image opened for check -r is read as the repair reads it (qemu reads no
+ * table at all in check mode): the check reads it again, and reports. */
+int qcow2_snapshots_load(struct qcow2 *s, struct vt_error *err)
+{
+	uint32_t reduced, dropped;
+	return qcow2_snapshots_read(s, s->b->repair, NULL, NULL, &reduced, &dropped, err);
 }
 
 int qcow2_snapshots_encode(struct qcow2 *s, const struct qcow2_snapshot *sn, uint32_t n,
@@ -402,12 +472,12 @@ static int place_l1(struct qcow2_shadow *sh, struct qcow2 *s, const uint64_t *l1
 
 /* The snapshot table sn[0..n) goes to new clusters, the old one is released. */
 static int place_table(struct qcow2_shadow *sh, struct qcow2 *s, const struct qcow2_snapshot *sn,
-                       uint32_t n, uint64_t *off, struct vt_error *err)
+                       uint32_t n, bool release, uint64_t *off, struct vt_error *err)
 {
 	uint8_t *buf;
 	uint64_t len;
 	int r;
-	if (s->nb_snapshots && s->snapshots_size &&
+	if (release && s->nb_snapshots && s->snapshots_size &&
 	    (r = qcow2_shadow_add(sh, s->snapshots_offset, s->snapshots_size, -1, err)) < 0)
 		return r;
 	*off = 0;
@@ -480,6 +550,37 @@ static void table_written(struct qcow2 *s)
 	s->snapshots_size = size;
 }
 
+
+/* check -r all (check.c, s->lock held, refcounts already repaired): the table in memory
+ * -- entries dropped, extra data cut -- written anew and switched in as the snapshot
+ * operations switch theirs. The old table's clusters are released only when release_old
+ * (the check counted them: a table running a cluster or more past the end of the file
+ * was not counted, so its clusters hold no reference of it). */
+int qcow2_snapshots_rewrite(struct qcow2 *s, bool release_old, struct vt_error *err);
+int qcow2_snapshots_rewrite(struct qcow2 *s, bool release_old, struct vt_error *err)
+{
+	struct qcow2_shadow *sh;
+	uint64_t *l1 = NULL, table_off;
+	int r;
+
+	if ((r = qcow2_shadow_begin(s, &sh, err)) < 0)
+		return r;
+	if ((r = copy_l1(s, s->l1_offset, s->l1_size, s->l1_size, &l1, err)) < 0 ||
+	    (r = place_table(sh, s, s->snapshots, s->nb_snapshots, release_old, &table_off,
+	                     err)) < 0) {
+		qcow2_shadow_abort(sh);
+		free(l1);
+		return r;
+	}
+	struct qcow2_shadow_header h = { .size = s->b->size, .l1_size = s->l1_size,
+	                                 .l1_offset = s->l1_offset,
+	                                 .nb_snapshots = s->nb_snapshots,
+	                                 .snapshots_offset = table_off };
+	if ((r = qcow2_shadow_commit(sh, &h, l1, err)) < 0)
+		return r;
+	table_written(s);
+	return 0;
+}
 
 static int lock_and_begin(struct qcow2 *s, struct qcow2_shadow **sh, struct vt_error *err)
 {
@@ -563,7 +664,7 @@ int qcow2_snapshot_create(struct blk *b, const char *name, struct vt_error *err)
 		r = vt_error_set(err, ENOMEM, b->filename, "create snapshot", NULL);
 		goto fail_entry;
 	}
-	if ((r = place_table(sh, s, t, s->nb_snapshots + 1, &table_off, err)) < 0)
+	if ((r = place_table(sh, s, t, s->nb_snapshots + 1, true, &table_off, err)) < 0)
 		goto fail_entry;
 	struct qcow2_shadow_header h = { .size = b->size, .l1_size = s->l1_size,
 	                                 .l1_offset = l1_off, .nb_snapshots = s->nb_snapshots + 1,
@@ -701,7 +802,7 @@ int qcow2_snapshot_delete(struct blk *b, const char *id, const char *name, struc
 		goto fail;
 	}
 	memmove(&t[i], &t[i + 1], (s->nb_snapshots - (uint32_t)i - 1) * sizeof(*t));
-	if ((r = place_table(sh, s, t, s->nb_snapshots - 1, &table_off, err)) < 0)
+	if ((r = place_table(sh, s, t, s->nb_snapshots - 1, true, &table_off, err)) < 0)
 		goto fail;
 	struct qcow2_shadow_header h = { .size = b->size, .l1_size = s->l1_size,
 	                                 .l1_offset = l1_off, .nb_snapshots = s->nb_snapshots - 1,
