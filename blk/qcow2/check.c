@@ -205,12 +205,6 @@ static int walk_snapshots(struct walk *w, struct vt_error *err)
 	return 0;
 }
 
-/* snapshot.c's */
-int qcow2_snapshots_read(struct qcow2 *s, bool repair, void (*report)(void *, const char *),
-                         void *opaque, uint32_t *reduced, uint32_t *dropped,
-                         struct vt_error *err);
-int qcow2_snapshots_rewrite(struct qcow2 *s, bool release_old, struct vt_error *err);
-
 /* What the snapshot table's own check found (qemu keeps it apart from the refcount
  * check's result and adds it at the end). */
 struct snap_check {

@@ -357,6 +357,22 @@ int qcow2_change_backing_file(struct blk *b, const char *file, const char *fmt,
  * snapshot operations -- and the operations themselves (create, apply, delete), each one
  * metadata switch (shadow.c). */
 int qcow2_snapshots_load(struct qcow2 *s, struct vt_error *err);
+/* The table s->nb_snapshots and s->snapshots_offset describe, read into s->snapshots
+ * (s->snapshots_size set), with qemu's rules (qcow2_do_read_snapshots). Without repair, an
+ * entry with more than 1 KiB of extra data or a table over 64 MiB fails the read (then
+ * *reduced is the number of snapshots from the one that overflows on). With repair, as
+ * qemu's check -r all: extra data is cut to 1 KiB (*dropped counts the entries), and the
+ * entry that overflows the table and all after it are dropped (*reduced of them;
+ * s->nb_snapshots shrinks, the table's size ends before them), each told to report. */
+int qcow2_snapshots_read(struct qcow2 *s, bool repair, void (*report)(void *, const char *),
+                         void *opaque, uint32_t *reduced, uint32_t *dropped,
+                         struct vt_error *err);
+/* check -r all (check.c, s->lock held, refcounts already repaired): the table in memory
+ * -- entries dropped, extra data cut -- written anew and switched in as the snapshot
+ * operations switch theirs. The old table's clusters are released only when release_old
+ * (the check counted them: a table running a cluster or more past the end of the file
+ * was not counted, so its clusters hold no reference of it). */
+int qcow2_snapshots_rewrite(struct qcow2 *s, bool release_old, struct vt_error *err);
 void qcow2_snapshots_free(struct qcow2_snapshot *sn, uint32_t n);
 /* qemu's lookups: by ID and/or name (NULL matches anything); by ID, else by name.
  * The index, or -1. */
