@@ -43,6 +43,10 @@ struct blk_open_opts {
 	const char *snapshot_id, *snapshot_name, *snapshot;
 	bool stream;           /* an output written once and synced at the end (convert, dd):
 	                          start writeback early (BLK_FILE_STREAM) */
+	/* The secret that unlocks an encrypted image (qemu's encrypt.key-secret): its bytes.
+	 * Encrypted qcow2 images (LUKS, legacy AES) are then readable, read-only. */
+	const uint8_t *key;
+	size_t key_len;
 };
 
 int blk_open(const char *filename, const struct blk_open_opts *opts, struct blk **out,

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "img/img.h"
+#include "img/object.h"
 #include "util/size.h"
 
 int img_fail(const struct vt_error *e)
@@ -107,8 +108,15 @@ int img_open_spec(const char *arg, const char *fmt, bool image_opts, struct img_
 			if (strcmp(v, "file"))
 				return vt_error_set(err, ENOTSUP, arg, "Could not open", "protocol '%s': "
 				                    "vtool opens images from files only", v);
+		} else if (!strcmp(tok, "encrypt.key-secret")) {
+			const struct img_secret *sec = img_secret_find(v);
+			if (!sec)
+				return vt_error_set(err, ENOENT, arg, "Could not open", "No secret with "
+				                    "id '%s'", v);
+			s->key = sec->data;
+			s->key_len = sec->len;
 		} else if (!strcmp(tok, "file.locking") || !strcmp(tok, "file.aio") ||
-		           !strcmp(tok, "encrypt.key-secret") || !strcmp(tok, "read-only") ||
+		           !strcmp(tok, "read-only") ||
 		           !strncmp(tok, "cache.", 6)) {
 			/* Accepted: vtool's locking, I/O and cache follow its own options. */
 		} else if (!strncmp(tok, "file.", 5)) {

@@ -498,6 +498,7 @@ static int convert_main(int argc, char **argv)
 		if (img_open_spec(argv[optind + k], fmt, image_opts, &specs[k], &err) < 0)
 			goto fail;
 		struct blk_open_opts so = { .format = specs[k].format, .cache = scache,
+		                            .key = specs[k].key, .key_len = specs[k].key_len,
 		                            .force_share = share };
 		if (snapshot && (snap_id[0] || snap_name[0])) {
 			so.snapshot_id = snap_id[0] ? snap_id : NULL;

@@ -152,7 +152,8 @@ static int dd_main(int argc, char **argv)
 	char *tmp = NULL;
 	if (img_open_spec(in_name, fmt, image_opts, &spec, &err) < 0)
 		goto fail;
-	struct blk_open_opts io = { .format = spec.format, .force_share = share };
+	struct blk_open_opts io = { .format = spec.format, .force_share = share,
+	                            .key = spec.key, .key_len = spec.key_len };
 	if (blk_open(spec.filename, &io, &d.in, &err) < 0)
 		goto fail;
 	if (!blk_format_known(out_fmt)) {

@@ -37,6 +37,8 @@ int img_parse_cache(const char *argv0, const char *what, const char *mode,
 struct img_open_spec {
 	const char *filename;   /* the file */
 	const char *format;     /* NULL: probe */
+	const uint8_t *key;     /* encrypt.key-secret's bytes (an --object secret), or NULL */
+	size_t key_len;
 	char *buf;              /* storage for the two (image-opts) */
 };
 int img_open_spec(const char *arg, const char *fmt, bool image_opts, struct img_open_spec *s,

@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   # build
   gcc clang libclang-rt-14-dev meson ninja-build pkg-config python3
-  zlib1g-dev libzstd-dev uuid-dev libvncserver-dev check libmnl-dev libnftnl-dev liburing-dev
+  zlib1g-dev libzstd-dev libgcrypt20-dev uuid-dev libvncserver-dev check libmnl-dev libnftnl-dev liburing-dev
   libjansson-dev libseccomp-dev
   # peers used by tests and benchmarks
   qemu-utils qemu-system-x86 seabios busybox-static xorriso iproute2 nftables

@@ -1,8 +1,7 @@
 /* Encrypted qcow2 images (crypt_method 1, legacy AES; 2, LUKS in a header area the
- * CRYPTO extension points at; specs/qcow2.md §13). vtool has no ciphers: it opens such
- * an image read-only to describe it (img info, check) as qemu does without a key, and
- * refuses every data access. The LUKS1 header (big-endian, 592 bytes) is parsed only
- * for qemu's "encrypt" info object, and checked at open as qemu checks it. */
+ * CRYPTO extension points at; specs/qcow2.md §13): the LUKS1 header (big-endian, 592
+ * bytes) parsed and checked at open as qemu checks it, qemu's "encrypt" info object, and
+ * the refusal of data access without a key. Unlocking and decrypting: decrypt.c. */
 #include "blk/qcow2/qcow2.h"
 
 #include <errno.h>
@@ -10,18 +9,10 @@
 #include <string.h>
 
 #define LUKS_HDR 592
-#define LUKS_SLOTS 8
 #define LUKS_SLOT_ACTIVE 0x00AC71F3u
 #define LUKS_SLOT_INACTIVE 0x0000DEADu
 
 #define BAD(...) vt_error_set(err, EINVAL, s->b->filename, "open", __VA_ARGS__)
-
-struct luks {
-	char cipher[33], mode[33], hash[33], uuid[41];
-	char alg[32], cmode[16], ivgen[16], ivhash[16];
-	uint32_t payload, key_bytes, mk_iters;
-	struct { bool active; uint32_t iters, key_off, stripes; } slot[LUKS_SLOTS];
-};
 
 static void field(char *dst, const uint8_t *src, size_t n)
 {
@@ -50,7 +41,7 @@ static bool cipher_alg(const char *name, unsigned bits, char *out, size_t n)
 	return false;
 }
 
-static int parse_luks(struct qcow2 *s, struct luks *l, struct vt_error *err)
+int qcow2_luks_parse(struct qcow2 *s, struct qcow2_luks *l, struct vt_error *err)
 {
 	static const char *const hashes[] = { "md5", "sha1", "sha224", "sha256", "sha384",
 	                                      "sha512", "ripemd160", "sm3", NULL };
@@ -73,8 +64,10 @@ static int parse_luks(struct qcow2 *s, struct luks *l, struct vt_error *err)
 	l->payload = qcow2_be32(h + 104);
 	l->key_bytes = qcow2_be32(h + 108);
 	l->mk_iters = qcow2_be32(h + 164);
+	memcpy(l->mk_digest, h + 112, sizeof(l->mk_digest));
+	memcpy(l->mk_salt, h + 132, sizeof(l->mk_salt));
 	field(l->uuid, h + 168, 40);
-	for (int i = 0; i < LUKS_SLOTS; i++) {
+	for (int i = 0; i < QCOW2_LUKS_SLOTS; i++) {
 		const uint8_t *p = h + 208 + i * 48;
 		uint32_t state = qcow2_be32(p);
 		if (state != LUKS_SLOT_ACTIVE && state != LUKS_SLOT_INACTIVE)
@@ -83,6 +76,7 @@ static int parse_luks(struct qcow2 *s, struct luks *l, struct vt_error *err)
 		l->slot[i].iters = qcow2_be32(p + 4);
 		l->slot[i].key_off = qcow2_be32(p + 40);
 		l->slot[i].stripes = qcow2_be32(p + 44);
+		memcpy(l->slot[i].salt, p + 8, sizeof(l->slot[i].salt));
 	}
 	/* "xts-plain64", "cbc-essiv:sha256": mode, IV generator, its hash. */
 	const char *dash = strchr(l->mode, '-');
@@ -113,8 +107,8 @@ int qcow2_check_crypto_header(struct qcow2 *s, struct vt_error *err)
 	if (s->crypt_method != 2 && s->has_crypto_ext)
 		return BAD("CRYPTO header extension only expected with LUKS encryption method");
 	if (s->crypt_method == 2) {
-		struct luks l;
-		return parse_luks(s, &l, err);
+		struct qcow2_luks l;
+		return qcow2_luks_parse(s, &l, err);
 	}
 	return 0;
 }
@@ -126,8 +120,8 @@ struct vt_json *qcow2_crypto_info(struct qcow2 *s)
 		vt_json_set_str(o, "format", "aes");
 		return o;
 	}
-	struct luks l;
-	if (parse_luks(s, &l, NULL) < 0) {
+	struct qcow2_luks l;
+	if (qcow2_luks_parse(s, &l, NULL) < 0) {
 		/* Checked at open: only a file changed under us gets here. */
 		vt_json_set_str(o, "format", "luks");
 		return o;
@@ -141,7 +135,7 @@ struct vt_json *qcow2_crypto_info(struct qcow2 *s)
 	vt_json_set_str(o, "format", "luks");
 	vt_json_set_str(o, "cipher-mode", l.cmode);
 	struct vt_json *slots = vt_json_array();
-	for (int i = 0; i < LUKS_SLOTS; i++) {
+	for (int i = 0; i < QCOW2_LUKS_SLOTS; i++) {
 		struct vt_json *sl = vt_json_object();
 		vt_json_set_bool(sl, "active", l.slot[i].active);
 		if (l.slot[i].active) {
@@ -160,6 +154,9 @@ struct vt_json *qcow2_crypto_info(struct qcow2 *s)
 int qcow2_crypto_refuse(struct qcow2 *s, const char *what, struct vt_error *err)
 {
 	return vt_error_set(err, ENOTSUP, s->b->filename, what, "the image is encrypted (%s): "
-	                    "vtool can describe it but cannot decrypt its data",
-	                    s->crypt_method == 1 ? "AES" : "LUKS");
+	                    "%s", s->crypt_method == 1 ? "AES" : "LUKS",
+	                    s->b->writable ? "vtool reads encrypted images but does not write them"
+	                                   : "Parameter 'encrypt.key-secret' is required for "
+	                                     "cipher (--image-opts ...,encrypt.key-secret=ID "
+	                                     "--object secret,id=ID,...)");
 }

@@ -122,6 +122,7 @@ void qcow2_close_internal(struct blk *b)
 	free(s->meta);
 	qcow2_snapshots_free(s->snapshots, s->nb_snapshots);
 	qcow2_bitmaps_free(s);
+	qcow2_decrypt_free(s);
 	free(s);
 	b->opaque = NULL;
 }
@@ -237,6 +238,12 @@ static int qcow2_open(struct blk *b, const struct blk_open_opts *o, struct vt_er
 {
 	int r = qcow2_open_internal(b, err);
 
+	struct qcow2 *s = r == 0 ? b->opaque : NULL;
+	if (r == 0 && s->crypt_method && o->key &&
+	    (r = qcow2_decrypt_unlock(s, o->key, o->key_len, err)) < 0) {
+		qcow2_close_internal(b);
+		return r;
+	}
 	if (r == 0 && (o->snapshot || o->snapshot_id || o->snapshot_name) &&
 	    (r = qcow2_load_snapshot(b, o, err)) < 0)
 		qcow2_close_internal(b);
@@ -267,7 +274,8 @@ static int qcow2_preadv_plain(struct blk *b, uint64_t off, const struct iovec *i
 {
 	struct qcow2 *s = b->opaque;
 	if (s->crypt_method)
-		return qcow2_crypto_refuse(s, "read", err);
+		return s->dec ? qcow2_decrypt_preadv(b, off, iov, iovcnt, err)
+		              : qcow2_crypto_refuse(s, "read", err);
 	return qcow2_preadv(b, off, iov, iovcnt, err);
 }
 

@@ -184,6 +184,7 @@ struct qcow2 {
 	uint32_t crypt_method;       /* 0 none, 1 AES, 2 LUKS */
 	bool has_crypto_ext;
 	uint64_t crypto_off, crypto_len; /* the LUKS header area */
+	struct qcow2_decrypt *dec;   /* unlocked (decrypt.c): data can be read */
 
 	uint64_t free_hint;          /* cluster index where free-cluster search starts */
 	struct qcow2_cache *l2c;     /* L2 tables */
@@ -519,13 +520,31 @@ int qcow2_amend(struct blk *b, const struct blk_optlist *opts, bool force,
                 void (*progress)(void *opaque, uint64_t done, uint64_t total), void *opaque,
                 struct vt_error *err);
 
-/* crypto.c: encrypted images' headers (vtool describes them; it cannot decrypt). */
+/* crypto.c: encrypted images' headers. */
+#define QCOW2_LUKS_SLOTS 8
+struct qcow2_luks {
+	char cipher[33], mode[33], hash[33], uuid[41];
+	char alg[32], cmode[16], ivgen[16], ivhash[16];
+	uint32_t payload, key_bytes, mk_iters;
+	uint8_t mk_digest[20], mk_salt[32];
+	struct { bool active; uint32_t iters, key_off, stripes; uint8_t salt[32]; }
+		slot[QCOW2_LUKS_SLOTS];
+};
+/* Read and check the LUKS1 header at crypto_off (qemu's rules and messages). */
+int qcow2_luks_parse(struct qcow2 *s, struct qcow2_luks *l, struct vt_error *err);
 /* crypt_method against the CRYPTO extension, as qemu checks them at open. */
 int qcow2_check_crypto_header(struct qcow2 *s, struct vt_error *err);
 /* qemu's "encrypt" member of the format-specific data; NULL on ENOMEM. */
 struct vt_json *qcow2_crypto_info(struct qcow2 *s);
 /* The error for a data access to an encrypted image. */
 int qcow2_crypto_refuse(struct qcow2 *s, const char *what, struct vt_error *err);
+/* decrypt.c: reading encrypted images with the user's key (read-only handles). */
+struct qcow2_decrypt;
+/* Unlock with key (the secret's bytes): a LUKS key slot, or the legacy AES password. */
+int qcow2_decrypt_unlock(struct qcow2 *s, const uint8_t *key, size_t len, struct vt_error *err);
+void qcow2_decrypt_free(struct qcow2 *s);
+int qcow2_decrypt_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
+                         struct vt_error *err);
 /* resize.c: qemu-img resize (grow with preallocation, shrink). */
 int qcow2_resize(struct blk *b, uint64_t size, enum blk_prealloc prealloc, struct vt_error *err);
 int qcow2_truncate(struct blk *b, uint64_t size, struct vt_error *err);
