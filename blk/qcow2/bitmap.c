@@ -154,24 +154,11 @@ static int dir_read(struct qcow2 *s, struct qcow2_bitmap **out, struct vt_error 
 	return r;
 }
 
-/* A bitmap table, host order; every entry checked (qemu's check_table_entry). */
+/* A bitmap table in host order; its entries are checked where used (table_entry_ok). */
 static int table_read(struct qcow2 *s, const struct qcow2_bitmap *b, uint64_t **out,
                       struct vt_error *err)
 {
-	uint64_t n = b->table_size;
-	uint8_t *raw = malloc(n * 8);
-	uint64_t *t = malloc(n * 8);
-	int r = raw && t ? blk_file_pread(s->b->file, b->table_offset, raw, n * 8, err)
-	                 : vt_error_set(err, ENOMEM, s->b->filename, "read bitmap table", NULL);
-	for (uint64_t i = 0; r == 0 && i < n; i++)
-		t[i] = qcow2_be64(raw + i * 8);
-	free(raw);
-	if (r < 0) {
-		free(t);
-		return r;
-	}
-	*out = t;
-	return 0;
+	return qcow2_load_table(s, b->table_offset, b->table_size, out, err);
 }
 
 static bool table_entry_ok(const struct qcow2 *s, uint64_t e)

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int load_table(struct qcow2 *s, uint64_t off, uint64_t n, uint64_t **out,
-                      struct vt_error *err)
+int qcow2_load_table(struct qcow2 *s, uint64_t off, uint64_t n, uint64_t **out,
+                     struct vt_error *err)
 {
 	uint8_t *raw = malloc(n * 8 + 1);
 	uint64_t *t = calloc(n + 1, 8);
@@ -154,14 +154,14 @@ int qcow2_open_internal(struct blk *b, struct vt_error *err)
 	pthread_cond_init(&s->io_done, NULL);
 	int r = qcow2_read_header(s, err);
 	if (r == 0)
-		r = load_table(s, s->l1_offset, s->l1_size, &s->l1, err);
+		r = qcow2_load_table(s, s->l1_offset, s->l1_size, &s->l1, err);
 	if (r == 0 && !(s->l1_dirty = calloc(s->l1_size + 1, sizeof(bool))))
 		r = vt_error_set(err, ENOMEM, b->filename, "open", NULL);
 	if (r == 0)
 		r = make_caches(s, err);
 	if (r == 0) {
 		s->rt_entries = (uint64_t)s->rt_clusters * s->cs / 8;
-		r = load_table(s, s->rt_offset, s->rt_entries, &s->rt, err);
+		r = qcow2_load_table(s, s->rt_offset, s->rt_entries, &s->rt, err);
 	}
 	if (r == 0 && !(s->cbuf = qcow2_alloc_buf(2 * s->cs)))
 		r = vt_error_set(err, ENOMEM, b->filename, "open", NULL);
@@ -223,7 +223,7 @@ static int qcow2_load_snapshot(struct blk *b, const struct blk_open_opts *o, str
 	uint64_t per_l1 = s->cs * s->l2_entries;
 	if (sn->disk_size / per_l1 + (sn->disk_size % per_l1 != 0) > sn->l1_size)
 		return qcow2_signal_corruption(s, err, "snapshot %s: L1 table too small", sn->id);
-	if ((r = load_table(s, sn->l1_offset, sn->l1_size, &l1, err)) < 0)
+	if ((r = qcow2_load_table(s, sn->l1_offset, sn->l1_size, &l1, err)) < 0)
 		return r;
 	free(s->l1);
 	s->l1 = l1;

@@ -293,6 +293,10 @@ void qcow2_cache_forget_all(struct qcow2_cache *c);
 int qcow2_cache_sync_file(struct qcow2 *s, struct vt_error *err);
 
 /* qcow2.c */
+/* n big-endian 64-bit entries at off (L1, refcount, bitmap tables), in host order;
+ * malloc'd with one spare entry. */
+int qcow2_load_table(struct qcow2 *s, uint64_t off, uint64_t n, uint64_t **out,
+                     struct vt_error *err);
 /* Write back all metadata in crash-safe order and sync, then release the clusters freed
  * since the last flush. */
 int qcow2_flush_metadata(struct qcow2 *s, struct vt_error *err);
