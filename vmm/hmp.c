@@ -204,7 +204,39 @@ static const char info_help[] =
 	"info name -- show the current VM name\n"
 	"info registers [-a] -- show the cpu registers (-a: all CPUs)\n"
 	"info status -- show the current VM status (running|paused)\n"
-	"info version -- show the version of QEMU\n";
+	"info version -- show the version of QEMU\n"
+	"info vnc  -- show the vnc server status\n";
+
+/* qemu's layout: the server, its authentication, then each client. */
+static void info_vnc(struct out *o)
+{
+	json_t *r = run(o, "query-vnc", NULL);
+	if (!r)
+		return;
+	if (!json_is_true(json_object_get(r, "enabled"))) {
+		outf(o, "None\n");
+		json_decref(r);
+		return;
+	}
+	const char *fam = json_string_value(json_object_get(r, "family"));
+	bool unix_sock = fam && !strcmp(fam, "unix");
+	outf(o, "default:\n");
+	outf(o, "  Server: %s%s%s (%s)\n", json_string_value(json_object_get(r, "host")),
+	     unix_sock ? "" : ":", unix_sock ? "" : json_string_value(json_object_get(r, "service")),
+	     fam ? fam : "unknown");
+	outf(o, "    Auth: %s (Sub: none)\n", json_string_value(json_object_get(r, "auth")));
+	size_t i;
+	json_t *c;
+	json_array_foreach(json_object_get(r, "clients"), i, c) {
+		const char *cf = json_string_value(json_object_get(c, "family"));
+		bool cu = cf && !strcmp(cf, "unix");
+		outf(o, "  Client: %s%s%s (%s)\n", json_string_value(json_object_get(c, "host")),
+		     cu ? "" : ":", cu ? "" : json_string_value(json_object_get(c, "service")),
+		     cf ? cf : "unknown");
+		outf(o, "    x509_dname: none\n    sasl_username: none\n");
+	}
+	json_decref(r);
+}
 
 static void info(struct out *o, int argc, char **argv)
 {
@@ -228,6 +260,8 @@ static void info(struct out *o, int argc, char **argv)
 				outf(o, "%s\n", n);
 			json_decref(r);
 		}
+	} else if (!strcmp(what, "vnc")) {
+		info_vnc(o);
 	} else if (!strcmp(what, "kvm")) {
 		outf(o, "kvm support: enabled\n");
 	} else if (!what[0]) {

@@ -97,6 +97,26 @@ expect_grep '^vtool [0-9.]+ monitor - type .help. for more information$' "$T/hmp
 expect_grep '^\(qemu\) VM status: running$' "$T/hmp.txt"
 expect_grep '^(\(qemu\) )+VM status: paused$' "$T/hmp.txt"   # stop prints nothing
 [ $rc -eq 0 ] && pass || fail "-monitor stdio: quit: exit $rc"
+# info vnc: qemu's lines (its node names aside), compared with qemu-system-x86_64's own.
+vdisp=$(python3 -c 'import socket
+for n in range(40, 99):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 5900 + n)); print(n); break
+    except OSError: pass
+    finally: s.close()')
+{ sleep 1; printf 'info vnc\n'; sleep 0.5; printf 'quit\n'; } |
+  timeout 20 "$VTOOL" run "${TG[@]}" -append "test=count" -serial none -vnc "127.0.0.1:$vdisp" \
+    -monitor stdio 2>/dev/null | tr -d '\r' | sed -n 's/^(qemu) //; /^default:/,/Auth/p' >"$T/vinfo.txt"
+if command -v qemu-system-x86_64 >/dev/null; then
+  { sleep 1; printf 'info vnc\n'; sleep 0.5; printf 'quit\n'; } |
+    timeout 20 qemu-system-x86_64 -machine none -display none -vnc "127.0.0.1:$vdisp" \
+      -monitor stdio 2>/dev/null | tr -d '\r' | sed 's/\x1b\[[0-9]*[A-Z]//g' |
+    sed -n 's/^.*(qemu) .*info vnc$//; /^default:/,/Auth/p' >"$T/qinfo.txt"
+  cmp -s "$T/vinfo.txt" "$T/qinfo.txt" && pass \
+    || fail "info vnc: '$(cat "$T/vinfo.txt")' vs qemu '$(cat "$T/qinfo.txt")'"
+fi
+expect_grep "^  Server: 127.0.0.1:$((5900 + vdisp)) \(ipv4\)$" "$T/vinfo.txt"
 printf '%s\n' "$CAPS" "$STATUS" "$QUIT" |
   timeout 20 "$VTOOL" run "${TG[@]}" -append "test=count" -serial none -qmp stdio |
   tr -d '\r' >"$T/qstdio.out"
