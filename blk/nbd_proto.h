@@ -106,6 +106,8 @@
 /* base:allocation flags. */
 #define NBD_STATE_HOLE (1u << 0)
 #define NBD_STATE_ZERO (1u << 1)
+/* qemu:dirty-bitmap:NAME flags. */
+#define NBD_STATE_DIRTY (1u << 0)
 
 /* Error values (the protocol's own, not the host's errno numbering). */
 #define NBD_EPERM      1u

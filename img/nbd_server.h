@@ -8,6 +8,8 @@
  *   thread (no hand-off per request).
  * - nbd_server_run() (nbd_server.c) owns the sockets: it accepts clients and serves all
  *   of them with a fixed pool of threads over epoll, one thread per ready connection.
+ * - struct nbd_bitmap (nbd_bitmap.c) is a persistent dirty bitmap exported as the
+ *   qemu:dirty-bitmap:NAME metadata context (-B).
  *
  * For img/serve.c and tests/fuzz only. */
 #ifndef VTOOL_IMG_NBD_SERVER_H
@@ -22,6 +24,27 @@
 
 enum nbd_detect_zeroes { NBD_DZ_OFF, NBD_DZ_ON, NBD_DZ_UNMAP };
 
+struct nbd_bitmap;
+
+/* Look NAME up in b, then down its backing chain (qemu-nbd's order), and read its bits.
+ * Errors are qemu-nbd's: "Bitmap 'NAME' is not found", "... is inconsistent and cannot
+ * be used". writable: the export takes writes (an enabled bitmap of b then tracks them). */
+int nbd_bitmap_open(struct blk *b, const char *name, bool writable, struct nbd_bitmap **out,
+                    struct vt_error *err);
+void nbd_bitmap_free(struct nbd_bitmap *bm);
+const char *nbd_bitmap_context(const struct nbd_bitmap *bm); /* "qemu:dirty-bitmap:NAME" */
+bool nbd_bitmap_is(const struct nbd_bitmap *bm, const uint8_t *name, size_t n);
+/* A write-type request ran on the export (whatever its outcome). */
+void nbd_bitmap_written(struct nbd_bitmap *bm);
+/* Hold the bits for one request, read again first if a write made them stale: 0 or a
+ * negative errno (then not held). */
+int nbd_bitmap_lock(struct nbd_bitmap *bm);
+void nbd_bitmap_unlock(struct nbd_bitmap *bm);
+/* Held: the run of equal bits from off, as bytes: dirty or not, and its length, at
+ * least 1 and at most end - off (off < end). */
+void nbd_bitmap_run(const struct nbd_bitmap *bm, uint64_t off, uint64_t end, bool *dirty,
+                    uint64_t *len);
+
 /* The one export a server offers (qemu-nbd serves one image per process, too). */
 struct nbd_export {
 	struct blk *blk;
@@ -33,6 +56,10 @@ struct nbd_export {
 	bool discard_unmap;        /* TRIM and zeroing may deallocate (--discard=unmap) */
 	enum nbd_detect_zeroes detect_zeroes;
 	bool allocation_depth;     /* offer the qemu:allocation-depth context */
+	/* qemu:dirty-bitmap: contexts, context id 2 + i, in qemu-nbd's order (the last -B
+	 * first); the same name may come twice, as qemu-nbd allows. */
+	struct nbd_bitmap *const *bitmaps;
+	size_t nbitmaps;
 	uint32_t min_block;        /* advertised minimum block size (1 or 512) */
 };
 

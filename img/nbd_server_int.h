@@ -28,6 +28,9 @@ enum nbd_conn_state {
 	NBD_ST_DONE,           /* the session is over */
 };
 
+#define CTX_SELECTED 1u          /* ctx_bitmaps: chosen by NBD_OPT_SET_META_CONTEXT */
+#define CTX_QUERIED  2u          /* ctx_bitmaps: matched by the option being handled */
+
 /* Kinds of problems reported once per connection (bit numbers). */
 enum nbd_report {
 	NBD_R_PROTOCOL,   /* stream out of sync: bad magic, client flags: hang up */
@@ -54,6 +57,8 @@ struct nbd_conn {
 	/* Negotiated. */
 	bool no_zeroes, structured, check_align, negotiated;
 	bool ctx_base, ctx_depth;   /* selected metadata contexts for our export */
+	uint8_t *ctx_bitmaps;       /* per exp->bitmaps[i]: CTX_SELECTED, CTX_QUERIED */
+	size_t ctx_nbitmaps;        /* how many are selected */
 	uint32_t option_drained;    /* option being skipped (NBD_ST_OPTION_DRAIN) */
 	uint64_t drain_left;
 

@@ -129,7 +129,7 @@ static uint32_t validate(struct nbd_conn *c, const struct nbd_request *r)
 		return NBD_EINVAL;
 	}
 	if (r->type == NBD_CMD_BLOCK_STATUS) {
-		if (!c->ctx_base && !c->ctx_depth) {
+		if (!c->ctx_base && !c->ctx_depth && !c->ctx_nbitmaps) {
 			nbd_conn_report(c, NBD_R_CONTEXT, "block status without a negotiated metadata "
 			                "context");
 			return NBD_EINVAL;
@@ -168,9 +168,17 @@ static int flush_if_fua(struct nbd_conn *c, const struct nbd_request *r, int ret
 	return ret;
 }
 
+/* A write-type request ran: live dirty bitmaps must look at their bits again. */
+static void written(struct nbd_conn *c)
+{
+	for (size_t i = 0; i < c->exp->nbitmaps; i++)
+		nbd_bitmap_written(c->exp->bitmaps[i]);
+}
+
 static int finish_write(struct nbd_conn *c)
 {
 	c->state = NBD_ST_REQUEST;
+	written(c);
 	return reply_result(c, &c->req, flush_if_fua(c, &c->req, c->write_err), "write");
 }
 
@@ -352,10 +360,11 @@ static uint32_t extent_flags(bool depth_ctx, const struct blk_status *st)
 	       (st->flags & BLK_STATUS_ZERO ? NBD_STATE_ZERO : 0);
 }
 
-/* One NBD_REPLY_TYPE_BLOCK_STATUS chunk for a context. *ioerr on a block layer failure
- * before any extent was found. */
+/* One NBD_REPLY_TYPE_BLOCK_STATUS chunk for a context: base:allocation,
+ * qemu:allocation-depth (depth_ctx) or a dirty bitmap (bm, held). *ioerr on a block layer
+ * failure before any extent was found. */
 static int status_chunk(struct nbd_conn *c, const struct nbd_request *r, uint32_t id,
-                        bool depth_ctx, bool last, int *ioerr)
+                        bool depth_ctx, const struct nbd_bitmap *bm, bool last, int *ioerr)
 {
 	uint8_t *buf = nbd_conn_buf(c);
 	if (!buf) {
@@ -370,15 +379,22 @@ static int status_chunk(struct nbd_conn *c, const struct nbd_request *r, uint32_
 	while (off < end) {
 		struct blk_status st;
 		struct vt_error err;
-		int ret = blk_block_status(c->exp->blk, off, end - off, &st, &err);
-		if (ret < 0) {
-			if (n == 0) {
-				*ioerr = ret;
-				return 0;
+		uint32_t f;
+		if (bm) {
+			bool dirty;
+			nbd_bitmap_run(bm, off, end, &dirty, &st.len);
+			f = dirty ? NBD_STATE_DIRTY : 0;
+		} else {
+			int ret = blk_block_status(c->exp->blk, off, end - off, &st, &err);
+			if (ret < 0) {
+				if (n == 0) {
+					*ioerr = ret;
+					return 0;
+				}
+				break; /* report what we know */
 			}
-			break; /* report what we know */
+			f = extent_flags(depth_ctx, &st);
 		}
-		uint32_t f = extent_flags(depth_ctx, &st);
 		if (n && f == last_flags) {
 			last_len += (uint32_t)st.len; /* within the request: fits 32 bits */
 			nbd_put32(buf + 4 + 8 * (n - 1), last_len);
@@ -396,13 +412,25 @@ static int status_chunk(struct nbd_conn *c, const struct nbd_request *r, uint32_
 	                  last ? NBD_REPLY_FLAG_DONE : 0, buf, 4 + 8 * (size_t)n, NULL, 0);
 }
 
+/* A chunk per selected context, in qemu's order: base:allocation, qemu:allocation-depth,
+ * then the dirty bitmaps. */
 static int do_block_status(struct nbd_conn *c, const struct nbd_request *r)
 {
 	int ioerr = 0, ret = 0;
+	size_t left = c->ctx_base + c->ctx_depth + c->ctx_nbitmaps;
 	if (c->ctx_base)
-		ret = status_chunk(c, r, 0, false, !c->ctx_depth, &ioerr);
+		ret = status_chunk(c, r, 0, false, NULL, !--left, &ioerr);
 	if (ret == 0 && !ioerr && c->ctx_depth)
-		ret = status_chunk(c, r, 1, true, true, &ioerr);
+		ret = status_chunk(c, r, 1, true, NULL, !--left, &ioerr);
+	for (size_t i = 0; i < c->exp->nbitmaps && ret == 0 && !ioerr; i++) {
+		struct nbd_bitmap *bm = c->exp->bitmaps[i];
+		if (!(c->ctx_bitmaps[i] & CTX_SELECTED))
+			continue;
+		if ((ioerr = nbd_bitmap_lock(bm)) < 0)
+			break;
+		ret = status_chunk(c, r, 2 + (uint32_t)i, false, bm, !--left, &ioerr);
+		nbd_bitmap_unlock(bm);
+	}
 	if (ret == 0 && ioerr)
 		ret = reply_result(c, r, ioerr, "block status");
 	return ret;
@@ -437,13 +465,17 @@ static int execute(struct nbd_conn *c, const struct nbd_request *r)
 	case NBD_CMD_FLUSH:
 		return reply_result(c, r, blk_flush(e->blk, &err), "flush");
 	case NBD_CMD_TRIM:
-		if (e->discard_unmap && r->length)
+		if (e->discard_unmap && r->length) {
 			ret = blk_discard(e->blk, r->offset, r->length, &err);
+			written(c);
+		}
 		return reply_result(c, r, flush_if_fua(c, r, ret), "trim");
 	case NBD_CMD_WRITE_ZEROES: {
 		unsigned f = e->discard_unmap && !(r->flags & NBD_CMD_FLAG_NO_HOLE) ? BLK_MAY_UNMAP : 0;
-		if (r->length)
+		if (r->length) {
 			ret = blk_write_zeroes(e->blk, r->offset, r->length, f, &err);
+			written(c);
+		}
 		return reply_result(c, r, flush_if_fua(c, r, ret), "write zeroes");
 	}
 	case NBD_CMD_CACHE:

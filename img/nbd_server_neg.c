@@ -14,6 +14,8 @@
 
 #define ID_BASE_ALLOCATION  0u  /* metadata context ids, as qemu numbers them */
 #define ID_ALLOCATION_DEPTH 1u
+#define ID_DIRTY_BITMAP     2u  /* + the bitmap's index in exp->bitmaps */
+#define BITMAP_NS           "qemu:dirty-bitmap:"
 static const char ctx_base_name[] = "base:allocation";
 static const char ctx_depth_name[] = "qemu:allocation-depth";
 
@@ -24,7 +26,10 @@ struct nbd_conn *nbd_conn_new(const struct nbd_export *exp, const struct nbd_con
 	if (!c)
 		return NULL;
 	c->in = malloc(NBD_CONN_IN_CAP);
-	if (!c->in) {
+	c->ctx_bitmaps = calloc(exp->nbitmaps + 1, 1);
+	if (!c->in || !c->ctx_bitmaps) {
+		free(c->in);
+		free(c->ctx_bitmaps);
 		free(c);
 		return NULL;
 	}
@@ -41,6 +46,7 @@ void nbd_conn_free(struct nbd_conn *c)
 		return;
 	free(c->in);
 	free(c->buf);
+	free(c->ctx_bitmaps);
 	free(c);
 }
 
@@ -265,21 +271,48 @@ static bool query_is(const uint8_t *q, uint32_t n, const char *s)
 	return strlen(s) == n && !memcmp(q, s, n);
 }
 
+/* The id is for SET only: LIST replies carry 0, as qemu's do. */
 static int send_context(struct nbd_conn *c, uint32_t opt, uint32_t id, const char *name)
 {
-	uint8_t buf[4 + 32];
+	uint8_t buf[4 + NBD_MAX_STRING];
 	size_t n = strlen(name);
-	nbd_put32(buf, id);
+	if (n > NBD_MAX_STRING) /* not from serve.c: bitmap names are at most 1023 bytes */
+		n = NBD_MAX_STRING;
+	nbd_put32(buf, opt == NBD_OPT_SET_META_CONTEXT ? id : 0);
 	memcpy(buf + 4, name, n);
 	return send_reply(c, opt, NBD_REP_META_CONTEXT, buf, 4 + n);
+}
+
+/* Mark the bitmaps a query names CTX_QUERIED, as qemu does: "qemu:" and
+ * "qemu:dirty-bitmap:" list them all (LIST only), a full name picks the first of that
+ * name. */
+static void query_bitmaps(struct nbd_conn *c, bool set, const uint8_t *q, uint32_t ql)
+{
+	const struct nbd_export *e = c->exp;
+	size_t pl = strlen(BITMAP_NS);
+	bool all = !set && (query_is(q, ql, "qemu:") || query_is(q, ql, BITMAP_NS));
+	for (size_t i = 0; i < e->nbitmaps; i++) {
+		if (all) {
+			c->ctx_bitmaps[i] |= CTX_QUERIED;
+		} else if (ql > pl && !memcmp(q, BITMAP_NS, pl) &&
+		           nbd_bitmap_is(e->bitmaps[i], q + pl, ql - pl)) {
+			c->ctx_bitmaps[i] |= CTX_QUERIED;
+			return;
+		}
+	}
 }
 
 /* LIST/SET_META_CONTEXT: name length, name, query count, then (length, query) pairs. */
 static int opt_meta(struct nbd_conn *c, uint32_t opt, const uint8_t *d, uint32_t n)
 {
 	bool set = opt == NBD_OPT_SET_META_CONTEXT;
-	if (set) /* replaces the selection, even when it fails */
+	size_t nbm = c->exp->nbitmaps;
+	if (set) { /* replaces the selection, even when it fails */
 		c->ctx_base = c->ctx_depth = false;
+		c->ctx_nbitmaps = 0;
+	}
+	for (size_t i = 0; i < nbm; i++) /* LIST leaves the selection alone */
+		c->ctx_bitmaps[i] &= set ? 0 : (uint8_t)~CTX_QUERIED;
 	if (!c->structured)
 		return reply_err(c, opt, NBD_REP_ERR_INVALID,
 		                 "structured replies must be negotiated first");
@@ -308,6 +341,7 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, const uint8_t *d, uint32_t
 		if (c->exp->allocation_depth && (query_is(q, ql, ctx_depth_name) ||
 		                                 (!set && query_is(q, ql, "qemu:"))))
 			depth = true;
+		query_bitmaps(c, set, q, ql);
 		p += 4 + ql;
 		left -= 4 + ql;
 	}
@@ -321,17 +355,31 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, const uint8_t *d, uint32_t
 	if (nq == 0 && !set) { /* list everything */
 		base = true;
 		depth = c->exp->allocation_depth;
+		for (size_t i = 0; i < nbm; i++)
+			c->ctx_bitmaps[i] |= CTX_QUERIED;
 	}
 	int r = 0;
 	if (base)
 		r = send_context(c, opt, ID_BASE_ALLOCATION, ctx_base_name);
 	if (r == 0 && depth)
 		r = send_context(c, opt, ID_ALLOCATION_DEPTH, ctx_depth_name);
+	size_t nsel = 0;
+	for (size_t i = 0; i < nbm && r == 0; i++) {
+		if (!(c->ctx_bitmaps[i] & CTX_QUERIED))
+			continue;
+		nsel++;
+		r = send_context(c, opt, ID_DIRTY_BITMAP + (uint32_t)i,
+		                 nbd_bitmap_context(c->exp->bitmaps[i]));
+	}
 	if (r == 0)
 		r = send_reply(c, opt, NBD_REP_ACK, NULL, 0);
 	if (r == 0 && set) {
 		c->ctx_base = base;
 		c->ctx_depth = depth;
+		c->ctx_nbitmaps = nsel;
+		for (size_t i = 0; i < nbm; i++)
+			if (c->ctx_bitmaps[i] & CTX_QUERIED)
+				c->ctx_bitmaps[i] = CTX_SELECTED;
 	}
 	return r;
 }

@@ -26,7 +26,7 @@ static const char serve_help[] =
 	"Usage: vtool img serve [-f fmt] [-r] [-x name] [-D text] [-p port | -k socket]\n"
 	"                       [-b addr] [-e n] [-t] [--fork] [--pid-file=path]\n"
 	"                       [-s | -l snapshot] [-n | --cache=mode] [--discard=mode]\n"
-	"                       [--detect-zeroes=mode] [-A] [-v] filename\n"
+	"                       [--detect-zeroes=mode] [-A] [-B name]... [-v] filename\n"
 	"\n"
 	"Export a disk image over the NBD protocol (qemu-nbd compatible), so that qemu\n"
 	"(nbd://host/name), the Linux kernel (nbd-client), nbdkit, libnbd tools (nbdinfo,\n"
@@ -57,7 +57,11 @@ static const char serve_help[] =
 	"      --detect-zeroes=m   off (default), on, or unmap (needs --discard=unmap):\n"
 	"                          written blocks of zeros become zero writes\n"
 	"  -A, --allocation-depth  also offer the qemu:allocation-depth metadata context\n"
-	"  -B, --bitmap=name       (not supported yet: persistent dirty bitmaps)\n"
+	"  -B, --bitmap=name       also offer the persistent dirty bitmap name (of the image\n"
+	"                          or its backing chain) as the qemu:dirty-bitmap:name\n"
+	"                          metadata context; repeatable. Its bits are read at\n"
+	"                          start; an enabled bitmap of a writable export goes on\n"
+	"                          tracking the writes, as qemu-nbd's does\n"
 	"      --tls-creds=id      (not supported yet: refused; use an ssh tunnel)\n"
 	"      --threads=n         worker threads serving clients (default: 2 per CPU, 4..16)\n"
 	"      --handshake-limit=n drop a client that has not chosen an export within n\n"
@@ -79,6 +83,8 @@ enum {
 struct serve_opts {
 	const char *fmt, *export_name, *description, *port, *sock, *bind, *pid_file;
 	const char *load_snapshot, *cache, *discard, *dz;
+	const char **bitmaps;       /* -B, in the order given */
+	int nbitmaps;
 	bool readonly, persistent, fork, snapshot, alloc_depth, verbose;
 	int shared, threads, handshake_limit;
 };
@@ -121,6 +127,9 @@ static int parse(int argc, char **argv, struct serve_opts *so)
 	char *end;
 	so->shared = 1;
 	so->handshake_limit = 10;
+	so->bitmaps = calloc((size_t)argc, sizeof(*so->bitmaps)); /* -B at most argc times */
+	if (!so->bitmaps)
+		return vt_usage_error(prog, "out of memory");
 	while ((c = getopt_long(argc, argv, "hf:rx:D:p:b:k:e:tsl:nAB:v", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': so->fmt = optarg; break;
@@ -176,9 +185,9 @@ static int parse(int argc, char **argv, struct serve_opts *so)
 		case OPT_DISCARD: so->discard = optarg; break;
 		case OPT_DZ: so->dz = optarg; break;
 		case 'A': so->alloc_depth = true; break;
-		case 'B':
-			return vt_usage_error(prog, "--bitmap %s: exporting persistent dirty bitmaps "
-			                      "is not supported yet", optarg);
+		case 'B': /* argv outlives the server: keep pointers into it */
+			so->bitmaps[so->nbitmaps++] = optarg;
+			break;
 		case OPT_TLS: case OPT_TLSAUTHZ: case OPT_OBJECT:
 			return vt_usage_error(prog, "TLS is not supported yet: vtool img serve speaks "
 			                      "NBD in clear text (tunnel it, e.g. ssh -L, across "
@@ -355,12 +364,17 @@ static int daemonize(int *old_stderr)
 	return 0;
 }
 
-static int serve_main(int argc, char **argv)
+static void free_bitmaps(struct nbd_bitmap **bms, int n)
 {
-	struct serve_opts so = { 0 };
-	int r = parse(argc, argv, &so);
-	if (r)
-		return r;
+	for (int i = 0; bms && i < n; i++)
+		nbd_bitmap_free(bms[i]);
+	free(bms);
+}
+
+/* -B's names are freed by the caller. */
+static int serve(char **argv, struct serve_opts so)
+{
+	int r;
 	const char *file = argv[optind];
 	struct blk_open_opts bo = { .format = so.fmt, .writable = !so.readonly,
 	                            .snapshot = so.load_snapshot };
@@ -402,6 +416,18 @@ static int serve_main(int argc, char **argv)
 		r = blk_open(file, &bo, &b, &err);
 	if (r < 0)
 		return img_fail(&err);
+	struct nbd_bitmap **bms = calloc((size_t)so.nbitmaps + 1, sizeof(*bms));
+	if (!bms)
+		r = vt_error_set(&err, ENOMEM, file, "serve", NULL);
+	/* The last -B first, as qemu-nbd keeps them (and reports the first failure). */
+	for (int i = 0; i < so.nbitmaps && r >= 0; i++)
+		r = nbd_bitmap_open(b, so.bitmaps[so.nbitmaps - 1 - i], !so.readonly, &bms[i],
+		                    &err);
+	if (r < 0) {
+		free_bitmaps(bms, so.nbitmaps);
+		blk_close(b, NULL);
+		return img_fail(&err);
+	}
 	if (so.sock)
 		r = listen_unix(so.sock, backlog, &fds[0], &err);
 	else
@@ -410,6 +436,7 @@ static int serve_main(int argc, char **argv)
 	if (r < 0) {
 		if (so.sock && fds[0] >= 0)
 			close(fds[0]);
+		free_bitmaps(bms, so.nbitmaps);
 		blk_close(b, NULL);
 		return img_fail(&err);
 	}
@@ -417,6 +444,7 @@ static int serve_main(int argc, char **argv)
 	if (so.pid_file && write_pid_file(so.pid_file, &err) < 0) {
 		for (int i = 0; i < nfds; i++)
 			close(fds[i]);
+		free_bitmaps(bms, so.nbitmaps);
 		blk_close(b, NULL);
 		return img_fail(&err);
 	}
@@ -427,6 +455,7 @@ static int serve_main(int argc, char **argv)
 		.description = so.description, .size = size, .readonly = so.readonly,
 		.multi_conn = so.shared != 1, .discard_unmap = unmap, .detect_zeroes = dz,
 		.allocation_depth = so.alloc_depth,
+		.bitmaps = bms, .nbitmaps = (size_t)so.nbitmaps,
 		/* as qemu-nbd: 512 for raw images (whole sectors), 1 for the others */
 		.min_block = !strcmp(blk_format(b), "raw") && size % 512 == 0 ? 512 : 1,
 	};
@@ -454,6 +483,7 @@ static int serve_main(int argc, char **argv)
 		unlink(so.sock);
 	if (so.pid_file)
 		unlink(so.pid_file);
+	free_bitmaps(bms, so.nbitmaps);
 	struct vt_error cerr = { 0 };
 	int cr = blk_close(b, &cerr);
 	if (r < 0)
@@ -461,6 +491,16 @@ static int serve_main(int argc, char **argv)
 	if (cr < 0)
 		return img_fail(&cerr);
 	return 0;
+}
+
+static int serve_main(int argc, char **argv)
+{
+	struct serve_opts so = { 0 };
+	int r = parse(argc, argv, &so);
+	if (r == 0)
+		r = serve(argv, so);
+	free(so.bitmaps);
+	return r;
 }
 
 const struct vt_command vt_cmd_img_serve = {
