@@ -556,7 +556,9 @@ int qcow2_bitmap_read(struct blk *b, const char *name, struct blk_bitmap_bits *o
 	if (bm->bits) {
 		if (!(out->bits = malloc(nbytes + 1)))
 			return vt_error_set(err, ENOMEM, b->filename, "read bitmap", NULL);
-		memcpy(out->bits, bm->bits, nbytes);
+		/* I/O threads may be setting bits meanwhile (bits_set's atomic OR). */
+		for (uint64_t i = 0; i < nbytes; i++)
+			out->bits[i] = __atomic_load_n(&bm->bits[i], __ATOMIC_RELAXED);
 		return 0;
 	}
 	return bits_load(s, bm, b->size, &out->bits, err);
