@@ -557,8 +557,8 @@ int qcow2_bitmap_read(struct blk *b, const char *name, struct blk_bitmap_bits *o
 		if (!(out->bits = malloc(nbytes + 1)))
 			return vt_error_set(err, ENOMEM, b->filename, "read bitmap", NULL);
 		/* I/O threads may be setting bits meanwhile (bits_set's atomic OR). */
-		for (uint64_t i = 0; i < nbytes; i++)
-			out->bits[i] = __atomic_load_n(&bm->bits[i], __ATOMIC_RELAXED);
+		for (uint64_t k = 0; k < nbytes; k++)
+			out->bits[k] = __atomic_load_n(&bm->bits[k], __ATOMIC_RELAXED);
 		return 0;
 	}
 	return bits_load(s, bm, b->size, &out->bits, err);
