@@ -123,7 +123,7 @@ static int vm_map_memory(struct vm *vm, struct vt_error *err)
 		                    (unsigned long long)(size >> 10));
 	size = (size + 0xfff) & ~0xfffull;
 	vm->ram_size = size;
-	vm->low_ram = size > VM_LOW_RAM_MAX ? VM_LOW_RAM_MAX : size;
+	vm->low_ram = vm_low_ram_size(size);
 	vm->high_ram = size - vm->low_ram;
 	/* NORESERVE: guests touch little of what they are given; the rest costs nothing. */
 	vm->ram = mmap(NULL, size, PROT_READ | PROT_WRITE,

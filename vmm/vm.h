@@ -2,8 +2,9 @@
  * lifecycle (who asked it to stop, and with which exit status).
  *
  * Guest-physical layout (the i440FX "pc" shape), as regions of the memory table (mem.h):
- *   [0, low_ram)            RAM; low_ram = -m, or 3 GiB when -m is larger. With firmware,
- *                           0xe0000-0xfffff holds a copy of the BIOS image's last 128 KiB
+ *   [0, low_ram)            RAM; low_ram = -m when -m is below 3.5 GiB, else 3 GiB (qemu
+ *                           pc's split: vm_low_ram_size()). With firmware, 0xe0000-0xfffff
+ *                           holds a copy of the BIOS image's last 128 KiB
  *   [low_ram, 4 GiB)        the PCI hole: device BARs, IOAPIC 0xfec00000, LAPIC 0xfee00000,
  *                           KVM's real-mode helpers at 0xfeffc000, and with firmware the
  *                           BIOS image read-only just below 4 GiB
@@ -23,7 +24,11 @@
 #include "vmm/mem.h"
 
 #define VM_4G              0x100000000ull
-#define VM_LOW_RAM_MAX     0xc0000000ull  /* -m above this puts the rest above 4 GiB */
+/* qemu's pc machine: RAM smaller than VM_LOW_RAM_SPLIT stays below 4 GiB entirely; from
+ * that size on, low RAM ends at VM_LOW_RAM_ALIGNED (gigabyte aligned) and the rest is above
+ * 4 GiB. So low RAM never reaches VM_PCI_MMIO_BASE. */
+#define VM_LOW_RAM_SPLIT   0xe0000000ull
+#define VM_LOW_RAM_ALIGNED 0xc0000000ull
 #define VM_PCI_MMIO_BASE   0xe0000000ull  /* where the VMM places memory BARs */
 #define VM_PCI_MMIO_END    0xfec00000ull
 #define VM_PCI_IO_BASE     0xc000u        /* where the VMM places I/O BARs */
@@ -170,6 +175,13 @@ static inline bool vm_pause_requested(struct vm *vm)
 /* vCPU threads count themselves in and out (for vm_pause's wait). */
 void vm_vcpu_enter(struct vm *vm);
 void vm_vcpu_leave(struct vm *vm);
+
+/* How much of RAM_SIZE bytes of RAM lies below 4 GiB (the rest is at 4 GiB), as qemu's
+ * "pc" machine splits it (hw/i386/pc_piix.c): all of it below 3.5 GiB, else 3 GiB. */
+static inline uint64_t vm_low_ram_size(uint64_t ram_size)
+{
+	return ram_size >= VM_LOW_RAM_SPLIT ? VM_LOW_RAM_ALIGNED : ram_size;
+}
 
 /* The memory map guests see (e820 / PVH memmap); returns the number of regions. */
 int vm_memory_map(const struct vm *vm, struct vm_mem_region *out, int max);

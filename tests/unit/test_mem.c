@@ -1,6 +1,7 @@
 /* The guest memory table (vmm/mem.c) without KVM: regions are entered with now=false, so
  * no ioctl runs. vm_guest_ptr must return a pointer only for ranges wholly inside one
- * writable region; ROM only through vm_guest_ptr_ro; overlaps and bad ranges refused. */
+ * writable region; ROM only through vm_guest_ptr_ro; overlaps and bad ranges refused.
+ * Also the split of RAM below and above 4 GiB (vm.h). */
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -69,6 +70,21 @@ START_TEST(test_add_remove)
 }
 END_TEST
 
+/* The split of RAM below/above 4 GiB is qemu pc's (hw/i386/pc_piix.c, gigabyte_align):
+ * under 3.5 GiB all of it below 4 GiB, from 3.5 GiB on 3 GiB below and the rest above. */
+START_TEST(test_low_ram_split)
+{
+	const uint64_t mib = 1ull << 20;
+	ck_assert_uint_eq(vm_low_ram_size(128 * mib), 128 * mib);
+	ck_assert_uint_eq(vm_low_ram_size(3072 * mib), 3072 * mib);
+	ck_assert_uint_eq(vm_low_ram_size(3200 * mib), 3200 * mib);
+	ck_assert_uint_eq(vm_low_ram_size(3584 * mib - 4096), 3584 * mib - 4096);
+	ck_assert_uint_eq(vm_low_ram_size(3584 * mib), 3072 * mib);
+	ck_assert_uint_eq(vm_low_ram_size(4096 * mib), 3072 * mib);
+	ck_assert_uint_eq(vm_low_ram_size(64ull << 30), 3072 * mib);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("mem");
@@ -76,6 +92,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_lookup);
 	tcase_add_test(tc, test_add_remove);
+	tcase_add_test(tc, test_low_ram_split);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
