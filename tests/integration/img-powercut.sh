@@ -41,5 +41,6 @@ suite() {
 }
 
 suite control --executors qemu --workloads rand4k-wb-d1,overlay,cs512-rb1,discard,compressed
-suite vtool --executors vtool
+# 60 sampled states per workload here; the long run (above) takes them all.
+suite vtool --executors vtool --max-states 60
 finish
