@@ -61,11 +61,13 @@ def judge(name, path):
                            capture_output=True, text=True, errors="replace", timeout=5,
                            stdin=subprocess.DEVNULL)
         qrc, qinfo = q.returncode, q.stdout
-    except subprocess.TimeoutExpired:  # a FIFO extent: qemu-img waits on it for ever
-        qrc, qinfo = -1000, ""
+    except subprocess.TimeoutExpired:
+        # A FIFO extent: qemu-img waits on it for ever (a refusal, in effect). Anything
+        # else that slow (3000 extents take qemu-img ~5 s) gives no verdict.
+        qrc, qinfo = (-1000 if "fifo" in name else None), ""
     rc, err = run(VTOOL, "img", "info", "-f", "vmdk", path)
     one_line(f"{name}: info", rc, err)
-    if qrc != 0:
+    if qrc is not None and qrc != 0:
         check(f"{name}: info", rc != 0, "qemu-img rejects this image but vtool accepts it")
     for cmd in ([BLKIO, "dump", path, "vmdk", os.path.join(tmp, "dump.raw"), str(16 << 20)],
                 [BLKIO, "write", path, "vmdk", "/dev/null", "3", "4"],
